@@ -1,0 +1,243 @@
+"""The typed config schema, registered in Hydra's ConfigStore, and the checks types cannot express.
+
+Hydra merges every YAML in `conf/` over these dataclasses, so a typo'd key or a value of the
+wrong type fails at composition. `validate` then checks ranges and the values that need Keras
+to judge (initializers, scales), so that every bad value is reported in one line naming the key,
+before any data is read or model built.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+#: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
+MAX_SEQ_LEN = 4096
+#: Scale words the layer understands besides a positive number.
+SCALE_WORDS = ("sqrt_dk", "none", "learned")
+#: Names are used as directory and MLflow experiment names; keep them to one safe path segment.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    """A bad config value, reported as one line naming the key and the value."""
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"config error: {key}={_show(value)}: {reason}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, DictConfig | dict):
+        return str(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)
+    return repr(value) if isinstance(value, str) and value == "" else str(value)
+
+
+def _range(*, gt: float | None = None, ge: float | None = None, le: float | None = None,
+           lt: float | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {k: v for k, v in dict(gt=gt, ge=ge, le=le, lt=lt, choices=choices).items()
+            if v is not None}
+
+
+@dataclass
+class DataConfig:
+    # where reviews come from: auto (path if given, else keras.datasets.imdb), files, keras
+    source: str = field(default="auto", metadata=_range(choices=("auto", "files", "keras")))
+    # the aclImdb .tar.gz or an extracted aclImdb/ directory
+    path: str | None = None
+    # vocabulary size including the 3 reserved indices (0 pad, 1 start, 2 out-of-vocabulary)
+    num_words: int = field(default=20000, metadata=_range(ge=4))
+    # tokens per review after padding/truncation (a hyperparameter: re-padded from the cache)
+    seq_len: int = field(default=64, metadata=_range(ge=1, le=MAX_SEQ_LEN))
+    # share of the training split held out for validation (model selection)
+    val_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
+    # stratified slice of N reviews per split, for smoke runs and tests
+    limit: int | None = field(default=None, metadata=_range(ge=2))
+    padding: str = field(default="pre", metadata=_range(choices=("pre", "post")))
+    truncating: str = field(default="pre", metadata=_range(choices=("pre", "post")))
+    # tokenised, unpadded reviews are cached here, keyed by a fingerprint of source and settings
+    cache_dir: str = ".cache/data"
+
+
+@dataclass
+class AttentionConfig:
+    # width of Q, K and V
+    output_dim: int = field(default=128, metadata=_range(ge=1))
+    # scores are divided by this: a positive number, sqrt_dk, none (1.0) or learned
+    scale: Any = 8.0
+    # any Keras initializer name or {class_name, config}; the original: uniform in ±0.05
+    initializer: Any = field(
+        default_factory=lambda: {
+            "class_name": "RandomUniform",
+            "config": {"minval": -0.05, "maxval": 0.05},
+        }
+    )
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int = field(default=128, metadata=_range(ge=1))
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    dropout: float = field(default=0.5, metadata=_range(ge=0.0, lt=1.0))
+    # mask padding so it receives no attention and is left out of the average
+    mask_padding: bool = True
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = field(default="adam", metadata=_range(choices=("adam", "adamw", "sgd",
+                                                                     "rmsprop", "nadam")))
+    learning_rate: float = field(default=2e-4, metadata=_range(gt=0.0, le=10.0))
+    batch_size: int = field(default=32, metadata=_range(ge=1))
+    epochs: int = field(default=5, metadata=_range(ge=1))
+    # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
+    verbose: int = field(default=2, metadata=_range(ge=0, le=2))
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI: SQLite by default, or http://host:port for a server
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    # where new experiments keep their artifacts (a local directory or a URI)
+    artifact_root: str = "mlruns/artifacts"
+    # which trained models to log: best (per sweep; the single run counts as best), all, none
+    log_models: str = field(default="best", metadata=_range(choices=("best", "all", "none")))
+
+
+@dataclass
+class SearchParam:
+    type: str = field(default=MISSING, metadata=_range(choices=("choice", "int", "float",
+                                                                "boolean")))
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: str = field(default="linear", metadata=_range(choices=("linear", "log")))
+
+
+@dataclass
+class SearchConfig:
+    tuner: str = field(default="random", metadata=_range(choices=("random", "bayesian",
+                                                                  "hyperband", "grid")))
+    max_trials: int = field(default=10, metadata=_range(ge=1))
+    objective: str = "val_accuracy"
+    direction: str = field(default="max", metadata=_range(choices=("min", "max")))
+    executions_per_trial: int = field(default=1, metadata=_range(ge=1))
+    # epochs without improvement of the objective before a trial stops early (0: never)
+    patience: int = field(default=2, metadata=_range(ge=0))
+    # this many failed trials in a row stop the sweep
+    max_consecutive_failures: int = field(default=3, metadata=_range(ge=1))
+    # Hyperband's reduction factor
+    hyperband_factor: int = field(default=3, metadata=_range(ge=2))
+    # config path -> how to search it
+    space: dict[str, SearchParam] = field(default_factory=dict)
+
+
+@dataclass
+class SweepConfig:
+    # tuner state lives in <dir>/<name>/
+    dir: str = "sweeps"
+    # start the sweep afresh instead of resuming it (on purpose only)
+    overwrite: bool = False
+
+
+@dataclass
+class Config:
+    # MLflow experiment name and sweeps/ subdirectory; experiments set their own
+    name: str = "base"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # null for a single run; an experiment fills it to make a sweep
+    search: SearchConfig | None = None
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+def register() -> None:
+    """Make the schema the base of `conf/config.yaml` (its defaults list names it)."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value the schema's types cannot rule out."""
+    _check_ranges(Config, cfg, "")
+    if not NAME_PATTERN.match(str(cfg.name)):
+        raise ConfigError("name", cfg.name, "must be letters, digits, '_', '-' or '.', "
+                          "starting with a letter or digit (it names a directory)")
+    attention = cfg.model.attention
+    check_scale("model.attention.scale", attention.scale)
+    check_initializer("model.attention.initializer", attention.initializer)
+    if cfg.data.source == "files" and not cfg.data.path:
+        raise ConfigError("data.path", cfg.data.path, "data.source=files needs a path")
+    if cfg.search is not None:
+        from sweep.space import check_space
+
+        check_space(cfg)
+
+
+def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:
+    if node is None:
+        return
+    for f in fields(schema):
+        key, value = prefix + f.name, node.get(f.name)
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            _check_ranges(f.default_factory, value, key + ".")
+            continue
+        if f.name == "search" and value is not None:
+            _check_ranges(SearchConfig, value, key + ".")
+            for path, param in value.space.items():
+                _check_ranges(SearchParam, param, f"{key}.space.{path}.")
+            continue
+        _check_value(key, value, f.metadata)
+
+
+def _check_value(key: str, value: Any, rules: Any) -> None:
+    if value is None or not rules:
+        return
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(key, value, f"expected one of {', '.join(rules['choices'])}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
+    for rule, ok, words in (("gt", lambda v, b: v > b, "greater than"),
+                            ("ge", lambda v, b: v >= b, "at least"),
+                            ("lt", lambda v, b: v < b, "less than"),
+                            ("le", lambda v, b: v <= b, "at most")):
+        if rule in rules and not ok(value, rules[rule]):
+            raise ConfigError(key, value, f"must be {words} {rules[rule]}")
+
+
+def check_scale(key: str, value: Any) -> None:
+    """A scale is a positive finite number or one of SCALE_WORDS."""
+    if isinstance(value, str):
+        if value in SCALE_WORDS:
+            return
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(key, value, "expected a positive number or one of "
+                              + ", ".join(SCALE_WORDS)) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, value, "expected a positive number or one of "
+                          + ", ".join(SCALE_WORDS))
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(key, value, "must be a positive finite number")
+
+
+def check_initializer(key: str, value: Any) -> None:
+    """Ask Keras itself whether it knows the initializer, so any Keras name or config works."""
+    import keras
+
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    try:
+        keras.initializers.get(value)
+    except (ValueError, TypeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(key, value, f"not a Keras initializer ({reason[:120]})") from None
