@@ -7,6 +7,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.layers import SelfAttention
+from sweep.schema import SCALE_WORDS
 
 #: Layer names the diagnostics look up.
 EMBEDDING, ATTENTION = "embedding", "self_attention"
@@ -15,6 +16,7 @@ EMBEDDING, ATTENTION = "embedding", "self_attention"
 def build_model(cfg: DictConfig) -> keras.Model:
     """Embedding → SelfAttention → GlobalAveragePooling1D → Dropout → Dense(2), compiled."""
     att = cfg.model.attention
+    scale = att.scale if att.scale in SCALE_WORDS else float(att.scale)
     initializer = att.initializer
     if isinstance(initializer, DictConfig):
         initializer = OmegaConf.to_container(initializer, resolve=True)
@@ -23,7 +25,7 @@ def build_model(cfg: DictConfig) -> keras.Model:
         cfg.data.num_words, cfg.model.embedding_dim, mask_zero=cfg.model.mask_padding,
         name=EMBEDDING,
     )(inputs)
-    x = SelfAttention(att.output_dim, scale=att.scale, initializer=initializer, name=ATTENTION)(x)
+    x = SelfAttention(att.output_dim, scale=scale, initializer=initializer, name=ATTENTION)(x)
     x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)

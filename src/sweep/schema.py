@@ -92,7 +92,7 @@ class ModelConfig:
 class TrainConfig:
     optimizer: str = field(default="adam", metadata=_range(choices=("adam", "adamw", "sgd",
                                                                      "rmsprop", "nadam")))
-    learning_rate: float = field(default=2e-4, metadata=_range(gt=0.0, le=10.0))
+    learning_rate: float = field(default=2e-4, metadata=_range(gt=0.0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
     epochs: int = field(default=5, metadata=_range(ge=1))
     # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch

@@ -1,0 +1,215 @@
+"""Keras layers for the attention sweep.
+
+`SelfAttention` is a single-head scaled dot-product self-attention layer whose
+score scaling is a hyperparameter (fixed number, `sqrt(d_k)`, none, or a
+learned temperature), so a sweep can compare scaling strategies while keeping
+everything else fixed. It is registered for serialization, so models that use
+it reload with `keras.saving.load_model` without `custom_objects`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import keras
+from keras import ops
+
+SCALE_MODES: tuple[str, ...] = ("sqrt_dk", "none", "learned")
+
+
+def _validate_output_dim(output_dim: Any) -> int:
+    """Returns `output_dim` as an `int`, or raises if it is not a positive integer."""
+    if (
+        isinstance(output_dim, bool)
+        or not isinstance(output_dim, numbers.Integral)
+        or output_dim <= 0
+    ):
+        raise ValueError(
+            "Invalid value for argument `output_dim`. Expected a positive integer. "
+            f"Received: output_dim={output_dim!r}"
+        )
+    return int(output_dim)
+
+
+def resolve_scale(scale: float | str, output_dim: int) -> float:
+    """Turns a `scale` argument into the number the attention scores are divided by.
+
+    For `"learned"` this is the initial temperature, `sqrt(output_dim)`, so a
+    learned scale starts out identical to the standard `"sqrt_dk"` scaling.
+
+    Args:
+        scale: A positive finite number, or one of `"sqrt_dk"`, `"none"`,
+            `"learned"`.
+        output_dim: Positive integer, the key/query dimension `d_k`.
+
+    Returns:
+        The divisor as a Python float.
+
+    Raises:
+        ValueError: If `scale` or `output_dim` is invalid.
+    """
+    output_dim = _validate_output_dim(output_dim)
+    if isinstance(scale, str):
+        if scale in ("sqrt_dk", "learned"):
+            return math.sqrt(output_dim)
+        if scale == "none":
+            return 1.0
+    elif isinstance(scale, numbers.Real) and not isinstance(scale, bool):
+        value = float(scale)
+        if math.isfinite(value) and value > 0:
+            return value
+    raise ValueError(
+        "Invalid value for argument `scale`. Expected a positive finite number or "
+        f"one of {SCALE_MODES}. Received: scale={scale!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="attention_sweep", name="SelfAttention")
+class SelfAttention(keras.layers.Layer):
+    """Single-head scaled dot-product self-attention.
+
+    Queries, keys and values are linear projections of the same input, held in
+    one kernel of shape `(3, input_dim, output_dim)` so the three projections
+    share an initializer and serialize as one weight:
+
+    1. `Q = x @ kernel[0]`, `K = x @ kernel[1]`, `V = x @ kernel[2]`.
+    2. `scores = Q @ K^T / scale`, shape `(batch_size, seq_len, seq_len)`.
+    3. Keys at padded positions (mask `False`) get a large negative bias, so
+       they receive zero attention weight.
+    4. `weights = softmax(scores)` over the key axis; `output = weights @ V`.
+
+    Args:
+        output_dim: Positive integer, dimension of queries, keys, values and
+            the output (`d_k`).
+        scale: Divisor applied to the raw scores. A positive finite number, or
+            one of `"sqrt_dk"` (`sqrt(output_dim)`, the Transformer default),
+            `"none"` (`1.0`), or `"learned"` (a trainable temperature that
+            starts at `sqrt(output_dim)`; it is stored as its logarithm,
+            `log_scale`, so it stays positive during training). Defaults to
+            `"sqrt_dk"`.
+        initializer: Initializer for the Q/K/V kernel: any identifier accepted
+            by `keras.initializers.get` (a name, an instance, or a config dict).
+            Defaults to `"glorot_uniform"`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Float tensor of shape `(batch_size, seq_len, input_dim)`.
+        mask: Optional boolean tensor of shape `(batch_size, seq_len)`, `True`
+            for real tokens and `False` for padding. Usually propagated from an
+            `Embedding(mask_zero=True)` layer.
+        return_attention_scores: bool, if `True`, also return the attention
+            weights (after masking and softmax).
+
+    Output shape:
+        Attention output of shape `(batch_size, seq_len, output_dim)`.
+        (Optional) Attention weights of shape `(batch_size, seq_len, seq_len)`.
+        The input mask is passed through unchanged, so downstream layers such
+        as `GlobalAveragePooling1D` still ignore padded positions.
+    """
+
+    def __init__(
+        self,
+        output_dim: int,
+        scale: float | str = "sqrt_dk",
+        initializer: Any = "glorot_uniform",
+        **kwargs: Any,
+    ) -> None:
+        # Validate before building anything, so bad sweep configs fail fast.
+        output_dim = _validate_output_dim(output_dim)
+        resolve_scale(scale, output_dim)
+        if initializer is None:
+            raise ValueError(
+                "Invalid value for argument `initializer`. Expected a Keras initializer "
+                f"name, instance or config dict. Received: initializer={initializer!r}"
+            )
+        try:
+            kernel_initializer = keras.initializers.get(initializer)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                "Invalid value for argument `initializer`. Expected a Keras initializer "
+                f"name, instance or config dict. Received: initializer={initializer!r}"
+            ) from err
+
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        # Keep strings as-is and numbers as floats, so get_config round-trips.
+        self.scale = scale if isinstance(scale, str) else float(scale)
+        self.initializer = kernel_initializer
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(min_ndim=3)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "The last dimension of the inputs to `SelfAttention` must be defined. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.input_spec = keras.layers.InputSpec(min_ndim=3, axes={-1: input_dim})
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(3, input_dim, self.output_dim),
+            initializer=self.initializer,
+        )
+        self.log_scale = None
+        if self.scale == "learned":
+            initial = math.log(resolve_scale(self.scale, self.output_dim))
+            self.log_scale = self.add_weight(
+                name="log_scale",
+                shape=(),
+                initializer=keras.initializers.Constant(initial),
+                trainable=True,
+            )
+        self.built = True
+
+    def call(self, inputs, mask=None, return_attention_scores: bool = False):
+        query = ops.matmul(inputs, self.kernel[0])
+        key = ops.matmul(inputs, self.kernel[1])
+        value = ops.matmul(inputs, self.kernel[2])
+
+        scores = ops.matmul(query, ops.swapaxes(key, -2, -1))
+        if self.log_scale is not None:
+            divisor = ops.cast(ops.exp(self.log_scale), scores.dtype)
+        else:
+            divisor = resolve_scale(self.scale, self.output_dim)
+        scores = ops.divide(scores, divisor)
+
+        if mask is not None:
+            # Shape (batch, 1, seq): the same key mask applies to every query.
+            padding = ops.expand_dims(ops.logical_not(ops.cast(mask, "bool")), axis=-2)
+            # Same bias as keras Attention; 65504 is the float16 maximum.
+            max_value = 65504.0 if scores.dtype == "float16" else 1.0e9
+            scores = ops.where(padding, scores - max_value, scores)
+
+        weights = ops.softmax(scores, axis=-1)
+        output = ops.matmul(weights, value)
+        if return_attention_scores:
+            return output, weights
+        return output
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (*input_shape[:-1], self.output_dim)
+
+    def compute_output_spec(self, inputs, mask=None, return_attention_scores: bool = False):
+        # Overridden because the default spec ignores `return_attention_scores`.
+        output_spec = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if return_attention_scores:
+            scores_shape = (*inputs.shape[:-1], inputs.shape[-2])
+            return output_spec, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        return output_spec
+
+    def get_config(self) -> dict[str, Any]:
+        base_config = super().get_config()
+        config = {
+            "output_dim": self.output_dim,
+            "scale": self.scale,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
+        return {**base_config, **config}
