@@ -32,10 +32,11 @@ def run(cfg: DictConfig) -> float:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     from sweep.data import DataError
+    from sweep.tuner import SweepError
 
     try:
         return run(cfg)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, SweepError) as err:
         log.error("%s", err)
         sys.exit(2)
 

@@ -42,8 +42,9 @@ def check_command_line(args: Sequence[str]) -> None:
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    overrides = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.",
-                                                                              "hydra/"))]
+    overrides = [
+        a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))
+    ]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
@@ -81,7 +82,7 @@ def _override(key: str, overrides: Sequence[str]) -> tuple[str, str] | None:
 
 def _reason(err: BaseException) -> str:
     text = _first_line(err)
-    if "not in struct" in text or "Key '" in text and "not" in text:
+    if "not in struct" in text or ("Key '" in text and "not" in text):
         return "no such key in the config (check the spelling; see conf/ for the keys)"
     return text
 

@@ -22,7 +22,9 @@ def build_model(cfg: DictConfig) -> keras.Model:
         initializer = OmegaConf.to_container(initializer, resolve=True)
     inputs = keras.Input(shape=(cfg.data.seq_len,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(
-        cfg.data.num_words, cfg.model.embedding_dim, mask_zero=cfg.model.mask_padding,
+        cfg.data.num_words,
+        cfg.model.embedding_dim,
+        mask_zero=cfg.model.mask_padding,
         name=EMBEDDING,
     )(inputs)
     x = SelfAttention(att.output_dim, scale=scale, initializer=initializer, name=ATTENTION)(x)
@@ -33,8 +35,7 @@ def build_model(cfg: DictConfig) -> keras.Model:
     optimizer = keras.optimizers.get(
         {"class_name": cfg.train.optimizer, "config": {"learning_rate": cfg.train.learning_rate}}
     )
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -66,5 +67,7 @@ def attention_stats(weights: np.ndarray, tokens: np.ndarray) -> dict[str, float]
         peaks.append(float(rows.max(axis=1).mean()))
     if not entropies:
         return {}
-    return {"attention_entropy": float(np.mean(entropies)),
-            "attention_saturation": float(np.mean(peaks))}
+    return {
+        "attention_entropy": float(np.mean(entropies)),
+        "attention_saturation": float(np.mean(peaks)),
+    }

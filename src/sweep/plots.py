@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 
@@ -42,4 +44,59 @@ def attention_heatmaps(
         ax.set_xlabel("attended to (key)")
         ax.set_ylabel("attending (query)")
         fig.colorbar(image, ax=ax, shrink=0.6)
+    return fig
+
+
+def _numeric(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
+    """Positions to plot a column at, and category labels when it is not numeric."""
+    as_numbers = pd.to_numeric(column, errors="coerce")
+    if as_numbers.notna().all():
+        return as_numbers.to_numpy(float), None
+    labels = sorted(column.astype(str).unique())
+    return column.astype(str).map(labels.index).to_numpy(float), labels
+
+
+def objective_by_hyperparameter(
+    table: pd.DataFrame, hyperparameters: list[str], objective: str
+) -> Figure:
+    """The objective of every finished trial against each hyperparameter."""
+    fig = Figure(figsize=(4.5 * max(len(hyperparameters), 1), 4), layout="constrained")
+    axes = fig.subplots(1, max(len(hyperparameters), 1), squeeze=False)[0]
+    for ax, hp in zip(axes, hyperparameters, strict=False):
+        x, labels = _numeric(table[hp])
+        ax.scatter(x, table[objective], s=40, alpha=0.8)
+        if labels is not None:
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        elif len(x) and x.min() > 0 and x.max() / x.min() >= 16:
+            ax.set_xscale("log")
+        ax.set_xlabel(hp)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def parallel_coordinates(table: pd.DataFrame, hyperparameters: list[str], objective: str) -> Figure:
+    """One line per trial across every hyperparameter, coloured by the objective."""
+    columns = [*hyperparameters, objective]
+    fig = Figure(figsize=(2.2 * len(columns) + 2, 4.5), layout="constrained")
+    ax = fig.subplots()
+    scaled, ticks = [], []
+    for column in columns:
+        x, labels = _numeric(table[column])
+        low, high = float(np.min(x)), float(np.max(x))
+        scaled.append((x - low) / (high - low) if high > low else np.full_like(x, 0.5))
+        ticks.append(labels or [f"{low:.4g}", f"{high:.4g}"])
+    lines = np.stack(scaled, axis=1)
+    score = table[objective].to_numpy(float)
+    span = float(np.ptp(score)) or 1.0
+    colours = matplotlib.colormaps["viridis"]((score - score.min()) / span)
+    for line, colour in zip(lines, colours, strict=True):
+        ax.plot(range(len(columns)), line, color=colour, alpha=0.85)
+    ax.set_xticks(
+        range(len(columns)),
+        [f"{c}\n[{', '.join(t)}]" for c, t in zip(columns, ticks, strict=True)],
+        fontsize=7,
+    )
+    ax.set_yticks([])
+    ax.set_title(f"trials coloured by {objective} (yellow = best)")
     return fig

@@ -38,10 +38,17 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) and value == "" else str(value)
 
 
-def _range(*, gt: float | None = None, ge: float | None = None, le: float | None = None,
-           lt: float | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {k: v for k, v in dict(gt=gt, ge=ge, le=le, lt=lt, choices=choices).items()
-            if v is not None}
+def _range(
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    return {
+        k: v for k, v in dict(gt=gt, ge=ge, le=le, lt=lt, choices=choices).items() if v is not None
+    }
 
 
 @dataclass
@@ -90,8 +97,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = field(default="adam", metadata=_range(choices=("adam", "adamw", "sgd",
-                                                                     "rmsprop", "nadam")))
+    optimizer: str = field(
+        default="adam", metadata=_range(choices=("adam", "adamw", "sgd", "rmsprop", "nadam"))
+    )
     learning_rate: float = field(default=2e-4, metadata=_range(gt=0.0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
     epochs: int = field(default=5, metadata=_range(ge=1))
@@ -111,8 +119,9 @@ class TrackingConfig:
 
 @dataclass
 class SearchParam:
-    type: str = field(default=MISSING, metadata=_range(choices=("choice", "int", "float",
-                                                                "boolean")))
+    type: str = field(
+        default=MISSING, metadata=_range(choices=("choice", "int", "float", "boolean"))
+    )
     values: list[Any] | None = None
     min: float | None = None
     max: float | None = None
@@ -122,8 +131,9 @@ class SearchParam:
 
 @dataclass
 class SearchConfig:
-    tuner: str = field(default="random", metadata=_range(choices=("random", "bayesian",
-                                                                  "hyperband", "grid")))
+    tuner: str = field(
+        default="random", metadata=_range(choices=("random", "bayesian", "hyperband", "grid"))
+    )
     max_trials: int = field(default=10, metadata=_range(ge=1))
     objective: str = "val_accuracy"
     direction: str = field(default="max", metadata=_range(choices=("min", "max")))
@@ -169,8 +179,12 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the schema's types cannot rule out."""
     _check_ranges(Config, cfg, "")
     if not NAME_PATTERN.match(str(cfg.name)):
-        raise ConfigError("name", cfg.name, "must be letters, digits, '_', '-' or '.', "
-                          "starting with a letter or digit (it names a directory)")
+        raise ConfigError(
+            "name",
+            cfg.name,
+            "must be letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (it names a directory)",
+        )
     attention = cfg.model.attention
     check_scale("model.attention.scale", attention.scale)
     check_initializer("model.attention.initializer", attention.initializer)
@@ -205,10 +219,12 @@ def _check_value(key: str, value: Any, rules: Any) -> None:
         raise ConfigError(key, value, f"expected one of {', '.join(rules['choices'])}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(key, value, "must be a finite number")
-    for rule, ok, words in (("gt", lambda v, b: v > b, "greater than"),
-                            ("ge", lambda v, b: v >= b, "at least"),
-                            ("lt", lambda v, b: v < b, "less than"),
-                            ("le", lambda v, b: v <= b, "at most")):
+    for rule, ok, words in (
+        ("gt", lambda v, b: v > b, "greater than"),
+        ("ge", lambda v, b: v >= b, "at least"),
+        ("lt", lambda v, b: v < b, "less than"),
+        ("le", lambda v, b: v <= b, "at most"),
+    ):
         if rule in rules and not ok(value, rules[rule]):
             raise ConfigError(key, value, f"must be {words} {rules[rule]}")
 
@@ -221,11 +237,13 @@ def check_scale(key: str, value: Any) -> None:
         try:
             value = float(value)
         except ValueError:
-            raise ConfigError(key, value, "expected a positive number or one of "
-                              + ", ".join(SCALE_WORDS)) from None
+            raise ConfigError(
+                key, value, "expected a positive number or one of " + ", ".join(SCALE_WORDS)
+            ) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(key, value, "expected a positive number or one of "
-                          + ", ".join(SCALE_WORDS))
+        raise ConfigError(
+            key, value, "expected a positive number or one of " + ", ".join(SCALE_WORDS)
+        )
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(key, value, "must be a positive finite number")
 

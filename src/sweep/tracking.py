@@ -23,7 +23,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import plots
+from sweep import leaderboard, plots
 from sweep.model import attention_stats, attention_weights
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,20 @@ def is_local_store(uri: str) -> bool:
     return urlparse(uri).scheme in ("sqlite", "file", "")
 
 
-def experiment_id(name: str, tracking: DictConfig) -> str:
-    """The MLflow experiment for `name`, created with artifacts under `tracking.artifact_root`."""
+def use_experiment(name: str, tracking: DictConfig) -> str:
+    """Make `name` the active MLflow experiment (created with artifacts under
+    `tracking.artifact_root` for a local store); returns its id."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
-        return found.experiment_id
-    location = None
-    if is_local_store(str(tracking.uri)):
-        location = (Path(tracking.artifact_root) / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+        experiment = found.experiment_id
+    else:
+        location = None
+        if is_local_store(str(tracking.uri)):
+            location = (Path(tracking.artifact_root) / name).resolve().as_uri()
+        experiment = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment)
+    return experiment
 
 
 def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -81,8 +85,13 @@ def run_params(cfg: DictConfig) -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -126,6 +135,8 @@ def log_outcome(
     vocabulary: list[str],
     *,
     log_model: bool,
+    objective: str = "val_accuracy",
+    direction: str = "max",
 ) -> dict[str, float]:
     """Cost, curves, attention diagnostics and (optionally) the model, for the active run."""
     epochs = max(len(v) for v in history.values()) if history else 0
@@ -134,6 +145,7 @@ def log_outcome(
         "seconds_per_epoch": seconds / max(epochs, 1),
         "epochs_run": float(epochs),
         "param_count": float(model.count_params()),
+        f"best_{objective}": best_value(history, objective, direction),
     }
     sample = val_tokens[:DIAGNOSTIC_REVIEWS]
     weights = attention_weights(model, sample)
@@ -141,13 +153,20 @@ def log_outcome(
     mlflow.log_metrics(summary)
     mlflow.log_figure(plots.learning_curves(history), "learning_curves.png")
     mlflow.log_figure(
-        plots.attention_heatmaps(weights[:HEATMAP_REVIEWS], sample[:HEATMAP_REVIEWS],
-                                 vocabulary, max_tokens=HEATMAP_TOKENS),
+        plots.attention_heatmaps(
+            weights[:HEATMAP_REVIEWS],
+            sample[:HEATMAP_REVIEWS],
+            vocabulary,
+            max_tokens=HEATMAP_TOKENS,
+        ),
         "attention_heatmap.png",
     )
     if log_model:
         started = time.perf_counter()
-        mlflow.keras.log_model(model, name="model", pip_requirements=_requirements())
+        signature = mlflow.models.infer_signature(sample[:2], model.predict(sample[:2], verbose=0))
+        mlflow.keras.log_model(
+            model, name="model", signature=signature, pip_requirements=_requirements()
+        )
         log.debug("model logged in %.1f s", time.perf_counter() - started)
     return summary
 
@@ -197,3 +216,94 @@ def close_stale_runs(experiment: str, *, older_than_s: float = 0.0) -> list[str]
     if closed:
         log.warning("closed %d run(s) left RUNNING by an earlier crash as KILLED", len(closed))
     return closed
+
+
+def existing_run(run_id: str, experiment: str) -> str | None:
+    """`run_id` if this store holds it in `experiment` (a sweep resumes its own parent)."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return run_id if run.info.experiment_id == experiment else None
+
+
+def log_sweep_settings(cfg: DictConfig) -> None:
+    """The parent run's record of what is searched and how."""
+    settings = {k: v for k, v in flatten(cfg.search).items() if not k.startswith("space.")}
+    mlflow.log_params({f"search.{k}": v for k, v in settings.items()})
+    mlflow.log_param("search.space", ", ".join(cfg.search.space))
+    mlflow.log_text(OmegaConf.to_yaml(cfg.search, resolve=True), "search.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+
+def log_hyperparameters(values: Mapping[str, Any]) -> None:
+    """Name the searched params (their values are config params already)."""
+    mlflow.set_tag("hyperparameters", ", ".join(values))
+
+
+def log_failure(err: BaseException) -> None:
+    message = str(err).strip() or type(err).__name__
+    mlflow.set_tag("error", message[:5000])
+
+
+def best_value(history: Mapping[str, list[float]], metric: str, direction: str) -> float:
+    """The objective's best epoch value; NaN when the metric was never logged."""
+    values = [v for v in history.get(metric, []) if np.isfinite(v)]
+    if not values:
+        return float("nan")
+    return float(max(values) if direction == "max" else min(values))
+
+
+def finished_trial(parent_run_id: str, trial_id: str, objective: str) -> dict[str, float] | None:
+    """The objective of a trial already logged FINISHED under this parent, if any."""
+    parent = MlflowClient().get_run(parent_run_id)
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not runs or f"best_{objective}" not in runs[0].data.metrics:
+        return None
+    return {objective: runs[0].data.metrics[f"best_{objective}"]}
+
+
+def trial_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
+    """Every child run of a sweep, whatever its status."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+
+
+def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
+    """Refresh the sweep's leaderboard CSV and summary plots on its parent run; the best value."""
+    search = cfg.search
+    table = leaderboard.frame(
+        trial_runs(parent_run_id), list(search.space), search.objective, search.direction
+    )
+    client = MlflowClient()
+    if table.empty:
+        return None
+    client.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
+    best_column = f"best_{search.objective}"
+    finished = table[table["status"] == "FINISHED"].dropna(subset=[best_column])
+    if finished.empty:
+        return None
+    client.log_figure(
+        parent_run_id,
+        plots.objective_by_hyperparameter(finished, list(search.space), best_column),
+        "objective_by_hyperparameter.png",
+    )
+    client.log_figure(
+        parent_run_id,
+        plots.parallel_coordinates(finished, list(search.space), best_column),
+        "parallel_coordinates.png",
+    )
+    best = float(finished[best_column].iloc[0])
+    client.log_metric(parent_run_id, best_column, best)
+    client.set_tag(parent_run_id, "best_run_id", finished["run_id"].iloc[0])
+    return best

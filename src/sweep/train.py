@@ -52,7 +52,9 @@ def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
     return Arrays(padded[0], train.labels, padded[1], val.labels)
 
 
-def fit(model: keras.Model, cfg: DictConfig, xy: Arrays, **fit_kwargs: Any) -> keras.callbacks.History:
+def fit(
+    model: keras.Model, cfg: DictConfig, xy: Arrays, **fit_kwargs: Any
+) -> keras.callbacks.History:
     """`model.fit` on NumPy arrays with the config's settings; `fit_kwargs` win (tuners set
     epochs and callbacks)."""
     kwargs: dict[str, Any] = {
@@ -70,20 +72,34 @@ def run(cfg: DictConfig) -> float:
     encoded = load(cfg)
     xy = arrays(encoded, cfg)
     tracking.configure(cfg.tracking)
-    experiment = tracking.experiment_id(cfg.name, cfg.tracking)
+    experiment = tracking.use_experiment(cfg.name, cfg.tracking)
     tracking.close_stale_runs(experiment)
     keras.utils.set_random_seed(cfg.seed)
-    with tracking.tracked_run(experiment_id=experiment, run_name=f"{cfg.name}-run",
-                              tags=tracking.standard_tags(cfg, encoded.fingerprint)) as active:
+    with tracking.tracked_run(
+        experiment_id=experiment,
+        run_name=f"{cfg.name}-run",
+        tags=tracking.standard_tags(cfg, encoded.fingerprint),
+    ) as active:
         tracking.log_config(cfg)
         model = build_model(cfg)
         started = time.perf_counter()
         history = fit(model, cfg, xy, callbacks=[tracking.EpochMetrics()])
         seconds = time.perf_counter() - started
-        tracking.log_outcome(model, history.history, seconds, xy.x_val, encoded.vocabulary,
-                             log_model=cfg.tracking.log_models != "none")
+        tracking.log_outcome(
+            model,
+            history.history,
+            seconds,
+            xy.x_val,
+            encoded.vocabulary,
+            log_model=cfg.tracking.log_models != "none",
+        )
     best = max(history.history.get("val_accuracy", [float("nan")]))
-    log.info("run %s: best val_accuracy %.4f in %.0f s; open the MLflow UI with: "
-             "mlflow ui --backend-store-uri %s", active.info.run_id, best, seconds,
-             cfg.tracking.uri)
+    log.info(
+        "run %s: best val_accuracy %.4f in %.0f s; open the MLflow UI with: "
+        "mlflow ui --backend-store-uri %s",
+        active.info.run_id,
+        best,
+        seconds,
+        cfg.tracking.uri,
+    )
     return best

@@ -1,0 +1,354 @@
+"""The sweep: Keras Tuner's oracle picks values, the hypermodel builds and fits, the tuner runs
+each trial inside a nested MLflow run.
+
+Tuner state lives in `sweeps/<name>/`; re-running the same command resumes the sweep. MLflow is
+the record: a trial already logged FINISHED is never trained or logged again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from functools import cmp_to_key
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+from keras_tuner.errors import FailedTrialError
+from omegaconf import DictConfig
+
+from sweep import data, space, tracking, train
+from sweep.model import build_model
+from sweep.schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Keras Tuner's project directory inside `sweeps/<name>/`.
+PROJECT = "tuner"
+#: The sweep's identity on disk: its parent run and the settings it was started with.
+STATE_FILE = "sweep.json"
+#: Config sections that do not change what a trial computes, so a resume may change them.
+RESUMABLE_CHANGES = ("tracking", "sweep", "data.path", "data.cache_dir", "train.verbose")
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start or go on; the message says what to do."""
+
+
+class AttentionHyperModel(keras_tuner.HyperModel):
+    """Builds and fits the classifier for one trial's values; knows nothing of MLflow."""
+
+    def __init__(self, cfg: DictConfig, encoded: data.Encoded) -> None:
+        super().__init__(name="attention_classifier")
+        self.cfg, self.encoded = cfg, encoded
+        self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
+
+    def trial_config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
+        values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+        try:
+            return space.apply(self.cfg, self.cfg.search.space, values)
+        except ConfigError as err:
+            raise FailedTrialError(f"invalid combination: {err}") from None
+
+    def arrays(self, cfg: DictConfig) -> train.Arrays:
+        """Padded once per sequence length per sweep: re-padding is cheap, re-tokenising never."""
+        key = (cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+        if key not in self._arrays:
+            self._arrays[key] = train.arrays(self.encoded, cfg)
+        return self._arrays[key]
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        cfg = self.trial_config(hp)
+        keras.utils.set_random_seed(cfg.seed)
+        return build_model(cfg)
+
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> keras.callbacks.History:
+        cfg = self.trial_config(hp)
+        history = train.fit(model, cfg, self.arrays(cfg), **kwargs)
+        losses = history.history.get("loss", [])
+        if any(not math.isfinite(v) for v in losses):
+            epoch = next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1
+            raise FailedTrialError(f"loss became NaN at epoch {epoch}")
+        return history
+
+
+class TrialTracking:
+    """Mixed into a Keras Tuner tuner: each trial a nested MLflow run, one console line each."""
+
+    parent_run_id: str
+    sweep_cfg: DictConfig
+    hypermodel: AttentionHyperModel
+    oracle: keras_tuner.Oracle
+
+    def on_search_begin(self) -> None:
+        super().on_search_begin()  # type: ignore[misc]
+        self._best: float | None = None
+        self._failures_in_a_row = 0
+        for trial in self.oracle.trials.values():
+            if trial.score is not None and math.isfinite(trial.score):
+                self._best = (
+                    trial.score if self._best is None else self._pick(self._best, trial.score)
+                )
+
+    def _pick(self, a: float, b: float) -> float:
+        return max(a, b) if self.sweep_cfg.search.direction == "max" else min(a, b)
+
+    def on_epoch_end(
+        self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None
+    ) -> None:
+        super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        self._model = model
+
+    def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
+        objective = self.sweep_cfg.search.objective
+        logged = tracking.finished_trial(self.parent_run_id, trial.trial_id, objective)
+        if logged is not None:
+            log.info(
+                "trial %s was logged FINISHED before an interruption; not re-run", trial.trial_id
+            )
+            return logged
+        cfg = None
+        tags = {**self._tags, "trial_id": trial.trial_id}
+        with tracking.tracked_run(nested=True, run_name=f"trial-{trial.trial_id}", tags=tags):
+            try:
+                cfg = self.hypermodel.trial_config(trial.hyperparameters)
+                tracking.log_config(cfg)
+                tracking.log_hyperparameters(self._values(trial))
+                started = time.perf_counter()
+                histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+                seconds = time.perf_counter() - started
+            except Exception as err:
+                tracking.log_failure(err)
+                raise
+            history = histories[-1].history
+            score = tracking.best_value(history, objective, self.sweep_cfg.search.direction)
+            is_best = self._best is None or self._pick(self._best, score) == score
+            log_model = self.sweep_cfg.tracking.log_models == "all" or (
+                self.sweep_cfg.tracking.log_models == "best" and is_best
+            )
+            tracking.log_outcome(
+                self._model,
+                history,
+                seconds,
+                self.hypermodel.arrays(cfg).x_val,
+                self.hypermodel.encoded.vocabulary,
+                log_model=log_model,
+            )
+            if is_best:
+                self._best = score
+        return histories
+
+    def _values(self, trial: Any) -> dict[str, Any]:
+        return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+    def on_trial_end(self, trial: Any) -> None:
+        super().on_trial_end(trial)  # type: ignore[misc]
+        done = sum(t.status in ("COMPLETED", "FAILED") for t in self.oracle.trials.values())
+        values = ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={space.label(v)}" for k, v in self._values(trial).items()
+        )
+        stored = self.oracle.get_trial(trial.trial_id)
+        if stored.status == "COMPLETED":
+            outcome = f"{self.sweep_cfg.search.objective}={stored.score:.4f}"
+        else:
+            outcome = f"{stored.status}: {(stored.message or '').strip().splitlines()[-1:]}"
+        best = f"{self._best:.4f}" if self._best is not None else "-"
+        log.info(
+            "trial %d/%d  %s  ->  %s  (best %s)",
+            done,
+            self.sweep_cfg.search.max_trials,
+            values,
+            outcome,
+            best,
+        )
+        tracking.log_leaderboard(self.parent_run_id, self.sweep_cfg)
+
+
+class RandomSweep(TrialTracking, keras_tuner.RandomSearch):
+    """Random search over the declared space."""
+
+
+class BayesianSweep(TrialTracking, keras_tuner.BayesianOptimization):
+    """Gaussian-process Bayesian optimisation over the declared space."""
+
+
+class HyperbandSweep(TrialTracking, keras_tuner.Hyperband):
+    """Hyperband: many short trials, the promising ones trained on."""
+
+
+class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
+    """Keras Tuner 1.4.8's grid oracle forgets its position on reload and stops at once; rebuild
+    the position from the trials it reloaded."""
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        ids = [i for i in self.start_order if i in self.trials]
+        order = sorted(
+            ids,
+            key=cmp_to_key(
+                lambda a, b: self._compare(
+                    self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values
+                )
+            ),
+        )
+        self._ordered_ids = type(self._ordered_ids)()
+        for trial_id in order:
+            self._ordered_ids.insert(trial_id)
+        self._populate_next = list(order)
+
+
+class GridSweep(TrialTracking, keras_tuner.Tuner):
+    """Every combination of the declared (discrete) space, in order."""
+
+
+def build_tuner(
+    cfg: DictConfig, hypermodel: AttentionHyperModel, directory: Path, *, overwrite: bool
+) -> keras_tuner.Tuner:
+    """The Keras Tuner tuner `search.tuner` names, its state in `directory`."""
+    search = cfg.search
+    objective = keras_tuner.Objective(search.objective, direction=search.direction)
+    common: dict[str, Any] = {
+        "hyperparameters": space.hyperparameters(search.space),
+        "tune_new_entries": False,
+        "allow_new_entries": False,
+        "max_retries_per_trial": 0,
+        "max_consecutive_failed_trials": search.max_consecutive_failures,
+        "seed": cfg.seed,
+        "objective": objective,
+    }
+    where = {
+        "directory": str(directory),
+        "project_name": PROJECT,
+        "overwrite": overwrite,
+        "executions_per_trial": search.executions_per_trial,
+    }
+    if search.tuner == "random":
+        tuner = RandomSweep(hypermodel, max_trials=search.max_trials, **common, **where)
+    elif search.tuner == "bayesian":
+        tuner = BayesianSweep(hypermodel, max_trials=search.max_trials, **common, **where)
+    elif search.tuner == "hyperband":
+        tuner = HyperbandSweep(
+            hypermodel,
+            max_epochs=cfg.train.epochs,
+            factor=search.hyperband_factor,
+            **common,
+            **where,
+        )
+    else:
+        oracle = ResumableGridSearchOracle(max_trials=search.max_trials, **common)
+        tuner = GridSweep(oracle, hypermodel, **where)
+    tuner.oracle.verbose = 0  # our one line per trial replaces Keras Tuner's dump
+    return tuner
+
+
+def _compared(cfg: DictConfig) -> dict[str, Any]:
+    flat = tracking.flatten(cfg)
+    return {
+        k: v
+        for k, v in flat.items()
+        if not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
+    }
+
+
+def _resume_or_start(cfg: DictConfig, directory: Path, experiment: str) -> str | None:
+    """The parent run to continue, or None for a fresh sweep; refuses a changed sweep."""
+    state_file = directory / STATE_FILE
+    if cfg.sweep.overwrite and directory.exists():
+        log.warning(
+            "sweep.overwrite=true: starting %s afresh (MLflow keeps the old runs)", directory
+        )
+        shutil.rmtree(directory)
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    before, now = state["config"], _compared(cfg)
+    changed = [
+        f"{k}: {before.get(k)} -> {now.get(k)}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    if changed:
+        raise SweepError(
+            f"{directory} was started with other settings ({'; '.join(changed)}); re-run with "
+            "the original values to resume it, or add sweep.overwrite=true to start afresh"
+        )
+    return tracking.existing_run(state["parent_run_id"], experiment)
+
+
+def _save_state(directory: Path, cfg: DictConfig, parent_run_id: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{STATE_FILE}.tmp"
+    tmp.write_text(
+        json.dumps(
+            {"parent_run_id": parent_run_id, "config": _compared(cfg)}, indent=1, default=str
+        )
+    )
+    os.replace(tmp, directory / STATE_FILE)
+
+
+def run(cfg: DictConfig) -> float:
+    """Run (or resume) the sweep `cfg` declares; returns the best objective value."""
+    directory = Path(cfg.sweep.dir) / cfg.name
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment(cfg.name, cfg.tracking)
+    parent_id = _resume_or_start(cfg, directory, experiment)
+    encoded = train.load(cfg)
+    tracking.close_stale_runs(experiment)
+    hypermodel = AttentionHyperModel(cfg, encoded)
+    tuner = build_tuner(cfg, hypermodel, directory, overwrite=parent_id is None)
+    tags = tracking.standard_tags(cfg, encoded.fingerprint)
+    with tracking.tracked_run(
+        run_id=parent_id,
+        experiment_id=experiment,
+        run_name=None if parent_id else f"{cfg.name}-sweep",
+        tags={**tags, "sweep": cfg.name},
+    ) as parent:
+        if parent_id is None:
+            tracking.log_sweep_settings(cfg)
+            _save_state(directory, cfg, parent.info.run_id)
+        tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent.info.run_id, cfg, tags
+        try:
+            tuner.search(callbacks=_callbacks(cfg))
+        except RuntimeError as err:
+            if "consecutive failures" in str(err):
+                raise SweepError(f"sweep stopped: {search_line(err)}") from None
+            raise
+        best = tracking.log_leaderboard(parent.info.run_id, cfg)
+    log.info(
+        "sweep %s done: best %s = %s. Results: MLflow experiment '%s' in %s; open the UI "
+        "with: mlflow ui --backend-store-uri %s --host 127.0.0.1",
+        cfg.name,
+        cfg.search.objective,
+        best,
+        cfg.name,
+        cfg.tracking.uri,
+        cfg.tracking.uri,
+    )
+    return float(best) if best is not None else float("nan")
+
+
+def search_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+def _callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = [
+        tracking.EpochMetrics(),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if cfg.search.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.search.objective,
+                mode=cfg.search.direction,
+                patience=cfg.search.patience,
+            )
+        )
+    return callbacks
