@@ -15,8 +15,8 @@ from sweep.config import compose_config
 from sweep.schema import validate
 
 #: The real dataset, beside the checkout (../shared/data), for integration tests.
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / (
-    "aclImdb_v1_labeled.tar.gz"
+REAL_DATA = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / ("aclImdb_v1_labeled.tar.gz")
 )
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste"]
@@ -95,8 +95,9 @@ def make_sweep(make_config: Callable[..., DictConfig]) -> Callable[..., DictConf
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment for running `python -m sweep` in a subprocess from tmp_path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env
 

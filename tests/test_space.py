@@ -25,16 +25,21 @@ def with_space(make_config: Callable[..., DictConfig], entries: dict, **search) 
 
 
 def test_every_type_translates(make_config: Callable[..., DictConfig]) -> None:
-    cfg = with_space(make_config, {
-        "model.attention.output_dim": {"type": "choice", "values": [8, 16]},
-        "model.embedding_dim": {"type": "int", "min": 4, "max": 12, "step": 4},
-        "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
-        "model.mask_padding": {"type": "boolean"},
-    })
+    cfg = with_space(
+        make_config,
+        {
+            "model.attention.output_dim": {"type": "choice", "values": [8, 16]},
+            "model.embedding_dim": {"type": "int", "min": 4, "max": 12, "step": 4},
+            "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+            "model.mask_padding": {"type": "boolean"},
+        },
+    )
     space.check_space(cfg)
     hp = space.hyperparameters(cfg.search.space)
     by_name = {p.name: p for p in hp.space}
-    assert isinstance(by_name["model.attention.output_dim"], keras_tuner.engine.hyperparameters.Choice)
+    assert isinstance(
+        by_name["model.attention.output_dim"], keras_tuner.engine.hyperparameters.Choice
+    )
     assert by_name["model.attention.output_dim"].values == [8, 16]
     embedding = by_name["model.embedding_dim"]
     assert (embedding.min_value, embedding.max_value, embedding.step) == (4, 12, 4)
@@ -42,9 +47,16 @@ def test_every_type_translates(make_config: Callable[..., DictConfig]) -> None:
     assert (rate.min_value, rate.max_value, rate.sampling) == (1e-4, 1e-2, "log")
     assert isinstance(by_name["model.mask_padding"], keras_tuner.engine.hyperparameters.Boolean)
 
-    trial = space.apply(cfg, cfg.search.space, {
-        "model.attention.output_dim": 16, "model.embedding_dim": 12,
-        "train.learning_rate": 0.003, "model.mask_padding": False})
+    trial = space.apply(
+        cfg,
+        cfg.search.space,
+        {
+            "model.attention.output_dim": 16,
+            "model.embedding_dim": 12,
+            "train.learning_rate": 0.003,
+            "model.mask_padding": False,
+        },
+    )
     assert trial.model.attention.output_dim == 16
     assert trial.model.embedding_dim == 12
     assert trial.train.learning_rate == 0.003
@@ -54,18 +66,27 @@ def test_every_type_translates(make_config: Callable[..., DictConfig]) -> None:
 
 def test_mixed_choices_map_back_to_config_values(make_config: Callable[..., DictConfig]) -> None:
     uniform = {"class_name": "RandomUniform", "config": {"minval": -0.05, "maxval": 0.05}}
-    cfg = with_space(make_config, {
-        "model.attention.scale": {"type": "choice", "values": ["none", "sqrt_dk", 8.0, "learned"]},
-        "model.attention.initializer": {"type": "choice", "values": [uniform, "orthogonal"]},
-    })
+    cfg = with_space(
+        make_config,
+        {
+            "model.attention.scale": {
+                "type": "choice",
+                "values": ["none", "sqrt_dk", 8.0, "learned"],
+            },
+            "model.attention.initializer": {"type": "choice", "values": [uniform, "orthogonal"]},
+        },
+    )
     space.check_space(cfg)
     hp = space.hyperparameters(cfg.search.space)
     scale_values = next(p for p in hp.space if p.name == "model.attention.scale").values
     assert scale_values == ["none", "sqrt_dk", "8.0", "learned"]  # one type for Keras Tuner
     init_values = next(p for p in hp.space if p.name == "model.attention.initializer").values
     assert init_values[0] == "RandomUniform(minval=-0.05,maxval=0.05)"
-    trial = space.apply(cfg, cfg.search.space, {"model.attention.scale": "8.0",
-                                                "model.attention.initializer": init_values[0]})
+    trial = space.apply(
+        cfg,
+        cfg.search.space,
+        {"model.attention.scale": "8.0", "model.attention.initializer": init_values[0]},
+    )
     assert trial.model.attention.scale == 8.0
     assert OmegaConf.to_container(trial.model.attention.initializer) == uniform
 
@@ -74,21 +95,42 @@ def test_mixed_choices_map_back_to_config_values(make_config: Callable[..., Dict
     ("entries", "search", "key"),
     [
         ({}, {}, "search.space"),
-        ({"model.attention.outptu_dim": {"type": "choice", "values": [1]}}, {},
-         "search.space.model.attention.outptu_dim"),
+        (
+            {"model.attention.outptu_dim": {"type": "choice", "values": [1]}},
+            {},
+            "search.space.model.attention.outptu_dim",
+        ),
         ({"tracking.uri": {"type": "choice", "values": ["x"]}}, {}, "search.space.tracking.uri"),
-        ({"model.attention.output_dim": {"type": "choice", "values": []}}, {},
-         "search.space.model.attention.output_dim.values"),
-        ({"model.attention.output_dim": {"type": "choice", "values": [16, 0]}}, {},
-         "search.space.model.attention.output_dim.values"),
-        ({"model.embedding_dim": {"type": "int", "min": 12, "max": 4}}, {},
-         "search.space.model.embedding_dim.min"),
-        ({"train.learning_rate": {"type": "float", "min": 0.0, "max": 0.1, "sampling": "log"}},
-         {}, "search.space.train.learning_rate.min"),
-        ({"train.learning_rate": {"type": "float", "min": 0.001, "max": 0.1}}, {"tuner": "grid"},
-         "search.space.train.learning_rate.step"),
-        ({"model.attention.scale": {"type": "choice", "values": ["sqrt_dk", "bogus"]}}, {},
-         "search.space.model.attention.scale.values"),
+        (
+            {"model.attention.output_dim": {"type": "choice", "values": []}},
+            {},
+            "search.space.model.attention.output_dim.values",
+        ),
+        (
+            {"model.attention.output_dim": {"type": "choice", "values": [16, 0]}},
+            {},
+            "search.space.model.attention.output_dim.values",
+        ),
+        (
+            {"model.embedding_dim": {"type": "int", "min": 12, "max": 4}},
+            {},
+            "search.space.model.embedding_dim.min",
+        ),
+        (
+            {"train.learning_rate": {"type": "float", "min": 0.0, "max": 0.1, "sampling": "log"}},
+            {},
+            "search.space.train.learning_rate.min",
+        ),
+        (
+            {"train.learning_rate": {"type": "float", "min": 0.001, "max": 0.1}},
+            {"tuner": "grid"},
+            "search.space.train.learning_rate.step",
+        ),
+        (
+            {"model.attention.scale": {"type": "choice", "values": ["sqrt_dk", "bogus"]}},
+            {},
+            "search.space.model.attention.scale.values",
+        ),
     ],
 )
 def test_malformed_space_is_rejected_naming_the_entry(
@@ -103,8 +145,9 @@ def test_malformed_space_is_rejected_naming_the_entry(
 
 def test_unknown_type_is_rejected_at_composition(tmp_path) -> None:
     with pytest.raises(ConfigError, match="search.space"):
-        compose_config(["+experiment=smoke",
-                        "search.space={model.dropout: {type: gaussian, values: [0.1]}}"])
+        compose_config(
+            ["+experiment=smoke", "search.space={model.dropout: {type: gaussian, values: [0.1]}}"]
+        )
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -117,8 +160,14 @@ def test_shipped_experiment_composes_and_validates(experiment: str) -> None:
 
 
 def test_shipped_experiments_are_the_promised_ones() -> None:
-    assert set(EXPERIMENTS) >= {"dim_search", "scale_search", "init_search", "seqlen_search",
-                                "full_search", "smoke"}
+    assert set(EXPERIMENTS) >= {
+        "dim_search",
+        "scale_search",
+        "init_search",
+        "seqlen_search",
+        "full_search",
+        "smoke",
+    }
     dims = compose_config(["+experiment=dim_search"]).search.space["model.attention.output_dim"]
     assert list(dims["values"]) == [16, 32, 64, 128, 256]
     seqs = compose_config(["+experiment=seqlen_search"]).search.space["data.seq_len"]

@@ -40,8 +40,7 @@ def assert_complete_record(cfg: DictConfig, expected_trials: int) -> None:
 
 
 def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., DictConfig]) -> None:
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
-                     "tracking.log_models=best")
+    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3", "tracking.log_models=best")
     best = sweep_run(cfg)
     assert 0.5 < best <= 1.0  # the tiny data is learnable: better than chance
     assert_complete_record(cfg, 3)
@@ -50,8 +49,12 @@ def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., Dic
     parent = parents[0]
     assert parent.data.params["search.tuner"] == "grid"
     assert "model.attention.output_dim" in parent.data.params["search.space"]
-    assert {"leaderboard.csv", "objective_by_hyperparameter.png", "parallel_coordinates.png",
-            "search.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {
+        "leaderboard.csv",
+        "objective_by_hyperparameter.png",
+        "parallel_coordinates.png",
+        "search.yaml",
+    } <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
     for child in children:
         assert child.data.tags["hyperparameters"] == "model.attention.output_dim"
@@ -60,21 +63,36 @@ def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., Dic
             assert tag in child.data.tags
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [0, 1]
-        for metric in ("duration_s", "seconds_per_epoch", "param_count", "attention_entropy",
-                       "attention_saturation", "best_val_accuracy"):
+        for metric in (
+            "duration_s",
+            "seconds_per_epoch",
+            "param_count",
+            "attention_entropy",
+            "attention_saturation",
+            "best_val_accuracy",
+        ):
             assert math.isfinite(child.data.metrics[metric]), metric
         assert 0.0 <= child.data.metrics["attention_entropy"] <= 1.0 + 1e-6
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "learning_curves.png", "attention_heatmap.png",
-                "model_summary.txt"} <= artifacts
+        assert {
+            "config.yaml",
+            "learning_curves.png",
+            "attention_heatmap.png",
+            "model_summary.txt",
+        } <= artifacts
     best_run = parent.data.tags["best_run_id"]
-    assert client.search_logged_models([parent.info.experiment_id],
-                                       filter_string=f"source_run_id = '{best_run}'")
+    assert client.search_logged_models(
+        [parent.info.experiment_id], filter_string=f"source_run_id = '{best_run}'"
+    )
 
 
 def test_nan_trial_fails_and_the_sweep_goes_on(make_sweep: Callable[..., DictConfig]) -> None:
-    cfg = make_sweep({"train.learning_rate": {"type": "choice", "values": [0.01, 1e38]}},
-                     "search.tuner=grid", "search.max_trials=2", "train.optimizer=sgd")
+    cfg = make_sweep(
+        {"train.learning_rate": {"type": "choice", "values": [0.01, 1e38]}},
+        "search.tuner=grid",
+        "search.max_trials=2",
+        "train.optimizer=sgd",
+    )
     sweep_run(cfg)
     _, children = runs_of(cfg)
     status = {r.data.params["train.learning_rate"]: r for r in children}
@@ -110,8 +128,9 @@ def test_consecutive_failures_stop_the_sweep_clearly(
         raise RuntimeError("broken training code")
 
     monkeypatch.setattr(tuner_module.train, "fit", broken)
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
-                     "search.max_consecutive_failures=2")
+    cfg = make_sweep(
+        DIMS, "search.tuner=grid", "search.max_trials=3", "search.max_consecutive_failures=2"
+    )
     with pytest.raises(SweepError, match="consecutive failures"):
         sweep_run(cfg)
     parents, children = runs_of(cfg)
@@ -145,8 +164,11 @@ class Interrupt:
     ],
 )
 def test_interrupted_sweep_resumes_without_repeating_trials(
-    make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch,
-    tuner: str, extra: list[str], trials: int | None,
+    make_sweep: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    tuner: str,
+    extra: list[str],
+    trials: int | None,
 ) -> None:
     cfg = make_sweep(DIMS, f"search.tuner={tuner}", *extra)
     interrupt = Interrupt(at_fit=2)
@@ -165,8 +187,9 @@ def test_interrupted_sweep_resumes_without_repeating_trials(
     assert len(finished) == expected >= 2
     killed = [r for r in children if r.info.status == "KILLED"]
     assert len(killed) == 1
-    assert killed[0].data.tags["trial_id"] in {r.data.tags["trial_id"] for r in finished}, \
+    assert killed[0].data.tags["trial_id"] in {r.data.tags["trial_id"] for r in finished}, (
         "the interrupted trial must be retried"
+    )
 
     sweep_run(cfg)  # a finished sweep re-run logs nothing new
     assert len(runs_of(cfg)[1]) == len(children)

@@ -5,7 +5,6 @@ Thin on purpose: compose and check the config, then hand it to `run`.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
@@ -13,8 +12,6 @@ from omegaconf import DictConfig
 
 from sweep.config import CONF_DIR, check_command_line
 from sweep.schema import ConfigError, register, validate
-
-log = logging.getLogger("sweep")
 
 
 def run(cfg: DictConfig) -> float:
@@ -37,7 +34,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
     except (ConfigError, DataError, SweepError) as err:
-        log.error("%s", err)
+        sys.stderr.write(f"{err}\n")
         sys.exit(2)
 
 

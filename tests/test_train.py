@@ -1,0 +1,137 @@
+"""One tracked run, and the command line's handling of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from sweep.train import run as train_run
+from tests.conftest import PYTHON, REAL_DATA, tiny_overrides
+
+
+def only_run(uri: str, experiment: str) -> mlflow.entities.Run:
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> None:
+    cfg = make_config("tracking.log_models=best", "model.attention.scale=learned")
+    best = train_run(cfg)
+    run = only_run(cfg.tracking.uri, "base")
+    client = MlflowClient()
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.attention.output_dim"] == "8"
+    assert params["model.attention.scale"] == "learned"
+    assert params["model.attention.initializer.class_name"] == "RandomUniform"
+    assert params["train.learning_rate"] == "0.01"
+    assert params["data.seq_len"] == "16"
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert sorted(steps) == [0, 1], metric
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    assert run.data.metrics["duration_s"] > 0
+    tags = run.data.tags
+    assert tags["seed"] == "42"
+    assert len(tags["data_fingerprint"]) >= 12
+    assert tags["version.keras"] == keras.__version__
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {
+        "config.yaml",
+        "learning_curves.png",
+        "model_summary.txt",
+        "attention_heatmap.png",
+    } <= artifacts
+    config_text = Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
+    assert "output_dim: 8" in config_text
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert len(models) == 1
+    model = mlflow.keras.load_model(models[0].model_uri)
+    tokens = np.array([[0, 0, 1, 5, 6, 7] + [8] * 10], dtype="int32")
+    assert model.predict(tokens, verbose=0).shape == (1, 2)
+
+
+def own_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ start-up lines (printed before any Python logging)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))
+    ]
+
+
+def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.attention.output_dim=0", "config error: model.attention.output_dim=0:"),
+        ("data.seq_len=-5", "config error: data.seq_len=-5:"),
+        ("model.attention.scale=0", "config error: model.attention.scale=0:"),
+        ("+experiment=nope", "config error: experiment=nope: no such experiment"),
+    ],
+)
+def test_cli_rejects_bad_input_in_one_line_before_training(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str], override: str, expected: str
+) -> None:
+    result = cli([*tiny_overrides(tmp_path, tiny_imdb), override], tmp_path, cli_env)
+    assert result.returncode == 2
+    assert len(own_lines(result.stderr)) == 1, result.stderr
+    assert own_lines(result.stderr)[0].startswith(expected), result.stderr
+    assert not (tmp_path / "mlruns").exists(), "nothing may be logged for bad input"
+    assert not (tmp_path / "cache").exists(), "no data may be read for bad input"
+
+
+def test_cli_missing_data_is_one_clear_line(
+    tmp_path: Path, cli_env: dict[str, str], tiny_imdb: Path
+) -> None:
+    args = [*tiny_overrides(tmp_path, tiny_imdb), f"data.path={tmp_path / 'nowhere.tar.gz'}"]
+    result = cli(args, tmp_path, cli_env)
+    assert result.returncode == 2
+    lines = own_lines(result.stderr)
+    assert len(lines) == 1 and "nowhere.tar.gz does not exist" in lines[0], result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
+def test_original_model_on_a_slice_of_real_imdb(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """End to end, as a user runs it: real reviews, the original model, one tracked run."""
+    args = [
+        *tiny_overrides(tmp_path, REAL_DATA),
+        "data.limit=2000",
+        "data.num_words=20000",
+        "data.seq_len=64",
+        "model.embedding_dim=128",
+        "model.attention.output_dim=128",
+        "train.learning_rate=2e-4",
+        "train.epochs=2",
+        "tracking.log_models=best",
+    ]
+    result = cli(args, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "base")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.limit"] == "2000"
+    assert run.data.metrics["val_accuracy"] > 0.5  # 2000 real reviews, 2 epochs: above chance
