@@ -144,7 +144,7 @@ def test_malformed_space_is_rejected_naming_the_entry(
 
 
 def test_unknown_type_is_rejected_at_composition(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="search.space"):
+    with pytest.raises(ConfigError, match=r"search\.space"):
         compose_config(
             ["+experiment=smoke", "search.space={model.dropout: {type: gaussian, values: [0.1]}}"]
         )

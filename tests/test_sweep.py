@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -14,6 +17,7 @@ from omegaconf import DictConfig
 from sweep import tuner as tuner_module
 from sweep.tuner import SweepError
 from sweep.tuner import run as sweep_run
+from tests.conftest import PYTHON, tiny_overrides
 
 DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 
@@ -180,7 +184,7 @@ def test_interrupted_sweep_resumes_without_repeating_trials(
     assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
 
     sweep_run(cfg)
-    parents, children = runs_of(cfg)
+    _, children = runs_of(cfg)
     finished = [r for r in children if r.info.status == "FINISHED"]
     expected = trials or len({r.data.tags["trial_id"] for r in children})
     assert_complete_record(cfg, expected)
@@ -206,3 +210,68 @@ def test_resume_with_a_changed_space_is_refused(make_sweep: Callable[..., DictCo
     sweep_run(fresh)
     parents, _ = runs_of(cfg)
     assert len(parents) == 2, "overwrite starts a new parent and keeps the old record"
+
+
+def statuses(uri: str, experiment: str) -> list[tuple[str, str, bool]]:
+    """(trial_id, status, is_parent) of every run, read from the store another process writes."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [
+        (r.data.tags.get("trial_id", ""), r.info.status, "mlflow.parentRunId" not in r.data.tags)
+        for r in client.search_runs([found.experiment_id], max_results=1000)
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume_completes_without_duplicates(
+    tmp_path, tiny_imdb, cli_env
+) -> None:
+    args = [
+        *tiny_overrides(tmp_path, tiny_imdb),
+        "+experiment=dim_search",
+        "search.max_trials=3",
+        "search.patience=0",
+        "train.epochs=40",
+    ]
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [PYTHON, "-m", "sweep", *args]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            children = (
+                [s for s in statuses(uri, "dim_search") if not s[2]]
+                if (tmp_path / "mlruns" / "mlflow.db").exists()
+                else []
+            )
+            if any(s[1] == "FINISHED" for s in children) and any(
+                s[1] == "RUNNING" for s in children
+            ):
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the sweep ended before it could be killed mid-trial"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = statuses(uri, "dim_search")
+    finished_before = {s[0] for s in before if s[1] == "FINISHED" and not s[2]}
+    assert finished_before and any(s[1] == "RUNNING" for s in before)
+
+    result = subprocess.run(
+        command, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = statuses(uri, "dim_search")
+    assert not [s for s in after if s[1] == "RUNNING"], after
+    finished = Counter(s[0] for s in after if s[1] == "FINISHED" and not s[2])
+    assert set(finished) == {"0", "1", "2"}, finished
+    assert max(finished.values()) == 1, f"a finished trial was repeated: {finished}"
+    assert sum(1 for s in after if s[1] == "KILLED" and not s[2]) == 1
+    assert [s[1] for s in after if s[2]] == ["FINISHED"], "one parent, resumed and finished"

@@ -41,10 +41,10 @@ def check_command_line(args: Sequence[str]) -> None:
     trained); checking up front keeps bad input from costing any training.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
 
-    overrides = [
-        a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))
-    ]
+    known, _ = get_args_parser().parse_known_args(list(args))
+    overrides = [o for o in known.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
