@@ -12,8 +12,9 @@ from collections.abc import Callable
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from sweep import tracking
 from sweep import tuner as tuner_module
 from sweep.tuner import SweepError
 from sweep.tuner import run as sweep_run
@@ -214,7 +215,11 @@ def test_resume_with_a_changed_space_is_refused(make_sweep: Callable[..., DictCo
 
 def statuses(uri: str, experiment: str) -> list[tuple[str, str, bool]]:
     """(trial_id, status, is_parent) of every run, read from the store another process writes."""
-    mlflow.set_tracking_uri(uri)
+    tracking.configure(
+        OmegaConf.create(
+            {"uri": uri, "artifact_root": uri.removeprefix("sqlite:///") + "-artifacts"}
+        )
+    )
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -226,8 +231,9 @@ def statuses(uri: str, experiment: str) -> list[tuple[str, str, bool]]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_completes_without_duplicates(
-    tmp_path, tiny_imdb, cli_env
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_signal_mid_trial_then_resume_completes_without_duplicates(
+    tmp_path, tiny_imdb, cli_env, kill: signal.Signals
 ) -> None:
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
@@ -255,14 +261,20 @@ def test_sigkill_mid_trial_then_resume_completes_without_duplicates(
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the sweep ended before it could be killed mid-trial"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        process.send_signal(kill)
+        process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
     before = statuses(uri, "dim_search")
     finished_before = {s[0] for s in before if s[1] == "FINISHED" and not s[2]}
-    assert finished_before and any(s[1] == "RUNNING" for s in before)
+    assert finished_before
+    if kill == signal.SIGINT:  # Ctrl-C: the harness closes its runs itself
+        assert process.returncode == 130
+        assert not [s for s in before if s[1] == "RUNNING"], before
+        assert sum(1 for s in before if s[1] == "KILLED" and not s[2]) == 1
+    else:  # kill -9: the runs stay RUNNING until the next start closes them
+        assert any(s[1] == "RUNNING" for s in before)
 
     result = subprocess.run(
         command, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300

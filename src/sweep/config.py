@@ -19,13 +19,25 @@ from sweep.schema import ConfigError, register, validate
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `python -m sweep OVERRIDES` would run, validated; raises ConfigError."""
+def compose_config(
+    overrides: Sequence[str] = (), config_name: str = "config", config_dir: Path | None = None
+) -> DictConfig:
+    """The config `python -m sweep OVERRIDES` would run, validated; raises ConfigError.
+
+    `config_dir` is Hydra's `--config-dir`: more configs (a user's experiments, or exported
+    best configs, which `config_name` then names) beside `conf/`.
+    """
     register()
+    primary, extra = CONF_DIR, []
+    if config_dir is not None:
+        other = config_dir
+        if (config_dir / f"{config_name}.yaml").exists():
+            primary, other = config_dir, CONF_DIR
+        extra = [f"hydra.searchpath=[file://{other}]"]
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=[*extra, *overrides])
     except (HydraException, OmegaConfBaseException) as err:
         raise as_config_error(err, overrides) from None
     finally:
@@ -49,9 +61,10 @@ def check_command_line(args: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         raise ConfigError("override", " ".join(overrides), _first_line(err)) from None
+    config_dir = Path(known.config_dir).resolve() if known.config_dir else None
     for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
         for job in batch:
-            compose_config(job)
+            compose_config(job, known.config_name or "config", config_dir)
 
 
 def as_config_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigError:

@@ -33,7 +33,11 @@ def build_model(cfg: DictConfig) -> keras.Model:
     outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name="attention_classifier")
     optimizer = keras.optimizers.get(
-        {"class_name": cfg.train.optimizer, "config": {"learning_rate": cfg.train.learning_rate}}
+        {
+            "class_name": cfg.train.optimizer,
+            # a fixed name keeps the logged optimizer params identical between re-runs
+            "config": {"learning_rate": cfg.train.learning_rate, "name": cfg.train.optimizer},
+        }
     )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -100,3 +100,21 @@ def parallel_coordinates(table: pd.DataFrame, hyperparameters: list[str], object
     ax.set_yticks([])
     ax.set_title(f"trials coloured by {objective} (yellow = best)")
     return fig
+
+
+def cost_pareto(table: pd.DataFrame, objective: str, front_by: dict[str, pd.Series]) -> Figure:
+    """The objective against seconds per epoch and parameter count, Pareto front marked."""
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(front_by), squeeze=False)[0]
+    for ax, (cost, front) in zip(axes, front_by.items(), strict=True):
+        ax.scatter(table[cost], table[objective], s=35, alpha=0.6, label="trial")
+        edge = table[front].sort_values(cost)
+        ax.plot(edge[cost], edge[objective], "-o", color="crimson", label="Pareto front")
+        for _, row in edge.iterrows():
+            ax.annotate(str(row["trial_id"]), (row[cost], row[objective]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(cost)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig

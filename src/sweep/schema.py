@@ -154,6 +154,36 @@ class SweepConfig:
     dir: str = "sweeps"
     # start the sweep afresh instead of resuming it (on purpose only)
     overwrite: bool = False
+    # local parallel mode: N > 0 starts a chief and N worker processes on this machine
+    workers: int = field(default=0, metadata=_range(ge=0))
+
+
+@dataclass
+class DistributedConfig:
+    # none: one process runs the sweep; chief: serves trials (trains none); worker: trains them
+    role: str = field(default="none", metadata=_range(choices=("none", "chief", "worker")))
+    # the chief's Keras Tuner oracle, HOST:PORT: the chief binds it, workers connect to it
+    oracle: str | None = None
+    # a worker's unique, stable id: restarted with the same id, it takes its trial back
+    worker_id: str | None = None
+    # how long a worker waits for the chief's oracle and parent run before giving up
+    connect_timeout_s: float = field(default=600.0, metadata=_range(gt=0.0))
+    # TensorFlow threads for this process (null: TensorFlow's choice; sweep.workers: cores / N)
+    threads: int | None = field(default=None, metadata=_range(ge=1))
+    # sweep.workers: how often a worker that died is restarted (it then retries its trial)
+    max_restarts: int = field(default=3, metadata=_range(ge=0))
+
+
+@dataclass
+class ExportConfig:
+    # how many of the best configurations to write as runnable Hydra configs
+    top_k: int = field(default=3, metadata=_range(ge=1))
+    # retrain the best configuration on the whole training split, evaluate once on test
+    evaluate: bool = False
+    # model registry name for that final model (default: attention-sweep-<name>)
+    registered_model: str | None = None
+    # the sweep's parent run to export (default: the newest sweep of this experiment)
+    parent_run_id: str | None = None
 
 
 @dataclass
@@ -168,6 +198,8 @@ class Config:
     # null for a single run; an experiment fills it to make a sweep
     search: SearchConfig | None = None
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def register() -> None:
@@ -190,6 +222,7 @@ def validate(cfg: DictConfig) -> None:
     check_initializer("model.attention.initializer", attention.initializer)
     if cfg.data.source == "files" and not cfg.data.path:
         raise ConfigError("data.path", cfg.data.path, "data.source=files needs a path")
+    check_distributed(cfg)
     if cfg.search is not None:
         from sweep.space import check_space
 
@@ -259,3 +292,50 @@ def check_initializer(key: str, value: Any) -> None:
     except (ValueError, TypeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(key, value, f"not a Keras initializer ({reason[:120]})") from None
+
+
+#: Keras Tuner treats any tuner id containing this word as the chief.
+CHIEF_WORD = "chief"
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """Roles need an oracle address, a sweep and a shared tracking server; ids must be usable."""
+    dist, workers = cfg.get("distributed"), cfg.sweep.get("workers", 0)
+    if dist is None:
+        return
+    if workers and dist.role != "none":
+        raise ConfigError(
+            "sweep.workers", workers, "starts its own chief and workers; drop distributed.role"
+        )
+    if dist.role == "none":
+        return
+    host, _, port = str(dist.oracle or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("distributed.oracle", dist.oracle, "expected HOST:PORT of the chief")
+    uri = str(cfg.tracking.uri)
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            "a distributed sweep logs to one MLflow tracking server: give "
+            "tracking.uri=http://HOST:PORT (scripts/mlflow-server starts one)",
+        )
+    if dist.role == "worker":
+        worker = str(dist.worker_id or "")
+        if not NAME_PATTERN.match(worker) or CHIEF_WORD in worker.lower():
+            raise ConfigError(
+                "distributed.worker_id",
+                dist.worker_id,
+                "each worker needs its own id (letters, digits, '_', '-', '.'; "
+                f"not containing '{CHIEF_WORD}')",
+            )
+
+
+def check_single_run(cfg: DictConfig) -> None:
+    """A single run has no trials to share out (kept out of `validate`: the space check
+    validates each searched value in a copy of the config without its `search`)."""
+    dist = cfg.get("distributed")
+    if cfg.sweep.get("workers", 0):
+        raise ConfigError("sweep.workers", cfg.sweep.workers, "needs a sweep (+experiment=NAME)")
+    if dist is not None and dist.role != "none":
+        raise ConfigError("distributed.role", dist.role, "needs a sweep (+experiment=NAME)")

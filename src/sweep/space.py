@@ -19,6 +19,8 @@ from sweep.schema import ConfigError, validate
 
 #: Config sections a search may set; the rest (tracking, sweep, search) shape the harness itself.
 SEARCHABLE = ("data.", "model.", "train.")
+#: What every trial logs each epoch: the only objectives a tuner can be scored on.
+TRIAL_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 
 def label(value: Any) -> str:
@@ -106,6 +108,9 @@ def _schema() -> type:
 def check_space(cfg: DictConfig) -> None:
     """Reject a malformed space before the first trial, naming the bad entry."""
     space = cfg.search.space
+    if cfg.search.objective not in TRIAL_METRICS:
+        raise ConfigError("search.objective", cfg.search.objective,
+                          f"no trial logs it; one of {', '.join(TRIAL_METRICS)}")
     if not space:
         raise ConfigError("search.space", "{}", "empty: declare at least one hyperparameter")
     for path, param in space.items():

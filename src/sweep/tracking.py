@@ -5,9 +5,12 @@ Training code hands this module its config, history and model; nothing else impo
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import subprocess
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import leaderboard, plots
 from sweep.model import attention_stats, attention_weights
+from sweep.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +41,66 @@ HEATMAP_TOKENS = 40
 
 
 def configure(tracking: DictConfig) -> None:
-    """Point MLflow at the configured store, creating the local directory SQLite needs."""
+    """Point MLflow at the configured store, and prove it usable before anything trains.
+
+    A new SQLite store is created (schema migrations included) under an exclusive file lock:
+    two processes opening a fresh store at once would otherwise both migrate it and one fails
+    ("duplicate column name"). A read-only store or artifact root, or a tracking server that
+    does not answer, is a one-line ConfigError here rather than a failure hours into a sweep.
+    """
     uri = str(tracking.uri)
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        db_path = Path(uri.removeprefix("sqlite:///"))
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _check_server(uri)
+        return
+    if is_local_store(uri):
+        root = Path(tracking.artifact_root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+                pass
+        except OSError as err:
+            raise ConfigError("tracking.artifact_root", str(root),
+                              f"cannot write artifacts there: {err.strerror or err}") from None
+    if scheme == "sqlite":
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    MlflowClient(uri).search_experiments(max_results=1)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except Exception as err:  # OSError, SQLAlchemy's or MLflow's: the store is unusable
+            raise ConfigError("tracking.uri", uri, f"cannot write the MLflow store: "
+                              f"{_first_line(err)}") from None
+
+
+def _check_server(uri: str) -> None:
+    """A tracking server that does not answer fails now, in one line, not after retries."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as answer:
+            if answer.status == 200:
+                return
+            reason = f"HTTP {answer.status}"
+    except (OSError, ValueError) as err:
+        reason = str(getattr(err, "reason", None) or err)
+    raise ConfigError("tracking.uri", uri, f"no MLflow tracking server answers there ({reason}); "
+                      "start it (scripts/mlflow-server) or use the default SQLite store")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+def store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is missing (a server or other store: assume so)."""
+    if urlparse(uri).scheme == "sqlite":
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    return True
 
 
 def is_local_store(uri: str) -> bool:
@@ -80,7 +137,8 @@ def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     """Every config value that shapes a run (the search space is logged on the sweep's parent)."""
-    return {k: v for k, v in flatten(cfg).items() if not k.startswith(("search.", "sweep."))}
+    harness = ("search", "sweep", "export")
+    return {k: v for k, v in flatten(cfg).items() if k.split(".", 1)[0] not in harness}
 
 
 def git_commit() -> str | None:
@@ -129,7 +187,7 @@ def log_config(cfg: DictConfig) -> None:
 
 def log_outcome(
     model: keras.Model,
-    history: Mapping[str, list[float]],
+    histories: list[Mapping[str, list[float]]],
     seconds: float,
     val_tokens: np.ndarray,
     vocabulary: list[str],
@@ -138,15 +196,24 @@ def log_outcome(
     objective: str = "val_accuracy",
     direction: str = "max",
 ) -> dict[str, float]:
-    """Cost, curves, attention diagnostics and (optionally) the model, for the active run."""
-    epochs = max(len(v) for v in history.values()) if history else 0
+    """Cost, curves, attention diagnostics and (optionally) the model, for the active run.
+
+    With several executions (seeds) of one configuration, `best_<objective>` is their mean,
+    as Keras Tuner scores it, and each execution's best is kept (step = execution) so export
+    can tell a real difference from seed-to-seed noise.
+    """
+    history = histories[-1]
+    epochs = sum(max((len(v) for v in h.values()), default=0) for h in histories)
+    scores = [best_value(h, objective, direction) for h in histories]
     summary = {
         "duration_s": seconds,
         "seconds_per_epoch": seconds / max(epochs, 1),
         "epochs_run": float(epochs),
         "param_count": float(model.count_params()),
-        f"best_{objective}": best_value(history, objective, direction),
+        f"best_{objective}": float(np.mean(scores)),
     }
+    for execution, score in enumerate(scores):
+        mlflow.log_metric(f"execution_best_{objective}", score, step=execution)
     sample = val_tokens[:DIAGNOSTIC_REVIEWS]
     weights = attention_weights(model, sample)
     summary.update(attention_stats(weights, sample))
@@ -199,8 +266,29 @@ def tracked_run(**start_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
 
 
 def _end(status: int) -> None:
-    mlflow.flush_async_logging()
-    mlflow.end_run(RunStatus.to_string(status))
+    try:
+        mlflow.flush_async_logging()
+        mlflow.end_run(RunStatus.to_string(status))
+    except Exception as err:
+        if not unreachable(err):
+            raise
+        # the server is gone: the run stays RUNNING there and is closed KILLED on the next start
+        log.warning("could not close the MLflow run: %s", _first_line(err))
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether `err` says the tracking server stopped answering (not that a request was bad)."""
+    import requests
+
+    text = str(err)
+    return isinstance(err, requests.exceptions.ConnectionError) or (
+        "API request to" in text and ("failed with exception" in text or "Max retries" in text))
+
+
+def gone_message(err: BaseException) -> str:
+    return (f"the MLflow tracking server stopped answering ({_first_line(err)[:160]}); finished "
+            "trials are kept there and in sweeps/: re-run the same command once it is back to "
+            "resume, and the interrupted trial is retried")
 
 
 def close_stale_runs(experiment: str, *, older_than_s: float = 0.0) -> list[str]:
@@ -307,3 +395,150 @@ def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
     client.log_metric(parent_run_id, best_column, best)
     client.set_tag(parent_run_id, "best_run_id", finished["run_id"].iloc[0])
     return best
+
+
+def sweep_parent(name: str, parent_run_id: str | None = None) -> mlflow.entities.Run | None:
+    """The sweep's parent run: the one asked for, else the newest sweep of experiment `name`."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    if parent_run_id:
+        return client.get_run(parent_run_id) if existing_run(
+            parent_run_id, experiment.experiment_id) else None
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{name}'",
+                              order_by=["attributes.start_time DESC"], max_results=50)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents[0] if parents else None
+
+
+def execution_scores(run_id: str, objective: str) -> list[float]:
+    """Each execution's best objective value of one trial (several when seeds were repeated)."""
+    history = MlflowClient().get_metric_history(run_id, f"execution_best_{objective}")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def run_config(run_id: str) -> dict[str, Any]:
+    """The resolved config a run logged."""
+    import yaml
+
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+    return yaml.safe_load(text)
+
+
+def best_epochs(run_id: str, objective: str, direction: str) -> int:
+    """How many epochs it took the run to reach its best objective value."""
+    history = sorted(MlflowClient().get_metric_history(run_id, objective), key=lambda m: m.step)
+    if not history:
+        return 0
+    pick = max if direction == "max" else min
+    return pick(history, key=lambda m: m.value).step + 1
+
+
+def log_export(parent_run_id: str, directory: Path) -> None:
+    MlflowClient().log_artifacts(parent_run_id, str(directory), "export")
+
+
+def log_final(model: keras.Model, metrics: Mapping[str, float], registered_model: str,
+              sample: np.ndarray) -> str:
+    """Test metrics of the final model, which is logged and registered; returns its URI."""
+    mlflow.log_metrics(dict(metrics))
+    signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
+    info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                  pip_requirements=_requirements(),
+                                  registered_model_name=registered_model)
+    return info.model_uri
+
+
+# --- distributed sweeps: several processes share one parent run on one tracking server ---------
+
+#: Tags that let a worker find the chief's parent run, and a reader see who ran a trial.
+ORACLE_PORT_TAG, WORKER_TAG = "oracle_port", "worker_id"
+
+
+def _running(experiment: str, extra: str = "") -> list[mlflow.entities.Run]:
+    where = "attributes.status = 'RUNNING'" + (f" and {extra}" if extra else "")
+    return MlflowClient().search_runs([experiment], where, max_results=5000)
+
+
+def _kill(runs: list[mlflow.entities.Run], why: str) -> list[str]:
+    client = MlflowClient()
+    for run in runs:
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    if runs:
+        log.warning("marked %d run(s) KILLED: %s", len(runs), why)
+    return [r.info.run_id for r in runs]
+
+
+def close_stale_runs_outside(experiment: str, parent_run_id: str | None) -> list[str]:
+    """`close_stale_runs` for a distributed chief: the sweep's own parent and trials are left
+    alone, since live workers may still be running them while a restarted chief resumes."""
+    stale = [
+        r
+        for r in _running(experiment)
+        if parent_run_id is None
+        or (
+            r.info.run_id != parent_run_id
+            and r.data.tags.get("mlflow.parentRunId") != parent_run_id
+        )
+    ]
+    return _kill(stale, "left RUNNING by an earlier crash, outside this sweep")
+
+
+def close_open_trials(parent_run_id: str, worker_id: str | None = None) -> list[str]:
+    """Mark the sweep's RUNNING trial runs KILLED: those of `worker_id` (a restarted worker
+    closing what its dead predecessor left), or all of them (the chief, once no trial is on)."""
+    experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
+    where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    if worker_id is not None:
+        where += f" and tags.{WORKER_TAG} = '{worker_id}'"
+    why = f"trials of worker {worker_id} that died" if worker_id else "trials no worker finished"
+    return _kill(_running(experiment, where), why)
+
+
+def find_sweep_parent(experiment: str, name: str, oracle_port: int) -> str | None:
+    """The RUNNING parent run of the distributed sweep `name` whose chief serves `oracle_port`
+    (the newest, should an older chief have died without closing its own)."""
+    runs = MlflowClient().search_runs(
+        [experiment],
+        f"attributes.status = 'RUNNING' and tags.sweep = '{name}' "
+        f"and tags.{ORACLE_PORT_TAG} = '{oracle_port}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents[0].info.run_id if parents else None
+
+
+def best_finished(parent_run_id: str, objective: str, direction: str) -> float | None:
+    """The best objective any worker has logged FINISHED under this parent so far."""
+    key = f"best_{objective}"
+    values = [
+        r.data.metrics[key]
+        for r in trial_runs(parent_run_id)
+        if r.info.status == "FINISHED" and np.isfinite(r.data.metrics.get(key, np.nan))
+    ]
+    if not values:
+        return None
+    return float(max(values) if direction == "max" else min(values))
+
+
+def trials_done(parent_run_id: str) -> int:
+    """Distinct trials logged FINISHED or FAILED under this parent (by any worker)."""
+    return len(
+        {
+            r.data.tags.get("trial_id")
+            for r in trial_runs(parent_run_id)
+            if r.info.status in ("FINISHED", "FAILED")
+        }
+    )
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    """One metric of a run, None when it was never logged."""
+    return MlflowClient().get_run(run_id).data.metrics.get(key)
+
+
+def artifact_location(experiment: str) -> str:
+    """Where an experiment's artifacts go (a local path reaches no other machine)."""
+    return str(MlflowClient().get_experiment(experiment).artifact_location)

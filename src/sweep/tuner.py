@@ -19,7 +19,7 @@ from typing import Any
 
 import keras
 import keras_tuner
-from keras_tuner.errors import FailedTrialError
+from keras_tuner.errors import FailedTrialError, FatalError
 from omegaconf import DictConfig
 
 from sweep import data, space, tracking, train
@@ -33,7 +33,15 @@ PROJECT = "tuner"
 #: The sweep's identity on disk: its parent run and the settings it was started with.
 STATE_FILE = "sweep.json"
 #: Config sections that do not change what a trial computes, so a resume may change them.
-RESUMABLE_CHANGES = ("tracking", "sweep", "data.path", "data.cache_dir", "train.verbose")
+RESUMABLE_CHANGES = (
+    "tracking",
+    "sweep",
+    "export",
+    "distributed",
+    "data.path",
+    "data.cache_dir",
+    "train.verbose",
+)
 
 
 class SweepError(RuntimeError):
@@ -91,11 +99,24 @@ class TrialTracking:
         super().on_search_begin()  # type: ignore[misc]
         self._best: float | None = None
         self._failures_in_a_row = 0
-        for trial in self.oracle.trials.values():
+        if self._shared:
+            self._best = tracking.best_finished(
+                self.parent_run_id, self.sweep_cfg.search.objective, self.sweep_cfg.search.direction
+            )
+        for trial in self._trials().values():
             if trial.score is not None and math.isfinite(trial.score):
                 self._best = (
                     trial.score if self._best is None else self._pick(self._best, trial.score)
                 )
+
+    @property
+    def _shared(self) -> bool:
+        """A distributed worker: other workers log trials under the same parent."""
+        return (self.sweep_cfg.get("distributed") or {}).get("role") == "worker"
+
+    def _trials(self) -> dict[str, Any]:
+        """The oracle's trials; none on a distributed worker, whose oracle is a gRPC client."""
+        return getattr(self.oracle, "trials", None) or {}
 
     def _pick(self, a: float, b: float) -> float:
         return max(a, b) if self.sweep_cfg.search.direction == "max" else min(a, b)
@@ -107,6 +128,16 @@ class TrialTracking:
         self._model = model
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
+        """The trial in its own MLflow run. Losing the tracking server stops the sweep instead of
+        failing the trial: the oracle keeps it open, so re-running the command retries it."""
+        try:
+            return self._tracked_trial(trial, *args, **kwargs)
+        except Exception as err:
+            if tracking.unreachable(err):
+                raise FatalError(tracking.gone_message(err)) from None
+            raise
+
+    def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         objective = self.sweep_cfg.search.objective
         logged = tracking.finished_trial(self.parent_run_id, trial.trial_id, objective)
         if logged is not None:
@@ -116,7 +147,12 @@ class TrialTracking:
             return logged
         cfg = None
         tags = {**self._tags, "trial_id": trial.trial_id}
-        with tracking.tracked_run(nested=True, run_name=f"trial-{trial.trial_id}", tags=tags):
+        with tracking.tracked_run(
+            nested=True,
+            parent_run_id=self.parent_run_id,
+            run_name=f"trial-{trial.trial_id}",
+            tags=tags,
+        ):
             try:
                 cfg = self.hypermodel.trial_config(trial.hyperparameters)
                 tracking.log_config(cfg)
@@ -127,19 +163,24 @@ class TrialTracking:
             except Exception as err:
                 tracking.log_failure(err)
                 raise
-            history = histories[-1].history
-            score = tracking.best_value(history, objective, self.sweep_cfg.search.direction)
+            direction = self.sweep_cfg.search.direction
+            runs = [h.history for h in histories]
+            score = sum(tracking.best_value(h, objective, direction) for h in runs) / len(runs)
+            if self._shared:  # the best so far may be another worker's
+                self._best = tracking.best_finished(self.parent_run_id, objective, direction)
             is_best = self._best is None or self._pick(self._best, score) == score
             log_model = self.sweep_cfg.tracking.log_models == "all" or (
                 self.sweep_cfg.tracking.log_models == "best" and is_best
             )
             tracking.log_outcome(
                 self._model,
-                history,
+                runs,
                 seconds,
                 self.hypermodel.arrays(cfg).x_val,
                 self.hypermodel.encoded.vocabulary,
                 log_model=log_model,
+                objective=objective,
+                direction=direction,
             )
             if is_best:
                 self._best = score
@@ -150,7 +191,12 @@ class TrialTracking:
 
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)  # type: ignore[misc]
-        done = sum(t.status in ("COMPLETED", "FAILED") for t in self.oracle.trials.values())
+        trials = self._trials()
+        done = (
+            sum(t.status in ("COMPLETED", "FAILED") for t in trials.values())
+            if trials
+            else tracking.trials_done(self.parent_run_id)
+        )
         values = ", ".join(
             f"{k.rsplit('.', 1)[-1]}={space.label(v)}" for k, v in self._values(trial).items()
         )
@@ -294,13 +340,29 @@ def _save_state(directory: Path, cfg: DictConfig, parent_run_id: str) -> None:
 
 
 def run(cfg: DictConfig) -> float:
-    """Run (or resume) the sweep `cfg` declares; returns the best objective value."""
+    """Run (or resume) the sweep `cfg` declares; returns the best objective value.
+
+    `distributed.role` makes this process Keras Tuner's chief (it serves trials and owns the
+    parent run) or a worker; `sweep.workers=N` starts a chief and N workers here instead.
+    """
+    from sweep import distributed
+
+    if cfg.sweep.workers and cfg.distributed.role == "none":
+        return distributed.launch(cfg)
+    role = distributed.activate(cfg)  # before the tuner is built: Keras Tuner reads it then
+    if role != "none":
+        distributed.wait_for_tracking(cfg)
+    if role == "worker":
+        return _work(cfg)
     directory = Path(cfg.sweep.dir) / cfg.name
     tracking.configure(cfg.tracking)
     experiment = tracking.use_experiment(cfg.name, cfg.tracking)
     parent_id = _resume_or_start(cfg, directory, experiment)
     encoded = train.load(cfg)
-    tracking.close_stale_runs(experiment)
+    if role == "chief":  # live workers may be on this sweep's trials: leave those open
+        tracking.close_stale_runs_outside(experiment, parent_id)
+    else:
+        tracking.close_stale_runs(experiment)
     hypermodel = AttentionHyperModel(cfg, encoded)
     tuner = build_tuner(cfg, hypermodel, directory, overwrite=parent_id is None)
     tags = tracking.standard_tags(cfg, encoded.fingerprint)
@@ -308,7 +370,7 @@ def run(cfg: DictConfig) -> float:
         run_id=parent_id,
         experiment_id=experiment,
         run_name=None if parent_id else f"{cfg.name}-sweep",
-        tags={**tags, "sweep": cfg.name},
+        tags={**tags, "sweep": cfg.name, **distributed.parent_tags(cfg)},
     ) as parent:
         if parent_id is None:
             tracking.log_sweep_settings(cfg)
@@ -316,21 +378,64 @@ def run(cfg: DictConfig) -> float:
         tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent.info.run_id, cfg, tags
         try:
             tuner.search(callbacks=_callbacks(cfg))
-        except RuntimeError as err:
+        except FatalError as err:
+            raise SweepError(f"sweep stopped: {search_line(err)}") from None
+        except Exception as err:
             if "consecutive failures" in str(err):
                 raise SweepError(f"sweep stopped: {search_line(err)}") from None
+            if tracking.unreachable(err):
+                raise SweepError(f"sweep stopped: {tracking.gone_message(err)}") from None
             raise
+        if role == "chief":  # every trial has ended: a RUNNING one lost its worker
+            tracking.close_open_trials(parent.info.run_id)
         best = tracking.log_leaderboard(parent.info.run_id, cfg)
+    ui = (
+        f"open {cfg.tracking.uri}"
+        if not tracking.is_local_store(str(cfg.tracking.uri))
+        else f"mlflow ui --backend-store-uri {cfg.tracking.uri} --host 127.0.0.1"
+    )
     log.info(
-        "sweep %s done: best %s = %s. Results: MLflow experiment '%s' in %s; open the UI "
-        "with: mlflow ui --backend-store-uri %s --host 127.0.0.1",
+        "sweep %s done: best %s = %s. Results: MLflow experiment '%s' in %s; open the UI with: %s",
         cfg.name,
         cfg.search.objective,
         best,
         cfg.name,
         cfg.tracking.uri,
-        cfg.tracking.uri,
+        ui,
     )
+    return float(best) if best is not None else float("nan")
+
+
+def _work(cfg: DictConfig) -> float:
+    """A distributed worker: trials come from the chief's oracle, each is logged under the
+    chief's parent run; returns the sweep's best so far."""
+    from sweep import distributed
+
+    distributed.wait_for_chief(cfg)
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment(cfg.name, cfg.tracking)
+    parent_id = distributed.find_parent(cfg, experiment)
+    encoded = train.load(cfg)
+    # a worker restarted under the same id: its predecessor died on these (it gets them back)
+    tracking.close_open_trials(parent_id, worker_id=str(cfg.distributed.worker_id))
+    hypermodel = AttentionHyperModel(cfg, encoded)
+    # the chief's directory when shared: Hyperband continues trials from their checkpoints
+    tuner = build_tuner(cfg, hypermodel, Path(cfg.sweep.dir) / cfg.name, overwrite=False)
+    tags = {**tracking.standard_tags(cfg, encoded.fingerprint), **distributed.worker_tags(cfg)}
+    tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent_id, cfg, tags
+    log.info(
+        "worker %s joined sweep %s (parent run %s)", cfg.distributed.worker_id, cfg.name, parent_id
+    )
+    try:
+        tuner.search(callbacks=_callbacks(cfg))
+    except Exception as err:  # the chief's oracle raises it; gRPC carries it over
+        if "consecutive failures" in str(err):
+            raise SweepError(
+                "sweep stopped: too many consecutive failures (see the chief)"
+            ) from None
+        raise
+    best = tracking.best_finished(parent_id, cfg.search.objective, cfg.search.direction)
+    log.info("worker %s done: the chief has no trials left", cfg.distributed.worker_id)
     return float(best) if best is not None else float("nan")
 
 

@@ -1,0 +1,580 @@
+"""Benchmarks: the harness costs nothing, the data pipeline is fast, sweeps finish sooner.
+
+One invocation, one machine, one data set:
+
+* **data** - first load (read + tokenise every review into a cold cache) and cached load;
+* **overhead** - a bare `model.fit` of the base config (plain Keras, NumPy inputs, no callbacks)
+  against the same config as one harness trial (`sweep.train.run`: a tracked MLflow run with
+  every metric and artifact), both warm, same seed, epochs and batch size, in alternating order,
+  median of repeats; also `sweep.train.fit` alone, which isolates the input pipeline;
+* **sweeps** - trials per hour and peak memory of `smoke` and `dim_search` (`python -m sweep`
+  in a subprocess each, so its peak RSS is its own);
+* **search** - Hyperband against random search on the same space and epoch budget.
+
+Results are printed as JSON (and written to `--out`) and as markdown tables into `--readme`,
+between the results markers (the rest of the file is left as it is).
+
+    python benchmarks/run.py                   # the full benchmark (~15 min on 2 cores)
+    python benchmarks/run.py --data DIR --epochs 1 --quick --out r.json --readme r.md  # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+TARGETS = {"overhead_ratio": 1.05, "first_load_s": 10.0, "cached_load_s": 1.0}
+#: Overrides that shrink every config to seconds (`--quick`, for the test suite).
+QUICK = [
+    "data.num_words=64",
+    "data.seq_len=16",
+    "model.embedding_dim=8",
+    "model.attention.output_dim=8",
+    "train.batch_size=32",
+    "train.learning_rate=0.01",
+]
+#: The search-efficiency space: attention width x scaling constant (16 combinations).
+SEARCH_SPACE = (
+    "search.space={"
+    "model.attention.output_dim:{type:choice,values:[16,32,64,128]},"
+    "model.attention.scale:{type:choice,values:[none,sqrt_dk,8.0,learned]}}"
+)
+
+SPACE_LABEL = "search.space=<output_dim x scale>"
+
+log = logging.getLogger("benchmarks")
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+
+def measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """`fn()`'s result, wall seconds and CPU seconds of this process (every thread)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def rounded(value: Any, digits: int = 3) -> Any:
+    """Floats rounded for the report, recursively."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (cores, load: the CPU may be shared)."""
+    import keras
+    import tensorflow as tf
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf_threads_intra_inter": [
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        ],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """The shared settings of one invocation: data, scratch space, sizes."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.data = Path(args.data).expanduser().resolve()
+        self.cache = work / "cache"
+        self.quick: list[str] = list(QUICK) if args.quick else []
+        self.repeats = 1 if args.quick else args.repeats
+        self.sweep_epochs = args.epochs if args.quick else args.sweep_epochs
+        self.search_epochs = args.epochs if args.quick else args.search_epochs
+
+    def quick_limit(self) -> list[str]:
+        """A small slice for warm-up runs (the `--quick` data is small already)."""
+        return [] if self.args.quick else ["data.limit=400"]
+
+    def store(self, name: str) -> list[str]:
+        """Overrides that keep a run's MLflow store and sweep state under the scratch dir."""
+        where = self.work / name
+        return [
+            f"tracking.uri=sqlite:///{where / 'mlflow.db'}",
+            f"tracking.artifact_root={where / 'artifacts'}",
+            f"sweep.dir={where / 'sweeps'}",
+        ]
+
+    def overrides(self, *extra: str) -> list[str]:
+        return [
+            f"data.path={self.data}",
+            f"data.cache_dir={self.cache}",
+            "train.verbose=0",
+            *self.quick,
+            *extra,
+        ]
+
+
+def bench_data(b: Bench) -> dict[str, Any]:
+    """First load into a cold cache, then cached loads (median), then one split + pad."""
+    from sweep import data, train
+    from sweep.config import compose_config
+
+    cfg = compose_config(b.overrides())
+    b.cache.mkdir(parents=True, exist_ok=True)
+    assert not any(b.cache.iterdir()), "the first load must find a cold cache"
+
+    def load() -> data.Encoded:
+        return data.load_encoded(
+            source=cfg.data.source,
+            path=cfg.data.path,
+            num_words=cfg.data.num_words,
+            cache_dir=cfg.data.cache_dir,
+            seed=cfg.seed,
+        )
+
+    first, first_s, _ = measure(load)
+    assert not first.from_cache
+    cached_s = []
+    for _ in range(3):
+        again, seconds, _ = measure(load)
+        assert again.from_cache and again.fingerprint == first.fingerprint
+        cached_s.append(seconds)
+    _, arrays_s, _ = measure(lambda: train.arrays(again, cfg))
+    result = {
+        "reviews": len(first.train) + len(first.test),
+        "num_words": cfg.data.num_words,
+        "first_load_s": first_s,
+        "cached_load_s": median(cached_s),
+        "cached_load_s_each": cached_s,
+        "split_and_pad_s": arrays_s,
+    }
+    result["first_load_met"] = first_s <= TARGETS["first_load_s"]
+    result["cached_load_met"] = result["cached_load_s"] <= TARGETS["cached_load_s"]
+    return result
+
+
+def bench_overhead(b: Bench) -> dict[str, Any]:
+    """Bare `model.fit` vs `train.fit` (the pipeline alone) vs `train.run` (a full trial)."""
+    import keras
+    from mlflow.tracking import MlflowClient
+
+    from sweep import train
+    from sweep.config import compose_config
+    from sweep.model import build_model
+
+    extra = [f"train.epochs={b.args.epochs}", "name=bench_overhead", *b.store("overhead")]
+    if b.args.limit:
+        extra.append(f"data.limit={b.args.limit}")
+    cfg = compose_config(b.overrides(*extra))
+    xy = train.arrays(train.load(cfg), cfg)
+
+    def bare(cfg: Any = cfg, xy: train.Arrays = xy) -> tuple[float, float, float]:
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg)
+        history, wall, cpu = measure(
+            lambda: model.fit(
+                xy.x_train,
+                xy.y_train,
+                batch_size=cfg.train.batch_size,
+                epochs=cfg.train.epochs,
+                verbose=0,
+                validation_data=(xy.x_val, xy.y_val),
+            )
+        )
+        return wall, cpu, max(history.history["val_accuracy"])
+
+    def pipeline() -> tuple[float, float, float]:
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg)
+        history, wall, cpu = measure(lambda: train.fit(model, cfg, xy))
+        return wall, cpu, max(history.history["val_accuracy"])
+
+    def trial() -> tuple[float, float, float]:
+        best, wall, cpu = measure(lambda: train.run(cfg))
+        return wall, cpu, best
+
+    # Warm-up: imports, the MLflow store, plotting and graph tracing are paid here, by neither.
+    warm = compose_config(
+        b.overrides("train.epochs=1", "name=bench_warmup", *b.store("overhead"), *b.quick_limit())
+    )
+    train.run(warm)
+    bare(warm, train.arrays(train.load(warm), warm))
+
+    kinds = {"bare": bare, "pipeline": pipeline, "trial": trial}
+    measured: dict[str, dict[str, list[float]]] = {
+        k: {"wall_s": [], "cpu_s": [], "best_val_accuracy": []} for k in kinds
+    }
+    order = list(kinds)
+    for repeat in range(b.repeats):
+        for kind in order if repeat % 2 == 0 else order[::-1]:
+            wall, cpu, best = kinds[kind]()
+            measured[kind]["wall_s"].append(wall)
+            measured[kind]["cpu_s"].append(cpu)
+            measured[kind]["best_val_accuracy"].append(best)
+            log.info("overhead repeat %d %s: %.2f s wall, %.2f s CPU", repeat + 1, kind, wall, cpu)
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.name)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    logged = [r.data.metrics for r in runs]
+    cost_keys = ("duration_s", "seconds_per_epoch", "param_count", "epochs_run")
+    trial_fit = [m["duration_s"] for m in logged]
+    bare_w, pipe_w, trial_w = (measured[k]["wall_s"] for k in ("bare", "pipeline", "trial"))
+
+    def ratios(a: list[float], b_: list[float]) -> list[float]:
+        return [x / y for x, y in zip(a, b_, strict=True)]
+
+    trial_ratios = ratios(trial_w, bare_w)
+    result: dict[str, Any] = {
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "seq_len": cfg.data.seq_len,
+        "limit": cfg.data.limit,
+        "train_reviews": len(xy.x_train),
+        "val_reviews": len(xy.x_val),
+        "repeats": b.repeats,
+        "ratio": median(trial_ratios),
+        "ratio_each": trial_ratios,
+        "ratio_of_medians": median(trial_w) / median(bare_w),
+        "ratio_cpu": median(ratios(measured["trial"]["cpu_s"], measured["bare"]["cpu_s"])),
+        "pipeline_ratio": median(ratios(pipe_w, bare_w)),
+        "bare_s_per_epoch": median(bare_w) / cfg.train.epochs,
+        "pipeline_s_per_epoch": median(pipe_w) / cfg.train.epochs,
+        "trial_fit_s": trial_fit,
+        "trial_outside_fit_s": [t - f for t, f in zip(trial_w, trial_fit, strict=True)],
+        "cost_logged": {k: logged[-1].get(k) for k in cost_keys},
+        "cost_logged_complete": all(k in m for m in logged for k in cost_keys[:3]),
+        **{k: v for k, v in measured.items()},
+    }
+    result["met"] = result["ratio"] <= TARGETS["overhead_ratio"]
+    return result
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """The process's own peak RSS (VmHWM; Linux), None once it has gone.
+
+    Not `ru_maxrss`: Linux carries the parent's peak across fork + exec, so every child of this
+    (TensorFlow-sized) process would report at least the parent's peak.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[Any, float | None]:
+    """Wait for `proc`: its own resource usage (CPU) and peak RSS; killed on timeout."""
+    peak: list[float] = []
+
+    def watch() -> None:
+        while proc.returncode is None:
+            mb = _peak_rss_mb(proc.pid)
+            if mb is not None:
+                peak.append(mb)
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    watcher.join()
+    return usage, max(peak) if peak else None
+
+
+def run_sweep(b: Bench, label: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """`python -m sweep OVERRIDES` in a subprocess; its wall time, peak memory and MLflow record."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep.config import compose_config
+
+    args = [*b.overrides(*overrides), f"name={label}", *b.store(label)]
+    cfg = compose_config(args)
+    where = b.work / label
+    where.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    output = where / "output.log"
+    started = time.perf_counter()
+    with output.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sweep", *args], cwd=where, env=env, stdout=out, stderr=out
+        )
+        usage, peak_mb = _wait(proc, b.args.sweep_timeout)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = output.read_text()[-3000:]
+        raise RuntimeError(f"sweep {label} exited {proc.returncode}:\n{tail}")
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(label)
+    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    trial_s = [(r.info.end_time - r.info.start_time) / 1000 for r in finished]
+    metrics = [r.data.metrics for r in finished]
+    best = [m["best_val_accuracy"] for m in metrics if "best_val_accuracy" in m]
+    return {
+        "command": " ".join(
+            ["python -m sweep", *(SPACE_LABEL if a == SEARCH_SPACE else a for a in overrides)]
+        ),
+        "tuner": cfg.search.tuner,
+        "trials": len(trials),
+        "finished": len(finished),
+        "epochs_run": sum(m.get("epochs_run", 0.0) for m in metrics),
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "trials_per_hour": 3600 * len(finished) / wall,
+        "mean_trial_s": median(trial_s) if len(trial_s) == 1 else statistics.fmean(trial_s),
+        "trials_per_hour_in_search": 3600 * len(finished) / max(sum(trial_s), 1e-9),
+        "peak_rss_mb": peak_mb,
+        "mean_seconds_per_epoch": statistics.fmean(
+            [m["seconds_per_epoch"] for m in metrics if "seconds_per_epoch" in m] or [0.0]
+        ),
+        "param_count": sorted({int(m["param_count"]) for m in metrics if "param_count" in m}),
+        "best_val_accuracy": max(best) if best else float("nan"),
+    }
+
+
+def prewarm(b: Bench, overrides: Sequence[str]) -> None:
+    """Tokenise into the cache now, so no sweep is charged for a vocabulary size seen first."""
+    from sweep import train
+    from sweep.config import compose_config
+
+    train.load(compose_config(b.overrides(*overrides)))
+
+
+def bench_sweeps(b: Bench) -> dict[str, Any]:
+    """Throughput of the shipped `smoke` and `dim_search` experiments."""
+    quick = ["data.limit=null", "search.max_trials=2"] if b.args.quick else []
+    dim = [f"train.epochs={b.sweep_epochs}"]
+    if b.args.dim_limit and not b.args.quick:
+        dim.append(f"data.limit={b.args.dim_limit}")
+    for experiment in ("smoke", "dim_search"):
+        prewarm(b, [f"+experiment={experiment}", *quick])
+    return {
+        "smoke": run_sweep(b, "smoke", ["+experiment=smoke", *quick]),
+        "dim_search": run_sweep(b, "dim_search", ["+experiment=dim_search", *dim, *quick]),
+    }
+
+
+def bench_search(b: Bench) -> dict[str, Any]:
+    """Hyperband, then random search given (about) the epochs Hyperband spent."""
+    epochs = b.search_epochs
+    common = [
+        "+experiment=smoke",
+        SEARCH_SPACE,
+        f"train.epochs={epochs}",
+        "search.patience=0",
+        "data.limit=null" if b.args.quick else f"data.limit={b.args.search_limit}",
+    ]
+    hyperband = run_sweep(b, "search_hyperband", [*common, "search.tuner=hyperband"])
+    trials = max(1, round(hyperband["epochs_run"] / epochs))
+    random = run_sweep(
+        b, "search_random", [*common, "search.tuner=random", f"search.max_trials={trials}"]
+    )
+    return {
+        "space": "output_dim {16,32,64,128} x scale {none,sqrt_dk,8.0,learned}",
+        "max_epochs": epochs,
+        "limit": None if b.args.quick else b.args.search_limit,
+        "hyperband": hyperband,
+        "random": random,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MB"
+
+
+def _ok(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown tables (what `benchmarks/README.md` shows)."""
+    m, d, o = results["machine"], results["data"], results["overhead"]
+    sweeps, search = results["sweeps"], results["search"]
+    load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    lines = [
+        f"Measured {m['date']} on {m['cpu']}, **{m['cores']} cores** (load average at start "
+        f"{load}), Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}; "
+        f"`{results['command']}` took {results['total_s'] / 60:.1f} min.",
+        "",
+        "| Benchmark | Measured | Target | Met |",
+        "|---|---|---|---|",
+        f"| Overhead: one harness trial / bare `model.fit` (wall, median of {o['repeats']} "
+        f"paired runs; {o['epochs']} epochs, {o['train_reviews']} train reviews) "
+        f"| **{o['ratio']:.3f}** (trial {median(o['trial']['wall_s']):.1f} s, "
+        f"bare {median(o['bare']['wall_s']):.1f} s; each: "
+        f"{', '.join(f'{r:.3f}' for r in o['ratio_each'])}) "
+        f"| <= {TARGETS['overhead_ratio']} | {_ok(o['met'])} |",
+        f"| Overhead, CPU time instead of wall time | {o['ratio_cpu']:.3f} | | |",
+        f"| Input pipeline: `train.fit` (tf.data) / bare `model.fit` (NumPy) "
+        f"| {o['pipeline_ratio']:.3f} ({o['pipeline_s_per_epoch']:.2f} vs "
+        f"{o['bare_s_per_epoch']:.2f} s/epoch) | | |",
+        f"| Harness time outside `fit` per trial (load, logging, plots, model) "
+        f"| {median(o['trial_outside_fit_s']):.2f} s | | |",
+        f"| Data: first load (read + tokenise {d['reviews']:,} reviews) "
+        f"| {d['first_load_s']:.2f} s | <= {TARGETS['first_load_s']:.0f} s "
+        f"| {_ok(d['first_load_met'])} |",
+        f"| Data: cached load (median of 3) | {d['cached_load_s']:.2f} s "
+        f"| <= {TARGETS['cached_load_s']:.0f} s | {_ok(d['cached_load_met'])} |",
+        f"| Data: split + pad per trial | {d['split_and_pad_s']:.2f} s | | |",
+        "",
+        "| Sweep | Command | Trials | Wall | Trials / hour | Trials / hour in search "
+        "| s / epoch | Peak RSS | Best val acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in [
+        *sweeps.items(),
+        *(("search " + k, search[k]) for k in ("hyperband", "random")),
+    ]:
+        lines.append(
+            f"| {name} | `{s['command']}` | {s['finished']}/{s['trials']} | {s['wall_s']:.0f} s "
+            f"| {s['trials_per_hour']:.0f} | {s['trials_per_hour_in_search']:.0f} "
+            f"| {s['mean_seconds_per_epoch']:.2f} | {_mb(s['peak_rss_mb'])} "
+            f"| {s['best_val_accuracy']:.4f} |"
+        )
+    hb, rs = search["hyperband"], search["random"]
+    lines += [
+        "",
+        f"| Search efficiency ({search['space']}, max {search['max_epochs']} epochs, "
+        f"data.limit={search['limit']}) | Trials | Epochs spent | Best val acc | Wall |",
+        "|---|---|---|---|---|",
+        f"| Hyperband | {hb['finished']} | {hb['epochs_run']:.0f} | "
+        f"{hb['best_val_accuracy']:.4f} | {hb['wall_s']:.0f} s |",
+        f"| Random search | {rs['finished']} | {rs['epochs_run']:.0f} | "
+        f"{rs['best_val_accuracy']:.4f} | {rs['wall_s']:.0f} s |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, table: str) -> None:
+    """Replace the text between the results markers (a new file is just the results)."""
+    block = f"{MARK_START}\n{table}{MARK_END}"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
+    if MARK_START in text and MARK_END in text:
+        head, _, rest = text.partition(MARK_START)
+        _, _, tail = rest.partition(MARK_END)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+SECTIONS = ("data", "overhead", "sweeps", "search")
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="aclImdb .tar.gz or directory")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the overhead runs")
+    p.add_argument("--limit", type=int, default=None, help="data.limit of the overhead runs")
+    p.add_argument("--repeats", type=int, default=3, help="paired overhead runs (median)")
+    p.add_argument("--sweep-epochs", type=int, default=1, help="train.epochs of dim_search")
+    p.add_argument("--dim-limit", type=int, default=None, help="data.limit of dim_search")
+    p.add_argument("--search-epochs", type=int, default=3, help="max epochs, search section")
+    p.add_argument("--search-limit", type=int, default=5000, help="data.limit, search section")
+    p.add_argument("--sweep-timeout", type=float, default=1200.0, help="seconds per sweep")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--readme", default=str(ROOT / "benchmarks" / "README.md"))
+    p.add_argument("--work", default=None, help="scratch dir (default: a new temp dir)")
+    p.add_argument("--quick", action="store_true", help="tiny models, 1 repeat, 2 trials")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "sweep", "absl", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=args.work) as scratch:
+        b = Bench(args, Path(scratch))
+        results: dict[str, Any] = {"machine": machine()}
+        for section, fn in zip(
+            SECTIONS, (bench_data, bench_overhead, bench_sweeps, bench_search), strict=True
+        ):
+            log.info("section %s ...", section)
+            results[section], seconds, _ = measure(lambda fn=fn: fn(b))
+            log.info("section %s done in %.0f s", section, seconds)
+    results["total_s"] = time.perf_counter() - started
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    shown = [a for a in (argv if argv is not None else sys.argv[1:])]
+    results["command"] = " ".join(["python benchmarks/run.py", *shown])
+    results = rounded(results)
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    write_readme(Path(args.readme), markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The command-line shell around Hydra: bad input is one line on stderr and exit code 2,
+reported before any job reads data or trains."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import hydra
+from omegaconf import DictConfig
+
+from sweep.config import CONF_DIR, check_command_line
+from sweep.schema import ConfigError, register
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message tells the user what to fix; anything else is a bug (traceback)."""
+    from sweep.data import DataError
+    from sweep.export import ExportError
+    from sweep.tuner import SweepError
+
+    return ConfigError, DataError, SweepError, ExportError
+
+
+def fail(err: BaseException) -> NoReturn:
+    sys.stderr.write(f"{err}\n")
+    sys.exit(2)
+
+
+def main(task: Callable[[DictConfig], Any]) -> None:
+    """Check the whole command line, then let Hydra compose and run `task` (once per job)."""
+    register()
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as err:
+        fail(err)
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def job(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except _user_errors() as err:
+            fail(err)
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted: the running trial is marked KILLED; re-run the same "
+                             "command to resume\n")
+            sys.exit(130)
+
+    job()

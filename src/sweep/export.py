@@ -1,0 +1,159 @@
+"""`python -m sweep.export +experiment=NAME`: a sweep's answer, read from MLflow, as files.
+
+Everything comes from the MLflow store (so a store on another machine works): the
+leaderboard, the top-k configurations as runnable Hydra configs, the effect of each
+hyperparameter with a verdict against seed noise, and an accuracy-versus-cost chart. The files
+land in `sweeps/NAME/export/` and on the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from omegaconf import DictConfig
+
+from sweep import leaderboard, plots, tracking
+
+log = logging.getLogger(__name__)
+
+#: Sub-directory of `sweeps/NAME/` that export rewrites.
+EXPORT_DIR = "export"
+#: Hydra settings every exported config carries, as conf/config.yaml does.
+HYDRA_SETTINGS = {"job": {"chdir": False},
+                  "run": {"dir": "sweeps/.hydra/${name}/${now:%Y-%m-%d_%H-%M-%S}"}}
+
+
+class ExportError(RuntimeError):
+    """Nothing to export; the message says why."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    directory: Path
+    table: pd.DataFrame
+    configs: list[Path]
+    commands: list[str]
+    verdicts: list[str]
+
+
+def export(cfg: DictConfig) -> Exported:
+    """Write the sweep's answer under `sweeps/NAME/export/` and log it to the parent run."""
+    if not tracking.store_exists(str(cfg.tracking.uri)):
+        raise ExportError(f"no sweep named {cfg.name}: there is no MLflow store at "
+                          f"{cfg.tracking.uri} (check tracking.uri)")
+    tracking.configure(cfg.tracking)
+    parent = tracking.sweep_parent(cfg.name, cfg.export.parent_run_id)
+    if parent is None:
+        raise ExportError(f"no sweep named {cfg.name} in {cfg.tracking.uri}: run "
+                          f"`python -m sweep +experiment={cfg.name}` first (or check tracking.uri)")
+    params = parent.data.params
+    hyperparameters = params["search.space"].split(", ")
+    objective, direction = params["search.objective"], params["search.direction"]
+    best = f"best_{objective}"
+    table = leaderboard.frame(tracking.trial_runs(parent.info.run_id), hyperparameters,
+                              objective, direction)
+    finished = table[table["status"] == "FINISHED"].dropna(subset=[best]) if len(table) else table
+    if finished.empty:
+        raise ExportError(f"sweep {cfg.name} (run {parent.info.run_id}) has no finished trial "
+                          "yet: nothing to export")
+    directory = Path(cfg.sweep.dir) / cfg.name / EXPORT_DIR
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_mkdir(directory.parent)))
+    try:
+        configs, commands = _write_configs(finished.head(cfg.export.top_k), staging, directory)
+        verdicts = _write_effects(finished, hyperparameters, best, direction, objective, staging)
+        table.to_csv(staging / "leaderboard.csv", index=False)
+        fronts = {cost: leaderboard.pareto_front(finished[cost], finished[best], direction)
+                  for cost in ("seconds_per_epoch", "param_count")}
+        plots.cost_pareto(finished, best, fronts).savefig(staging / "accuracy_vs_cost.png")
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    tracking.log_export(parent.info.run_id, directory)
+    for rank, command in enumerate(commands, 1):
+        log.info("#%d  %s = %.4f   re-run: %s", rank, best, finished[best].iloc[rank - 1], command)
+    for line in verdicts:
+        log.info("%s", line)
+    log.info("exported %d trials to %s", len(table), directory)
+    written = [directory / p.name for p in configs]
+    if cfg.export.evaluate:
+        _final(cfg, written[0], finished.iloc[0], objective, direction)
+    return Exported(directory, table, written, commands, verdicts)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_configs(top: pd.DataFrame, staging: Path, final_dir: Path
+                   ) -> tuple[list[Path], list[str]]:
+    """Each top trial's logged config as a complete Hydra config, and the command re-running it."""
+    paths, commands = [], []
+    for rank, (_, row) in enumerate(top.iterrows(), 1):
+        config: dict[str, Any] = tracking.run_config(row["run_id"])
+        config["search"] = None
+        name = f"rank{rank}"
+        command = (f"python -m sweep --config-dir {shlex.quote(str(final_dir.resolve()))} "
+                   f"--config-name {name}")
+        header = (f"# Trial {row['trial_id']} (MLflow run {row['run_id']}), rank {rank}.\n"
+                  f"# Re-run it: {command}\n")
+        body = {"defaults": ["base_config", "_self_"], **config, "hydra": HYDRA_SETTINGS}
+        path = staging / f"{name}.yaml"
+        path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+        paths.append(path)
+        commands.append(command)
+    return paths, commands
+
+
+def _write_effects(finished: pd.DataFrame, hyperparameters: list[str], best: str,
+                   direction: str, objective: str, staging: Path) -> list[str]:
+    effects = leaderboard.effects(finished, hyperparameters, best, direction)
+    per_run = {run: tracking.execution_scores(run, objective) for run in finished["run_id"]}
+    repeats = max((len(v) for v in per_run.values()), default=1) or 1
+    noise = leaderboard.seed_noise(per_run.values())
+    if noise is None:  # trials that drew identical values are repeats too
+        same = finished.groupby([finished[h].astype(str) for h in hyperparameters])[best]
+        noise = leaderboard.seed_noise(list(v) for _, v in same)
+    verdicts = leaderboard.verdicts(effects, noise, repeats)
+    effects.to_csv(staging / "effects.csv", index=False)
+    (staging / "effects.md").write_text(
+        "# Which hyperparameters matter\n\n" + effects.to_markdown(index=False)
+        + "\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
+    return verdicts
+
+
+def _final(cfg: DictConfig, config_path: Path, row: pd.Series, objective: str,
+           direction: str) -> None:
+    from sweep.config import compose_config
+    from sweep.train import final_evaluation
+
+    best = compose_config(config_name=config_path.stem, config_dir=config_path.parent)
+    epochs = tracking.best_epochs(row["run_id"], objective, direction)
+    if epochs:
+        best.train.epochs = epochs  # as many epochs as the trial needed to peak
+    registered = cfg.export.registered_model or f"attention-sweep-{cfg.name}"
+    final_evaluation(best, registered, row["run_id"])
+
+
+def main() -> None:
+    # `python -m sweep.export` runs this file as __main__: hand cli the module's own function,
+    # so the ExportError it raises is the one cli reports in one line
+    from sweep import cli
+    from sweep import export as module
+
+    cli.main(module.export)
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,483 @@
+"""Distributed sweeps: Keras Tuner's chief and workers as real processes on loopback, logging to
+a real MLflow tracking server (SQLite, or PostgreSQL where it is installed)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from sweep import distributed
+from sweep.config import compose_config
+from sweep.schema import ConfigError, check_single_run
+from tests.conftest import PYTHON, tiny_overrides
+
+#: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+# --- config and environment --------------------------------------------------------------------
+
+
+def test_roles_default_to_one_process() -> None:
+    cfg = compose_config(["+experiment=smoke"])
+    assert cfg.distributed.role == "none" and cfg.sweep.workers == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "reason"),
+    [
+        (
+            ["distributed.role=worker", "distributed.worker_id=w1"],
+            "distributed.oracle",
+            "HOST:PORT",
+        ),
+        (
+            ["distributed.role=chief", "distributed.oracle=chiefhost"],
+            "distributed.oracle",
+            "HOST:PORT",
+        ),
+        (["distributed.role=chief", "distributed.oracle=h:70000"], "distributed.oracle", ""),
+        (
+            ["distributed.role=worker", "distributed.oracle=h:8000"],
+            "distributed.worker_id",
+            "own id",
+        ),
+        (
+            [
+                "distributed.role=worker",
+                "distributed.oracle=h:8000",
+                "distributed.worker_id=chief2",
+            ],
+            "distributed.worker_id",
+            "chief",
+        ),
+        (
+            ["distributed.role=chief", "distributed.oracle=h:8000", "tracking.uri=sqlite:///x.db"],
+            "tracking.uri",
+            "tracking server",
+        ),
+        (["sweep.workers=2", "distributed.role=chief"], "sweep.workers", "drop distributed.role"),
+        (["sweep.workers=-1"], "sweep.workers", "at least 0"),
+        (["distributed.role=boss"], "distributed.role", "expected one of"),
+    ],
+)
+def test_bad_distributed_settings_are_one_line_errors(
+    overrides: list[str], key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_config(["+experiment=smoke", "tracking.uri=http://127.0.0.1:5000", *overrides])
+    assert caught.value.key == key and reason in caught.value.reason, str(caught.value)
+
+
+def test_a_single_run_refuses_roles_and_workers() -> None:
+    with pytest.raises(ConfigError, match=r"sweep\.workers=2: needs a sweep"):
+        check_single_run(compose_config(["sweep.workers=2"]))
+    with pytest.raises(ConfigError, match=r"distributed\.role=chief: needs a sweep"):
+        check_single_run(
+            compose_config(
+                [
+                    "distributed.role=chief",
+                    "distributed.oracle=127.0.0.1:8000",
+                    "tracking.uri=http://127.0.0.1:5000",
+                ]
+            )
+        )
+
+
+def test_roles_set_keras_tuners_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ["+experiment=smoke", "tracking.uri=http://127.0.0.1:5000"]
+    where = "distributed.oracle=10.0.0.5:8000"
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.activate(compose_config([*base, "distributed.role=chief", where])) == "chief"
+    assert os.environ["KERASTUNER_TUNER_ID"] == "chief"
+    assert (os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]) == (
+        "10.0.0.5",
+        "8000",
+    )
+    worker = compose_config([*base, "distributed.role=worker", where, "distributed.worker_id=gpu1"])
+    assert distributed.activate(worker) == "worker"
+    assert os.environ["KERASTUNER_TUNER_ID"] == "gpu1"
+    # a plain run must not be turned into a worker by a leftover environment
+    assert distributed.activate(compose_config(base)) == "none"
+    assert "KERASTUNER_ORACLE_IP" not in os.environ and "KERASTUNER_TUNER_ID" not in os.environ
+
+
+def test_child_processes_get_the_launchers_exact_config(tmp_path: Path) -> None:
+    cfg = compose_config(["+experiment=smoke", "model.dropout=0.3"])
+    cfg.search.space = {}  # a space built in code, not in conf/
+    space = {"train.batch_size": {"type": "choice", "values": [16, 48]}}
+    OmegaConf.set_struct(cfg, False)
+    cfg = OmegaConf.merge(cfg, {"search": {"space": space}})
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    child = distributed.load_child_config(
+        tmp_path / "config.yaml",
+        [
+            "distributed.role=worker",
+            "distributed.worker_id=worker1",
+            "distributed.oracle=127.0.0.1:9000",
+            "tracking.uri=http://127.0.0.1:5000",
+        ],
+    )
+    assert child.model.dropout == 0.3
+    assert list(child.search.space) == ["train.batch_size"]
+    assert child.search.space["train.batch_size"]["values"] == [16, 48]
+    assert (child.distributed.role, child.distributed.worker_id) == ("worker", "worker1")
+    with pytest.raises(Exception, match="no_such_key"):
+        distributed.load_child_config(tmp_path / "config.yaml", ["no_such_key=1"])
+
+
+def test_server_recipe_binds_loopback_and_keeps_mlflows_protections() -> None:
+    command = distributed.server_command("sqlite:////tmp/x.db", "/tmp/artifacts")
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert "--disable-security-middleware" not in command
+    assert "--allowed-hosts" not in command  # MLflow's default: loopback and private networks
+    named = distributed.server_command(
+        "postgresql://mlflow@db/mlflow",
+        "s3://bucket/mlflow",
+        host="10.0.0.5",
+        allowed_hosts="ml:5000",
+    )
+    hosts = named[named.index("--allowed-hosts") + 1].split(",")
+    assert "ml:5000" in hosts and "127.0.0.1:*" in hosts and "*" not in hosts
+    with pytest.raises(ValueError, match="host checking off"):
+        distributed.server_command("sqlite:///x.db", "a", allowed_hosts="ml:5000,*")
+
+
+def test_worker_gives_up_clearly_when_no_chief_answers() -> None:
+    from sweep.tuner import SweepError
+
+    cfg = compose_config(
+        [
+            "+experiment=smoke",
+            "tracking.uri=http://127.0.0.1:5000",
+            "distributed.role=worker",
+            "distributed.worker_id=w1",
+            f"distributed.oracle=127.0.0.1:{distributed.free_port()}",
+            "distributed.connect_timeout_s=1",
+        ]
+    )
+    with pytest.raises(SweepError, match=r"no chief answered at distributed\.oracle=127\.0\.0\.1:"):
+        distributed.wait_for_chief(cfg)
+
+
+def test_each_process_closes_only_runs_it_may_close(tmp_path: Path) -> None:
+    """Who may mark what KILLED: a restarted worker its own trials; a (re)starting chief only
+    runs outside its sweep; the chief at the end every trial still open."""
+    from sweep import tracking
+
+    cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment("dist", cfg.tracking)
+    client = MlflowClient()
+
+    def run(parent: str | None = None, **tags: str) -> str:
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    old = run(sweep="dist")  # an earlier sweep's parent a crash left RUNNING
+    parent = run(sweep="dist", oracle_port="8000")
+    a1 = run(parent, worker_id="a", trial_id="1")
+    b2 = run(parent, worker_id="b", trial_id="2")
+    client.log_metric(b2, "best_val_accuracy", 0.75)
+    client.set_terminated(b2, "FINISHED")
+    a3 = run(parent, worker_id="a", trial_id="3")
+    c4 = run(parent, worker_id="c", trial_id="4")
+
+    def status(run_id: str) -> str:
+        return client.get_run(run_id).info.status
+
+    assert tracking.find_sweep_parent(experiment, "dist", 8000) == parent
+    assert tracking.find_sweep_parent(experiment, "dist", 8001) is None
+    assert sorted(tracking.close_open_trials(parent, worker_id="a")) == sorted([a1, a3])
+    assert status(c4) == "RUNNING" and status(b2) == "FINISHED"
+    assert tracking.close_stale_runs_outside(experiment, parent) == [old]
+    assert status(parent) == status(c4) == "RUNNING"
+    assert tracking.close_open_trials(parent) == [c4]
+    assert status(parent) == "RUNNING", "the chief ends its own parent itself"
+    assert tracking.best_finished(parent, "val_accuracy", "max") == 0.75
+    assert tracking.trials_done(parent) == 1
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+def _pg_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/") + f"/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback (trust auth, its own socket directory)."""
+    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not found; Debian: postgresql)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[dev]' brings psycopg[binary])")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            shutil.rmtree(root)
+            pytest.skip("running as root and runuser is missing")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = [runuser, "-u", "postgres", "--"]
+    data, port = root / "data", distributed.free_port()
+    options = f"-k {root} -p {port} -h 127.0.0.1 -c fsync=off"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], cwd=root, check=True, capture_output=True, timeout=120)
+
+    try:
+        run(initdb, "-D", str(data), "-U", "mlflow", "--auth=trust", "--no-locale", "-E", "UTF8")
+        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="mlflow", dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute("CREATE DATABASE mlflow")
+        yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                cwd=root,
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def _runs(uri: str, experiment: str) -> tuple[list, list]:
+    """(parents, children) of an experiment, read back from the store."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return [], []
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    return (
+        [r for r in runs if "mlflow.parentRunId" not in r.data.tags],
+        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
+    )
+
+
+def _sweep_args(work: Path, data: Path, *extra: str) -> list[str]:
+    base = [o for o in tiny_overrides(work, data) if not o.startswith("tracking.uri=")]
+    return [*base, "+experiment=dim_search", "search.patience=0", *extra]
+
+
+# --- chief and workers ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_chief_and_two_workers_log_every_trial_once_on_one_server(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    tiny_imdb: Path,
+    cli_env: dict[str, str],
+) -> None:
+    store = (
+        request.getfixturevalue("postgres_store")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'server.db'}"
+    )
+    trials = 4
+    server = distributed.start_server(
+        store, str(tmp_path / "server-artifacts"), log_path=tmp_path / "server.log"
+    )
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        args = _sweep_args(
+            tmp_path,
+            tiny_imdb,
+            f"search.max_trials={trials}",
+            f"tracking.uri={server.uri}",
+            f"distributed.oracle=127.0.0.1:{distributed.free_port()}",
+        )
+        roles = {
+            "worker-a": ["distributed.role=worker", "distributed.worker_id=worker-a"],
+            "worker-b": ["distributed.role=worker", "distributed.worker_id=worker-b"],
+            "chief": ["distributed.role=chief"],  # last: workers wait for it
+        }
+        for name, role in roles.items():
+            with (tmp_path / f"{name}.log").open("wb") as out:
+                processes[name] = subprocess.Popen(
+                    [PYTHON, "-m", "sweep", *args, *role],
+                    cwd=tmp_path,
+                    env=cli_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        for name, process in processes.items():
+            code = process.wait(timeout=300)
+            assert code == 0, f"{name} exited {code}:\n{_tail(tmp_path / f'{name}.log')}"
+
+        parents, children = _runs(server.uri, "dim_search")
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert parents[0].data.tags["sweep"] == "dim_search"
+        ids = Counter(r.data.tags["trial_id"] for r in children)
+        assert len(children) == trials and set(ids) == {str(i) for i in range(trials)}, ids
+        assert all(r.info.status == "FINISHED" for r in children), [r.info.status for r in children]
+        assert {r.data.tags["worker_id"] for r in children} <= {"worker-a", "worker-b"}
+        assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+        artifacts = {a.path for a in MlflowClient().list_artifacts(parents[0].info.run_id)}
+        assert "leaderboard.csv" in artifacts  # uploaded through the server to its artifact root
+        assert any((tmp_path / "server-artifacts").rglob("leaderboard.csv"))
+        assert "val_accuracy" in MlflowClient().get_run(children[0].info.run_id).data.metrics
+
+        # the server's DNS-rebinding protection is on: a foreign Host header is refused
+        request_ = urllib.request.Request(
+            f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1",
+            headers={"Host": "attacker.example.com"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request_, timeout=10)
+        assert refused.value.code in (400, 403)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        server.stop()
+
+
+def _running_trial(db: Path) -> tuple[str, str, int] | None:
+    """(trial id, worker id, pid) of a trial that is RUNNING and already training."""
+    try:
+        _, children = _runs(f"sqlite:///{db}", "dim_search")
+    except Exception:  # the server holds the SQLite write lock a moment: look again
+        return None
+    for run in children:
+        tags = run.data.tags
+        if (
+            run.info.status == "RUNNING"
+            and "worker_pid" in tags
+            and "val_accuracy" in run.data.metrics
+        ):
+            return tags["trial_id"], tags["worker_id"], int(tags["worker_pid"])
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_loses_only_that_trial(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    trials, db = 3, tmp_path / "mlruns" / "mlflow.db"
+    args = _sweep_args(
+        tmp_path,
+        tiny_imdb,
+        f"search.max_trials={trials}",
+        f"tracking.uri=sqlite:///{db}",  # local parallel mode puts a server in front of it
+        "train.epochs=60",
+        "sweep.workers=2",
+    )
+    log_file = tmp_path / "launcher.log"
+    with log_file.open("wb") as out:
+        launcher = subprocess.Popen(
+            [PYTHON, "-m", "sweep", *args],
+            cwd=tmp_path,
+            env=cli_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    victim = None
+    try:
+        deadline = time.monotonic() + 240
+        while victim is None and launcher.poll() is None and time.monotonic() < deadline:
+            victim = _running_trial(db) if db.exists() else None
+            time.sleep(0.2)
+        assert victim is not None, f"no trial seen training:\n{_tail(log_file)}"
+        trial_id, worker_id, pid = victim
+        os.kill(pid, signal.SIGKILL)  # a worker process this test's launcher started
+        code = launcher.wait(timeout=300)
+        assert code == 0, f"the sweep did not finish after the kill:\n{_tail(log_file)}"
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+
+    assert f"{worker_id} died (exit -9); restarting it" in log_file.read_text(errors="replace")
+    parents, children = _runs(f"sqlite:///{db}", "dim_search")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    finished = Counter(r.data.tags["trial_id"] for r in children if r.info.status == "FINISHED")
+    assert set(finished) == {str(i) for i in range(trials)}, finished
+    assert max(finished.values()) == 1, f"a trial was logged FINISHED twice: {finished}"
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert [(r.data.tags["trial_id"], r.data.tags["worker_id"]) for r in killed] == [
+        (trial_id, worker_id)
+    ], "only the killed worker's trial is lost, and it is marked KILLED"
+    retried = next(
+        r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == trial_id
+    )
+    assert retried.data.tags["worker_id"] == worker_id  # the restarted worker got it back
+    assert int(retried.data.tags["worker_pid"]) != pid
+    assert len(children) == trials + 1
+
+
+@pytest.mark.slow
+def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    args = _sweep_args(
+        tmp_path,
+        tiny_imdb,
+        "search.max_trials=3",
+        "search.max_consecutive_failures=2",
+        "train.optimizer=sgd",
+        "train.learning_rate=1e38",  # every trial's loss turns NaN
+        f"tracking.uri=sqlite:///{db}",
+        "sweep.workers=1",
+    )
+    result = subprocess.run(
+        [PYTHON, "-m", "sweep", *args],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert "worker0 stopped with an error" in result.stderr.splitlines()[-1]
+    assert "too many consecutive failures" in result.stderr
+    parents, children = _runs(f"sqlite:///{db}", "dim_search")
+    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
+    assert [p.info.status for p in parents] == ["KILLED"], "the stopped chief closed its parent"

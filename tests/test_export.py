@@ -1,0 +1,123 @@
+"""Export: the sweep's answer out of MLflow, runnable best configs, clear refusals."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from sweep import tuner as tuner_module
+from sweep.__main__ import run as main_run
+from sweep.config import compose_config
+from sweep.export import ExportError, export
+from sweep.tuner import run as sweep_run
+from tests.conftest import PYTHON, tiny_overrides
+
+DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
+
+
+@pytest.fixture
+def finished_sweep(make_sweep: Callable[..., DictConfig]) -> DictConfig:
+    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
+                     "search.executions_per_trial=2")
+    sweep_run(cfg)
+    return cfg
+
+
+def test_export_writes_the_answer_and_the_best_config_reproduces(
+    finished_sweep: DictConfig,
+) -> None:
+    cfg = finished_sweep
+    result = export(cfg)
+    out = Path(cfg.sweep.dir) / cfg.name / "export"
+    assert result.directory == out
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert len(table) == 3 and set(table["status"]) == {"FINISHED"}
+    assert table["best_val_accuracy"].is_monotonic_decreasing
+    assert {"model.attention.output_dim", "duration_s", "param_count", "run_id",
+            "final_val_accuracy"} <= set(table.columns)
+    assert [p.name for p in result.configs] == ["rank1.yaml", "rank2.yaml", "rank3.yaml"]
+    effects = pd.read_csv(out / "effects.csv")
+    assert set(effects["value"].astype(str)) == {"4", "8", "12"}
+    assert effects["best"].sum() == 1
+    assert "seed noise" in (out / "effects.md").read_text()
+    assert (out / "accuracy_vs_cost.png").stat().st_size > 0
+
+    client = MlflowClient()
+    parent = client.get_run(table["run_id"][0]).data.tags["mlflow.parentRunId"]
+    logged = {a.path for a in client.list_artifacts(parent, "export")}
+    assert "export/leaderboard.csv" in logged and "export/rank1.yaml" in logged
+
+    # the printed command re-runs the best trial: same params
+    command = result.commands[0].split()
+    assert command[:3] == ["python", "-m", "sweep"]
+    best = compose_config(config_name=command[-1], config_dir=Path(command[4]))
+    main_run(best)
+    experiment = client.get_experiment_by_name(cfg.name).experiment_id
+    rerun = client.search_runs([experiment], "tags.mlflow.runName = 'smoke-run'")
+    assert len(rerun) == 1
+    trial = client.get_run(table["run_id"][0])
+    assert rerun[0].data.params == trial.data.params
+
+
+def test_export_of_unknown_experiment_says_so_and_writes_nothing(
+    make_config: Callable[..., DictConfig],
+) -> None:
+    cfg = make_config("+experiment=smoke", "name=never_run")
+    with pytest.raises(ExportError, match="no sweep named never_run"):
+        export(cfg)
+    assert not (Path(cfg.sweep.dir) / "never_run").exists()
+
+
+def test_export_without_finished_trials_says_so_and_writes_nothing(
+    make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(tuner_module.train, "fit", broken)
+    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
+                     "search.max_consecutive_failures=5")
+    sweep_run(cfg)
+    with pytest.raises(ExportError, match="no finished trial"):
+        export(cfg)
+    assert not (Path(cfg.sweep.dir) / cfg.name / "export").exists()
+
+
+def test_final_evaluation_is_a_separate_registered_run(
+    make_sweep: Callable[..., DictConfig],
+) -> None:
+    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=2", "export.top_k=1",
+                     "export.evaluate=true", "export.registered_model=tiny-best")
+    sweep_run(cfg)
+    export(cfg)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.name).experiment_id
+    final = client.search_runs([experiment], "tags.final = 'true'")
+    assert len(final) == 1
+    assert 0.0 <= final[0].data.metrics["test_accuracy"] <= 1.0
+    trial_runs = client.search_runs([experiment], "tags.trial_id != ''")
+    assert all("test_accuracy" not in r.data.metrics for r in trial_runs), \
+        "the test split is for the final evaluation only"
+    versions = client.search_model_versions("name = 'tiny-best'")
+    assert len(versions) == 1 and versions[0].run_id == final[0].info.run_id
+
+
+def test_cli_export_of_unknown_experiment_is_one_line(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    args = [*tiny_overrides(tmp_path, tiny_imdb), "+experiment=dim_search"]
+    result = subprocess.run([PYTHON, "-m", "sweep.export", *args], cwd=tmp_path, env=cli_env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))]
+    assert len(lines) == 1 and lines[0].startswith("no sweep named dim_search"), result.stderr
+    assert not (tmp_path / "sweeps" / "dim_search").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

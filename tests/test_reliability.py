@@ -1,0 +1,340 @@
+"""Hostile input and faults, with real processes and a real MLflow store: every bad input is
+one line naming the key and value, before anything is read, trained or logged."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from sweep import tracking
+from tests.conftest import PYTHON, tiny_overrides
+
+TF_NOISE = ("I0000", "W0000", "E0000", "WARNING: All")
+
+
+def own_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ start-up lines (printed before any Python logging)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(TF_NOISE)]
+
+
+def sweep_cli(
+    args: list[str], cwd: Path, env: dict[str, str], module: str = "sweep", timeout: int = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_rejected(result: subprocess.CompletedProcess, starts: str, work: Path) -> None:
+    lines = own_lines(result.stderr)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(starts), lines[0]
+    assert not (work / "mlruns").exists(), "no MLflow run may be created for bad input"
+    assert not (work / "cache").exists(), "no data may be read for bad input"
+
+
+def user_experiment(work: Path, name: str, body: str) -> Path:
+    """A user's own experiment file in a --config-dir beside conf/."""
+    folder = work / "my_conf" / "experiment"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /search: tuner\n" + body
+    )
+    return folder.parent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "starts"),
+    [
+        (["+experiment=no_such_sweep"], "config error: experiment=no_such_sweep: no such"),
+        (["model.attention.outptu_dim=3"], "config error: model.attention.outptu_dim=3: no such"),
+        (["train.epochs=many"], "config error: train.epochs=many:"),
+        (["train.batch_size=1.5"], "config error: train.batch_size=1.5:"),
+        (["model.attention.output_dim=0"], "config error: model.attention.output_dim=0:"),
+        (["model.attention.output_dim=-8"], "config error: model.attention.output_dim=-8:"),
+        (["data.seq_len=0"], "config error: data.seq_len=0:"),
+        (["data.seq_len=-5"], "config error: data.seq_len=-5:"),
+        (["data.seq_len=1000000"], "config error: data.seq_len=1000000: must be at most"),
+        (
+            ["model.attention.initializer=bogus_init"],
+            "config error: model.attention.initializer=bogus_init: not a Keras initializer",
+        ),
+        (["model.attention.scale=0"], "config error: model.attention.scale=0:"),
+        (["model.attention.scale=-1.0"], "config error: model.attention.scale=-1.0:"),
+        (["model.attention.scale=huge"], "config error: model.attention.scale=huge:"),
+        (["+experiment=smoke", "search.max_trials=0"], "config error: search.max_trials=0:"),
+        (
+            ["+experiment=smoke", "search.objective=val_f1"],
+            "config error: search.objective=val_f1: no trial logs it",
+        ),
+        (["name=../../etc"], "config error: name=../../etc:"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_nothing_runs(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str], overrides: list[str], starts: str
+) -> None:
+    result = sweep_cli([*tiny_overrides(tmp_path, tiny_imdb), *overrides], tmp_path, cli_env)
+    assert_rejected(result, starts, tmp_path)
+
+
+@pytest.mark.slow
+def test_empty_search_space_is_rejected(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    conf = user_experiment(tmp_path, "empty_space", "name: empty_space\n")
+    result = sweep_cli(
+        [
+            "--config-dir",
+            str(conf),
+            *tiny_overrides(tmp_path, tiny_imdb),
+            "+experiment=empty_space",
+        ],
+        tmp_path,
+        cli_env,
+    )
+    assert_rejected(result, "config error: search.space={}: empty", tmp_path)
+
+
+@pytest.mark.slow
+def test_search_space_values_are_data_never_code(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    marker = tmp_path / "pwned"
+    conf = user_experiment(
+        tmp_path,
+        "inject",
+        f"""name: inject
+search:
+  space:
+    model.attention.initializer:
+      type: choice
+      values:
+        - glorot_uniform
+        - {{_target_: os.system, command: "touch {marker}"}}
+        - {{class_name: system, module: os, config: {{command: "touch {marker}"}}}}
+""",
+    )
+    result = sweep_cli(
+        ["--config-dir", str(conf), *tiny_overrides(tmp_path, tiny_imdb), "+experiment=inject"],
+        tmp_path,
+        cli_env,
+    )
+    assert_rejected(
+        result, "config error: search.space.model.attention.initializer.values=", tmp_path
+    )
+    assert not marker.exists(), "a config value was executed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "starts"),
+    [
+        (
+            "tracking.uri=sqlite:////sys/attention-sweep/mlflow.db",
+            "config error: tracking.uri=sqlite:////sys/attention-sweep/mlflow.db: cannot write",
+        ),
+        (
+            "tracking.artifact_root=/sys/attention-sweep-artifacts",
+            "config error: tracking.artifact_root=/sys/attention-sweep-artifacts: cannot write",
+        ),
+    ],
+)
+def test_read_only_store_fails_before_training(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str], override: str, starts: str
+) -> None:
+    if not Path("/sys").is_dir() or _writable(Path("/sys")):
+        pytest.skip("needs a read-only /sys to stand for a read-only disk")
+    result = sweep_cli([*tiny_overrides(tmp_path, tiny_imdb), override], tmp_path, cli_env)
+    lines = own_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(starts), lines[0]
+    assert not (tmp_path / "cache").exists(), "nothing may be read or trained"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / "attention-sweep-probe").mkdir()
+    except OSError:
+        return False
+    (folder / "attention-sweep-probe").rmdir()
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_unreachable_tracking_server_at_start_is_one_line(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = sweep_cli(
+        [*tiny_overrides(tmp_path, tiny_imdb), f"tracking.uri={uri}"], tmp_path, cli_env
+    )
+    lines = own_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"config error: tracking.uri={uri}: no MLflow tracking server")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_fresh_sqlite_store_lose_nothing(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    """Both start on a store that does not exist yet: the schema-migration race and "database
+    is locked" are the known ways this fails."""
+    common = [
+        *tiny_overrides(tmp_path, tiny_imdb),
+        "+experiment=smoke",
+        "search.tuner=grid",
+        "search.max_trials=3",
+        "search.patience=0",
+    ]
+    processes = [
+        subprocess.Popen(
+            [PYTHON, "-m", "sweep", *common, f"name=concurrent_{i}"],
+            cwd=tmp_path,
+            env=cli_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    tracking.configure(
+        OmegaConf.create(
+            {
+                "uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+                "artifact_root": str(tmp_path / "mlruns" / "art"),
+            }
+        )
+    )
+    client = MlflowClient()
+    for i in range(2):
+        experiment = client.get_experiment_by_name(f"concurrent_{i}").experiment_id
+        runs = client.search_runs([experiment])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(runs) == 4 and len(children) == 3
+        assert Counter(r.info.status for r in runs) == {"FINISHED": 4}
+        for child in children:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+            assert sorted(steps) == [0, 1], "a metric was lost"
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback (SQLite backend, local artifact store)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.port = work, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            str(Path(PYTHON).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.work / 'server.db'}",
+            "--artifacts-destination",
+            str(self.work / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        log = (self.work / "server.log").open("a")
+        self.process = subprocess.Popen(command, cwd=self.work, stdout=log, stderr=log)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError((self.work / "server.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tracking_server_going_away_mid_sweep_loses_nothing(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    """Documented behaviour: the sweep stops with a clear message, finished trials stay logged,
+    and re-running once the server is back retries the interrupted trial."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    env = {**cli_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    args = [
+        *tiny_overrides(tmp_path, tiny_imdb),
+        "+experiment=dim_search",
+        "search.max_trials=3",
+        "search.patience=0",
+        "train.epochs=30",
+        f"tracking.uri={server.uri}",
+    ]
+    try:
+        sweep = subprocess.Popen(
+            [PYTHON, "-m", "sweep", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = MlflowClient(server.uri)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and sweep.poll() is None:
+            experiment = client.get_experiment_by_name("dim_search")
+            if experiment is not None and client.search_runs(
+                [experiment.experiment_id], "tags.trial_id != '' and attributes.status = 'FINISHED'"
+            ):
+                break
+            time.sleep(0.5)
+        assert sweep.poll() is None, "the sweep ended before the server could go away"
+        server.stop()
+        _, err = sweep.communicate(timeout=300)
+        lines = own_lines(err)
+        assert sweep.returncode == 2, err[-3000:]
+        assert lines[-1].startswith("sweep stopped: the MLflow tracking server stopped answering")
+
+        server.start()
+        result = sweep_cli(args, tmp_path, env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        experiment = client.get_experiment_by_name("dim_search").experiment_id
+        runs = client.search_runs([experiment])
+        finished = Counter(
+            r.data.tags.get("trial_id")
+            for r in runs
+            if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags
+        )
+        assert set(finished) == {"0", "1", "2"} and max(finished.values()) == 1, finished
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+    finally:
+        server.stop()
