@@ -338,3 +338,24 @@ def test_tracking_server_going_away_mid_sweep_loses_nothing(
         assert not [r for r in runs if r.info.status == "RUNNING"]
     finally:
         server.stop()
+
+
+def test_only_runs_of_dead_processes_are_closed(tmp_path: Path) -> None:
+    """A restart closes what a crash left RUNNING, never a run another live process writes."""
+    import os
+    import socket as socket_module
+
+    tracking.configure(OmegaConf.create({"uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                         "artifact_root": str(tmp_path / "artifacts")}))
+    client = MlflowClient()
+    experiment = client.create_experiment("stale")
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    host = socket_module.gethostname()
+    live = client.create_run(experiment, tags={"host": host, "pid": str(os.getpid())})
+    crashed = client.create_run(experiment, tags={"host": host, "pid": str(dead_pid.pid)})
+    untagged = client.create_run(experiment)
+    closed = tracking.close_stale_runs(experiment)
+    assert set(closed) == {crashed.info.run_id, untagged.info.run_id}
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    assert client.get_run(crashed.info.run_id).info.status == "KILLED"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -157,7 +159,9 @@ def git_commit() -> str | None:
 
 def standard_tags(cfg: DictConfig, fingerprint: str) -> dict[str, str]:
     """What a reader needs to trust a run: code version, package versions, data, seed."""
-    tags = {"seed": str(cfg.seed), "data_fingerprint": fingerprint}
+    tags = {"seed": str(cfg.seed), "data_fingerprint": fingerprint,
+            # who is writing the run: lets a restart tell a crashed run from a live one
+            "host": socket.gethostname(), "pid": str(os.getpid())}
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -253,6 +257,8 @@ def _requirements() -> list[str]:
 def tracked_run(**start_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED on error, KILLED on Ctrl-C — never RUNNING."""
     run = mlflow.start_run(**start_kwargs)
+    if start_kwargs.get("run_id") and start_kwargs.get("tags"):
+        mlflow.set_tags(start_kwargs["tags"])  # a resumed run: now this process writes it
     try:
         yield run
     except KeyboardInterrupt:
@@ -291,19 +297,32 @@ def gone_message(err: BaseException) -> str:
             "resume, and the interrupted trial is retried")
 
 
-def close_stale_runs(experiment: str, *, older_than_s: float = 0.0) -> list[str]:
-    """Mark runs a crash left RUNNING as KILLED, so no run stays RUNNING after a restart."""
-    client = MlflowClient()
-    cutoff = (time.time() - older_than_s) * 1000
-    stale = client.search_runs([experiment], "attributes.status = 'RUNNING'", max_results=1000)
-    closed = []
-    for run in stale:
-        if run.info.start_time <= cutoff:
-            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-            closed.append(run.info.run_id)
-    if closed:
-        log.warning("closed %d run(s) left RUNNING by an earlier crash as KILLED", len(closed))
-    return closed
+def close_stale_runs(experiment: str) -> list[str]:
+    """Mark runs a crash left RUNNING as KILLED, so no run stays RUNNING after a restart.
+
+    Only runs whose process is known dead are closed (same host, pid gone, or no pid recorded):
+    another sweep or run writing to the same experiment at this moment is left alone.
+    """
+    host = socket.gethostname()
+
+    def dead(run: mlflow.entities.Run) -> bool:
+        tags = run.data.tags
+        if "pid" not in tags:
+            return True
+        return tags.get("host") == host and not _alive(int(tags["pid"]))
+
+    stale = [r for r in _running(experiment) if dead(r)]
+    return _kill(stale, "left RUNNING by a process that is gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def existing_run(run_id: str, experiment: str) -> str | None:
