@@ -23,7 +23,7 @@ NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste"]
 FILLER = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a"]
 
 
-def write_tiny_imdb(root: Path, per_class: int = 60, seed: int = 0) -> Path:
+def write_tiny_imdb(root: Path, per_class: int = 100, seed: int = 0) -> Path:
     """An aclImdb/ tree whose sentiment is carried by a few words, so a model learns it fast."""
     rng = random.Random(seed)
     for split in ("train", "test"):
@@ -56,7 +56,7 @@ def tiny_overrides(work: Path, data_path: Path) -> list[str]:
         "model.attention.output_dim=8",
         "train.epochs=2",
         "train.batch_size=32",
-        "train.learning_rate=0.01",
+        "train.learning_rate=0.03",
         "train.verbose=0",
         f"tracking.uri=sqlite:///{work / 'mlruns' / 'mlflow.db'}",
         f"tracking.artifact_root={work / 'mlruns' / 'artifacts'}",

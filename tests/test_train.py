@@ -35,7 +35,7 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     assert params["model.attention.output_dim"] == "8"
     assert params["model.attention.scale"] == "learned"
     assert params["model.attention.initializer.class_name"] == "RandomUniform"
-    assert params["train.learning_rate"] == "0.01"
+    assert params["train.learning_rate"] == "0.03"
     assert params["data.seq_len"] == "16"
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]

@@ -139,7 +139,7 @@ def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     """Every config value that shapes a run (the search space is logged on the sweep's parent)."""
-    harness = ("search", "sweep", "export")
+    harness = ("search", "sweep", "export", "distributed")
     return {k: v for k, v in flatten(cfg).items() if k.split(".", 1)[0] not in harness}
 
 

@@ -1,0 +1,71 @@
+"""The benchmark script runs end to end on a tiny slice; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYTHON
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("machine", "data", "overhead", "sweeps", "search")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_a_tiny_slice(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    out, readme = tmp_path / "results.json", tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nKept.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    result = subprocess.run(
+        [
+            PYTHON,
+            str(ROOT / "benchmarks" / "run.py"),
+            f"--data={tiny_imdb}",
+            "--epochs=1",
+            "--quick",
+            f"--out={out}",
+            f"--readme={readme}",
+            f"--work={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert json.loads(result.stdout) == results
+    assert set(SECTIONS) <= set(results)
+    assert results["machine"]["cores"] >= 1
+
+    data = results["data"]
+    assert data["reviews"] == 240
+    assert data["first_load_s"] > 0 and data["cached_load_s"] > 0
+
+    overhead = results["overhead"]
+    assert overhead["ratio"] > 0 and len(overhead["ratio_each"]) == overhead["repeats"] == 1
+    for kind in ("bare", "pipeline", "trial"):
+        assert len(overhead[kind]["wall_s"]) == 1, kind
+    assert overhead["cost_logged_complete"]  # duration_s, seconds_per_epoch, param_count
+    assert overhead["cost_logged"]["param_count"] > 0
+
+    for name in ("smoke", "dim_search"):
+        sweep = results["sweeps"][name]
+        assert sweep["finished"] == sweep["trials"] == 2, name
+        assert sweep["trials_per_hour"] > 0 and sweep["peak_rss_mb"] > 0, name
+    search = results["search"]
+    for tuner in ("hyperband", "random"):
+        assert search[tuner]["finished"] >= 1 and search[tuner]["epochs_run"] >= 1, tuner
+        assert 0.0 <= search[tuner]["best_val_accuracy"] <= 1.0, tuner
+
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nKept.\n") and "old" not in text
+    assert "| Benchmark | Measured | Target | Met |" in text
+    assert "| Hyperband |" in text and "| Random search |" in text
+    assert "2 cores" in text or f"{results['machine']['cores']} cores" in text
+    assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
