@@ -19,7 +19,9 @@ def test_benchmark_runs_on_a_tiny_slice(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
 ) -> None:
     out, readme = tmp_path / "results.json", tmp_path / "README.md"
-    readme.write_text("# Benchmarks\n\nKept.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    readme.write_text(
+        "# Benchmarks\n\nKept.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+    )
     result = subprocess.run(
         [
             PYTHON,

@@ -24,8 +24,9 @@ DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 
 @pytest.fixture
 def finished_sweep(make_sweep: Callable[..., DictConfig]) -> DictConfig:
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
-                     "search.executions_per_trial=2")
+    cfg = make_sweep(
+        DIMS, "search.tuner=grid", "search.max_trials=3", "search.executions_per_trial=2"
+    )
     sweep_run(cfg)
     return cfg
 
@@ -40,8 +41,13 @@ def test_export_writes_the_answer_and_the_best_config_reproduces(
     table = pd.read_csv(out / "leaderboard.csv")
     assert len(table) == 3 and set(table["status"]) == {"FINISHED"}
     assert table["best_val_accuracy"].is_monotonic_decreasing
-    assert {"model.attention.output_dim", "duration_s", "param_count", "run_id",
-            "final_val_accuracy"} <= set(table.columns)
+    assert {
+        "model.attention.output_dim",
+        "duration_s",
+        "param_count",
+        "run_id",
+        "final_val_accuracy",
+    } <= set(table.columns)
     assert [p.name for p in result.configs] == ["rank1.yaml", "rank2.yaml", "rank3.yaml"]
     effects = pd.read_csv(out / "effects.csv")
     assert set(effects["value"].astype(str)) == {"4", "8", "12"}
@@ -82,8 +88,9 @@ def test_export_without_finished_trials_says_so_and_writes_nothing(
         raise RuntimeError("broken")
 
     monkeypatch.setattr(tuner_module.train, "fit", broken)
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3",
-                     "search.max_consecutive_failures=5")
+    cfg = make_sweep(
+        DIMS, "search.tuner=grid", "search.max_trials=3", "search.max_consecutive_failures=5"
+    )
     sweep_run(cfg)
     with pytest.raises(ExportError, match="no finished trial"):
         export(cfg)
@@ -93,8 +100,14 @@ def test_export_without_finished_trials_says_so_and_writes_nothing(
 def test_final_evaluation_is_a_separate_registered_run(
     make_sweep: Callable[..., DictConfig],
 ) -> None:
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=2", "export.top_k=1",
-                     "export.evaluate=true", "export.registered_model=tiny-best")
+    cfg = make_sweep(
+        DIMS,
+        "search.tuner=grid",
+        "search.max_trials=2",
+        "export.top_k=1",
+        "export.evaluate=true",
+        "export.registered_model=tiny-best",
+    )
     sweep_run(cfg)
     export(cfg)
     client = MlflowClient()
@@ -103,8 +116,9 @@ def test_final_evaluation_is_a_separate_registered_run(
     assert len(final) == 1
     assert 0.0 <= final[0].data.metrics["test_accuracy"] <= 1.0
     trial_runs = client.search_runs([experiment], "tags.trial_id != ''")
-    assert all("test_accuracy" not in r.data.metrics for r in trial_runs), \
+    assert all("test_accuracy" not in r.data.metrics for r in trial_runs), (
         "the test split is for the final evaluation only"
+    )
     versions = client.search_model_versions("name = 'tiny-best'")
     assert len(versions) == 1 and versions[0].run_id == final[0].info.run_id
 
@@ -113,11 +127,20 @@ def test_cli_export_of_unknown_experiment_is_one_line(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
 ) -> None:
     args = [*tiny_overrides(tmp_path, tiny_imdb), "+experiment=dim_search"]
-    result = subprocess.run([PYTHON, "-m", "sweep.export", *args], cwd=tmp_path, env=cli_env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [PYTHON, "-m", "sweep.export", *args],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines()
-             if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))
+    ]
     assert len(lines) == 1 and lines[0].startswith("no sweep named dim_search"), result.stderr
     assert not (tmp_path / "sweeps" / "dim_search").exists()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

@@ -345,8 +345,14 @@ def test_only_runs_of_dead_processes_are_closed(tmp_path: Path) -> None:
     import os
     import socket as socket_module
 
-    tracking.configure(OmegaConf.create({"uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                         "artifact_root": str(tmp_path / "artifacts")}))
+    tracking.configure(
+        OmegaConf.create(
+            {
+                "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "artifact_root": str(tmp_path / "artifacts"),
+            }
+        )
+    )
     client = MlflowClient()
     experiment = client.create_experiment("stale")
     dead_pid = subprocess.Popen(["true"])

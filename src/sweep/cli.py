@@ -43,8 +43,10 @@ def main(task: Callable[[DictConfig], Any]) -> None:
         except _user_errors() as err:
             fail(err)
         except KeyboardInterrupt:
-            sys.stderr.write("interrupted: the running trial is marked KILLED; re-run the same "
-                             "command to resume\n")
+            sys.stderr.write(
+                "interrupted: the running trial is marked KILLED; re-run the same "
+                "command to resume\n"
+            )
             sys.exit(130)
 
     job()

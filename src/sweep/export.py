@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 #: Sub-directory of `sweeps/NAME/` that export rewrites.
 EXPORT_DIR = "export"
 #: Hydra settings every exported config carries, as conf/config.yaml does.
-HYDRA_SETTINGS = {"job": {"chdir": False},
-                  "run": {"dir": "sweeps/.hydra/${name}/${now:%Y-%m-%d_%H-%M-%S}"}}
+HYDRA_SETTINGS = {
+    "job": {"chdir": False},
+    "run": {"dir": "sweeps/.hydra/${name}/${now:%Y-%m-%d_%H-%M-%S}"},
+}
 
 
 class ExportError(RuntimeError):
@@ -47,31 +49,40 @@ class Exported:
 def export(cfg: DictConfig) -> Exported:
     """Write the sweep's answer under `sweeps/NAME/export/` and log it to the parent run."""
     if not tracking.store_exists(str(cfg.tracking.uri)):
-        raise ExportError(f"no sweep named {cfg.name}: there is no MLflow store at "
-                          f"{cfg.tracking.uri} (check tracking.uri)")
+        raise ExportError(
+            f"no sweep named {cfg.name}: there is no MLflow store at "
+            f"{cfg.tracking.uri} (check tracking.uri)"
+        )
     tracking.configure(cfg.tracking)
     parent = tracking.sweep_parent(cfg.name, cfg.export.parent_run_id)
     if parent is None:
-        raise ExportError(f"no sweep named {cfg.name} in {cfg.tracking.uri}: run "
-                          f"`python -m sweep +experiment={cfg.name}` first (or check tracking.uri)")
+        raise ExportError(
+            f"no sweep named {cfg.name} in {cfg.tracking.uri}: run "
+            f"`python -m sweep +experiment={cfg.name}` first (or check tracking.uri)"
+        )
     params = parent.data.params
     hyperparameters = params["search.space"].split(", ")
     objective, direction = params["search.objective"], params["search.direction"]
     best = f"best_{objective}"
-    table = leaderboard.frame(tracking.trial_runs(parent.info.run_id), hyperparameters,
-                              objective, direction)
+    table = leaderboard.frame(
+        tracking.trial_runs(parent.info.run_id), hyperparameters, objective, direction
+    )
     finished = table[table["status"] == "FINISHED"].dropna(subset=[best]) if len(table) else table
     if finished.empty:
-        raise ExportError(f"sweep {cfg.name} (run {parent.info.run_id}) has no finished trial "
-                          "yet: nothing to export")
+        raise ExportError(
+            f"sweep {cfg.name} (run {parent.info.run_id}) has no finished trial "
+            "yet: nothing to export"
+        )
     directory = Path(cfg.sweep.dir) / cfg.name / EXPORT_DIR
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_mkdir(directory.parent)))
     try:
         configs, commands = _write_configs(finished.head(cfg.export.top_k), staging, directory)
         verdicts = _write_effects(finished, hyperparameters, best, direction, objective, staging)
         table.to_csv(staging / "leaderboard.csv", index=False)
-        fronts = {cost: leaderboard.pareto_front(finished[cost], finished[best], direction)
-                  for cost in ("seconds_per_epoch", "param_count")}
+        fronts = {
+            cost: leaderboard.pareto_front(finished[cost], finished[best], direction)
+            for cost in ("seconds_per_epoch", "param_count")
+        }
         plots.cost_pareto(finished, best, fronts).savefig(staging / "accuracy_vs_cost.png")
         if directory.exists():
             shutil.rmtree(directory)
@@ -95,18 +106,23 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _write_configs(top: pd.DataFrame, staging: Path, final_dir: Path
-                   ) -> tuple[list[Path], list[str]]:
+def _write_configs(
+    top: pd.DataFrame, staging: Path, final_dir: Path
+) -> tuple[list[Path], list[str]]:
     """Each top trial's logged config as a complete Hydra config, and the command re-running it."""
     paths, commands = [], []
     for rank, (_, row) in enumerate(top.iterrows(), 1):
         config: dict[str, Any] = tracking.run_config(row["run_id"])
         config["search"] = None
         name = f"rank{rank}"
-        command = (f"python -m sweep --config-dir {shlex.quote(str(final_dir.resolve()))} "
-                   f"--config-name {name}")
-        header = (f"# Trial {row['trial_id']} (MLflow run {row['run_id']}), rank {rank}.\n"
-                  f"# Re-run it: {command}\n")
+        command = (
+            f"python -m sweep --config-dir {shlex.quote(str(final_dir.resolve()))} "
+            f"--config-name {name}"
+        )
+        header = (
+            f"# Trial {row['trial_id']} (MLflow run {row['run_id']}), rank {rank}.\n"
+            f"# Re-run it: {command}\n"
+        )
         body = {"defaults": ["base_config", "_self_"], **config, "hydra": HYDRA_SETTINGS}
         path = staging / f"{name}.yaml"
         path.write_text(header + yaml.safe_dump(body, sort_keys=False))
@@ -115,8 +131,14 @@ def _write_configs(top: pd.DataFrame, staging: Path, final_dir: Path
     return paths, commands
 
 
-def _write_effects(finished: pd.DataFrame, hyperparameters: list[str], best: str,
-                   direction: str, objective: str, staging: Path) -> list[str]:
+def _write_effects(
+    finished: pd.DataFrame,
+    hyperparameters: list[str],
+    best: str,
+    direction: str,
+    objective: str,
+    staging: Path,
+) -> list[str]:
     effects = leaderboard.effects(finished, hyperparameters, best, direction)
     per_run = {run: tracking.execution_scores(run, objective) for run in finished["run_id"]}
     repeats = max((len(v) for v in per_run.values()), default=1) or 1
@@ -127,13 +149,18 @@ def _write_effects(finished: pd.DataFrame, hyperparameters: list[str], best: str
     verdicts = leaderboard.verdicts(effects, noise, repeats)
     effects.to_csv(staging / "effects.csv", index=False)
     (staging / "effects.md").write_text(
-        "# Which hyperparameters matter\n\n" + effects.to_markdown(index=False)
-        + "\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
+        "# Which hyperparameters matter\n\n"
+        + effects.to_markdown(index=False)
+        + "\n\n"
+        + "\n".join(f"- {line}" for line in verdicts)
+        + "\n"
+    )
     return verdicts
 
 
-def _final(cfg: DictConfig, config_path: Path, row: pd.Series, objective: str,
-           direction: str) -> None:
+def _final(
+    cfg: DictConfig, config_path: Path, row: pd.Series, objective: str, direction: str
+) -> None:
     from sweep.config import compose_config
     from sweep.train import final_evaluation
 
@@ -156,4 +183,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -56,14 +56,18 @@ def _grouping(column: pd.Series, max_values: int = 6) -> pd.Series:
     return column.astype(str)
 
 
-def effects(table: pd.DataFrame, hyperparameters: Sequence[str], objective: str,
-            direction: str = "max") -> pd.DataFrame:
+def effects(
+    table: pd.DataFrame, hyperparameters: Sequence[str], objective: str, direction: str = "max"
+) -> pd.DataFrame:
     """For each hyperparameter, the objective's mean, std and count per value (or bin), with
     the best value marked: which settings matter, at a glance."""
     parts = []
     for hp in hyperparameters:
-        stats = (table.groupby(_grouping(table[hp]), observed=True)[objective]
-                 .agg(["mean", "std", "count"]).reset_index(names="value"))
+        stats = (
+            table.groupby(_grouping(table[hp]), observed=True)[objective]
+            .agg(["mean", "std", "count"])
+            .reset_index(names="value")
+        )
         stats.insert(0, "hyperparameter", hp)
         best = stats["mean"].idxmax() if direction == "max" else stats["mean"].idxmin()
         stats["best"] = stats.index == best
@@ -91,21 +95,29 @@ def verdicts(effect_table: pd.DataFrame, noise: float | None, repeats: int = 1) 
             continue
         best, second = rows.iloc[0], rows.iloc[1]
         gap = abs(best["mean"] - second["mean"])
-        head = f"{hp}: {best['value']} ({best['mean']:.4f}) vs {second['value']} " \
-               f"({second['mean']:.4f})"
+        head = (
+            f"{hp}: {best['value']} ({best['mean']:.4f}) vs {second['value']} "
+            f"({second['mean']:.4f})"
+        )
         if noise is None:
-            lines.append(f"{head}: seed-to-seed noise unknown (one run per configuration); set "
-                         "search.executions_per_trial=2 or more before trusting a gap of "
-                         f"{gap:.4f}.")
+            lines.append(
+                f"{head}: seed-to-seed noise unknown (one run per configuration); set "
+                "search.executions_per_trial=2 or more before trusting a gap of "
+                f"{gap:.4f}."
+            )
             continue
         n_best, n_second = best["count"] * repeats, second["count"] * repeats
         error = noise * (1 / n_best + 1 / n_second) ** 0.5
         if gap > 2 * error:
-            lines.append(f"{head}: {best['value']} wins by {gap:.4f}, more than twice the seed "
-                         f"noise (±{error:.4f}) — a real difference; use {best['value']}.")
+            lines.append(
+                f"{head}: {best['value']} wins by {gap:.4f}, more than twice the seed "
+                f"noise (±{error:.4f}) — a real difference; use {best['value']}."
+            )
         else:
-            lines.append(f"{head}: the gap {gap:.4f} is within seed noise (±{error:.4f}) — no "
-                         "evidence either is better; pick the cheaper one.")
+            lines.append(
+                f"{head}: the gap {gap:.4f} is within seed noise (±{error:.4f}) — no "
+                "evidence either is better; pick the cheaper one."
+            )
     return lines
 
 

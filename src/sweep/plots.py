@@ -111,8 +111,13 @@ def cost_pareto(table: pd.DataFrame, objective: str, front_by: dict[str, pd.Seri
         edge = table[front].sort_values(cost)
         ax.plot(edge[cost], edge[objective], "-o", color="crimson", label="Pareto front")
         for _, row in edge.iterrows():
-            ax.annotate(str(row["trial_id"]), (row[cost], row[objective]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(row["trial_id"]),
+                (row[cost], row[objective]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax.set_xlabel(cost)
         ax.set_ylabel(objective)
         ax.grid(alpha=0.3)

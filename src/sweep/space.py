@@ -109,8 +109,11 @@ def check_space(cfg: DictConfig) -> None:
     """Reject a malformed space before the first trial, naming the bad entry."""
     space = cfg.search.space
     if cfg.search.objective not in TRIAL_METRICS:
-        raise ConfigError("search.objective", cfg.search.objective,
-                          f"no trial logs it; one of {', '.join(TRIAL_METRICS)}")
+        raise ConfigError(
+            "search.objective",
+            cfg.search.objective,
+            f"no trial logs it; one of {', '.join(TRIAL_METRICS)}",
+        )
     if not space:
         raise ConfigError("search.space", "{}", "empty: declare at least one hyperparameter")
     for path, param in space.items():

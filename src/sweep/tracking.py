@@ -63,8 +63,11 @@ def configure(tracking: DictConfig) -> None:
             with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
                 pass
         except OSError as err:
-            raise ConfigError("tracking.artifact_root", str(root),
-                              f"cannot write artifacts there: {err.strerror or err}") from None
+            raise ConfigError(
+                "tracking.artifact_root",
+                str(root),
+                f"cannot write artifacts there: {err.strerror or err}",
+            ) from None
     if scheme == "sqlite":
         db_path = Path(uri.removeprefix("sqlite:///"))
         try:
@@ -76,8 +79,9 @@ def configure(tracking: DictConfig) -> None:
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
         except Exception as err:  # OSError, SQLAlchemy's or MLflow's: the store is unusable
-            raise ConfigError("tracking.uri", uri, f"cannot write the MLflow store: "
-                              f"{_first_line(err)}") from None
+            raise ConfigError(
+                "tracking.uri", uri, f"cannot write the MLflow store: {_first_line(err)}"
+            ) from None
 
 
 def _check_server(uri: str) -> None:
@@ -89,8 +93,12 @@ def _check_server(uri: str) -> None:
             reason = f"HTTP {answer.status}"
     except (OSError, ValueError) as err:
         reason = str(getattr(err, "reason", None) or err)
-    raise ConfigError("tracking.uri", uri, f"no MLflow tracking server answers there ({reason}); "
-                      "start it (scripts/mlflow-server) or use the default SQLite store")
+    raise ConfigError(
+        "tracking.uri",
+        uri,
+        f"no MLflow tracking server answers there ({reason}); "
+        "start it (scripts/mlflow-server) or use the default SQLite store",
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -159,9 +167,13 @@ def git_commit() -> str | None:
 
 def standard_tags(cfg: DictConfig, fingerprint: str) -> dict[str, str]:
     """What a reader needs to trust a run: code version, package versions, data, seed."""
-    tags = {"seed": str(cfg.seed), "data_fingerprint": fingerprint,
-            # who is writing the run: lets a restart tell a crashed run from a live one
-            "host": socket.gethostname(), "pid": str(os.getpid())}
+    tags = {
+        "seed": str(cfg.seed),
+        "data_fingerprint": fingerprint,
+        # who is writing the run: lets a restart tell a crashed run from a live one
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -288,13 +300,16 @@ def unreachable(err: BaseException) -> bool:
 
     text = str(err)
     return isinstance(err, requests.exceptions.ConnectionError) or (
-        "API request to" in text and ("failed with exception" in text or "Max retries" in text))
+        "API request to" in text and ("failed with exception" in text or "Max retries" in text)
+    )
 
 
 def gone_message(err: BaseException) -> str:
-    return (f"the MLflow tracking server stopped answering ({_first_line(err)[:160]}); finished "
-            "trials are kept there and in sweeps/: re-run the same command once it is back to "
-            "resume, and the interrupted trial is retried")
+    return (
+        f"the MLflow tracking server stopped answering ({_first_line(err)[:160]}); finished "
+        "trials are kept there and in sweeps/: re-run the same command once it is back to "
+        "resume, and the interrupted trial is retried"
+    )
 
 
 def close_stale_runs(experiment: str) -> list[str]:
@@ -423,10 +438,17 @@ def sweep_parent(name: str, parent_run_id: str | None = None) -> mlflow.entities
     if experiment is None:
         return None
     if parent_run_id:
-        return client.get_run(parent_run_id) if existing_run(
-            parent_run_id, experiment.experiment_id) else None
-    runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{name}'",
-                              order_by=["attributes.start_time DESC"], max_results=50)
+        return (
+            client.get_run(parent_run_id)
+            if existing_run(parent_run_id, experiment.experiment_id)
+            else None
+        )
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.sweep = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return parents[0] if parents else None
 
@@ -458,14 +480,19 @@ def log_export(parent_run_id: str, directory: Path) -> None:
     MlflowClient().log_artifacts(parent_run_id, str(directory), "export")
 
 
-def log_final(model: keras.Model, metrics: Mapping[str, float], registered_model: str,
-              sample: np.ndarray) -> str:
+def log_final(
+    model: keras.Model, metrics: Mapping[str, float], registered_model: str, sample: np.ndarray
+) -> str:
     """Test metrics of the final model, which is logged and registered; returns its URI."""
     mlflow.log_metrics(dict(metrics))
     signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
-    info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                  pip_requirements=_requirements(),
-                                  registered_model_name=registered_model)
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=_requirements(),
+        registered_model_name=registered_model,
+    )
     return info.model_uri
 
 

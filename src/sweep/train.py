@@ -132,23 +132,38 @@ def final_evaluation(
     The only place the test split is touched: model selection never sees it.
     """
     encoded = load(cfg)
-    pad = {"seq_len": cfg.data.seq_len, "padding": cfg.data.padding,
-           "truncating": cfg.data.truncating}
+    pad = {
+        "seq_len": cfg.data.seq_len,
+        "padding": cfg.data.padding,
+        "truncating": cfg.data.truncating,
+    }
     x, y = data.pad(encoded.train, **pad), encoded.y_train
     x_test, y_test = data.pad(encoded.test, **pad), encoded.y_test
     tracking.configure(cfg.tracking)
     tracking.use_experiment(cfg.name, cfg.tracking)
-    tags = {**tracking.standard_tags(cfg, encoded.fingerprint), "final": "true",
-            "source_run_id": source_run_id}
+    tags = {
+        **tracking.standard_tags(cfg, encoded.fingerprint),
+        "final": "true",
+        "source_run_id": source_run_id,
+    }
     keras.utils.set_random_seed(cfg.seed)
     with tracking.tracked_run(run_name=f"{cfg.name}-final", tags=tags):
         tracking.log_config(cfg)
         model = build_model(cfg)
-        model.fit(x, y, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
-                  verbose=cfg.train.verbose, callbacks=[tracking.EpochMetrics()])
+        model.fit(
+            x,
+            y,
+            batch_size=cfg.train.batch_size,
+            epochs=cfg.train.epochs,
+            verbose=cfg.train.verbose,
+            callbacks=[tracking.EpochMetrics()],
+        )
         loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
         metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
         tracking.log_final(model, metrics, registered_model, x_test[:2])
-    log.info("final model: test_accuracy %.4f (registered as %s)", metrics["test_accuracy"],
-             registered_model)
+    log.info(
+        "final model: test_accuracy %.4f (registered as %s)",
+        metrics["test_accuracy"],
+        registered_model,
+    )
     return metrics
