@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -103,3 +104,24 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+#: TensorFlow's C++ start-up lines, printed on stderr before any Python logging.
+TF_NOISE = ("I0000", "W0000", "E0000", "WARNING: All")
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str], module: str = "sweep", timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as a user runs it, output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def own_lines(stderr: str) -> list[str]:
+    """The harness's own stderr lines, without TensorFlow's start-up chatter."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(TF_NOISE)]

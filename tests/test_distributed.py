@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from sweep import distributed
 from sweep.config import compose_config
 from sweep.schema import ConfigError, check_single_run
-from tests.conftest import PYTHON, tiny_overrides
+from tests.conftest import PYTHON, run_cli, tiny_overrides
 
 #: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -467,14 +467,7 @@ def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
         f"tracking.uri=sqlite:///{db}",
         "sweep.workers=1",
     )
-    result = subprocess.run(
-        [PYTHON, "-m", "sweep", *args],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(list(args), tmp_path, cli_env)
     assert result.returncode == 2, result.stderr[-4000:]
     assert "worker0 stopped with an error" in result.stderr.splitlines()[-1]
     assert "too many consecutive failures" in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.export import ExportError, export
 from sweep.tuner import run as sweep_run
-from tests.conftest import PYTHON, tiny_overrides
+from tests.conftest import own_lines, run_cli, tiny_overrides
 
 DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 
@@ -127,20 +126,9 @@ def test_cli_export_of_unknown_experiment_is_one_line(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
 ) -> None:
     args = [*tiny_overrides(tmp_path, tiny_imdb), "+experiment=dim_search"]
-    result = subprocess.run(
-        [PYTHON, "-m", "sweep.export", *args],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(args, tmp_path, cli_env, module="sweep.export")
     assert result.returncode == 2
-    lines = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))
-    ]
+    lines = own_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("no sweep named dim_search"), result.stderr
     assert not (tmp_path / "sweeps" / "dim_search").exists()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

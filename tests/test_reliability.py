@@ -15,27 +15,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from sweep import tracking
-from tests.conftest import PYTHON, tiny_overrides
-
-TF_NOISE = ("I0000", "W0000", "E0000", "WARNING: All")
+from tests.conftest import PYTHON, own_lines, run_cli, tiny_overrides
 
 
-def own_lines(stderr: str) -> list[str]:
-    """stderr without TensorFlow's C++ start-up lines (printed before any Python logging)."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(TF_NOISE)]
-
-
-def sweep_cli(
-    args: list[str], cwd: Path, env: dict[str, str], module: str = "sweep", timeout: int = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def sweep_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_cli(args, cwd, env)
 
 
 def assert_rejected(result: subprocess.CompletedProcess, starts: str, work: Path) -> None:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.train import run as train_run
-from tests.conftest import PYTHON, REAL_DATA, tiny_overrides
+from tests.conftest import REAL_DATA, own_lines, run_cli, tiny_overrides
 
 
 def only_run(uri: str, experiment: str) -> mlflow.entities.Run:
@@ -64,24 +64,8 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     assert model.predict(tokens, verbose=0).shape == (1, 2)
 
 
-def own_lines(stderr: str) -> list[str]:
-    """stderr without TensorFlow's C++ start-up lines (printed before any Python logging)."""
-    return [
-        line
-        for line in stderr.splitlines()
-        if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All"))
-    ]
-
-
 def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, "-m", "sweep", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(args, cwd, env)
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ def configure(tracking: DictConfig) -> None:
     """
     uri = str(tracking.uri)
     mlflow.set_tracking_uri(uri)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..."
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         _check_server(uri)
