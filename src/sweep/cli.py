@@ -3,6 +3,7 @@ reported before any job reads data or trains."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -28,6 +29,14 @@ def fail(err: BaseException) -> NoReturn:
     sys.exit(2)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: remembered for `train.StopOnInterrupt`, then raised as Python would."""
+    from sweep.train import INTERRUPTED
+
+    INTERRUPTED.set()
+    signal.default_int_handler(signum, frame)
+
+
 def main(task: Callable[[DictConfig], Any]) -> None:
     """Check the whole command line, then let Hydra compose and run `task` (once per job)."""
     register()
@@ -38,6 +47,7 @@ def main(task: Callable[[DictConfig], Any]) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def job(cfg: DictConfig) -> Any:
+        signal.signal(signal.SIGINT, _interrupt)
         try:
             return task(cfg)
         except _user_errors() as err:

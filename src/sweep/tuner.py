@@ -447,6 +447,7 @@ def _callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = [
         tracking.EpochMetrics(),
         keras.callbacks.TerminateOnNaN(),
+        train.StopOnInterrupt(),
     ]
     if cfg.search.patience:
         callbacks.append(
