@@ -58,27 +58,13 @@ def hyperparameters(space: DictConfig) -> keras_tuner.HyperParameters:
             hp.Choice(path, values, ordered=all(isinstance(v, int | float) for v in values))
         elif kind == "boolean":
             hp.Boolean(path)
-        elif kind == "int":
-            hp.Int(
-                path,
-                int(param["min"]),
-                int(param["max"]),
-                step=_step(param, int),
-                sampling=param.sampling,
-            )
         else:
-            hp.Float(
-                path,
-                float(param["min"]),
-                float(param["max"]),
-                step=_step(param, float),
-                sampling=param.sampling,
+            cast, declare = (int, hp.Int) if kind == "int" else (float, hp.Float)
+            step = None if param.get("step") is None else cast(param["step"])
+            declare(
+                path, cast(param["min"]), cast(param["max"]), step=step, sampling=param.sampling
             )
     return hp
-
-
-def _step(param: DictConfig, cast: type) -> Any:
-    return None if param.get("step") is None else cast(param["step"])
 
 
 def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> DictConfig:
