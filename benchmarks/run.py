@@ -6,8 +6,9 @@ One invocation, one machine, one data set:
 * **overhead** - a bare `model.fit` of the base config (plain Keras, NumPy inputs, no callbacks)
   against the same config as one harness trial (`sweep.train.run`: a tracked MLflow run with
   every metric and artifact), both warm, same seed, epochs and batch size, in alternating order,
-  median of repeats; also the same fit through a hand-built `tf.data` pipeline (the input
-  pipeline `train.fit` was measured against);
+  median of paired ratios;
+* **pipeline** - NumPy arrays into `model.fit` (what `sweep.train.fit` does) against a
+  hand-built `tf.data` pipeline, the alternative it was measured against;
 * **sweeps** - trials per hour and peak memory of `smoke` and `dim_search` (`python -m sweep`
   in a subprocess each, so its peak RSS is its own);
 * **search** - Hyperband against random search on the same space and epoch budget.
@@ -15,7 +16,7 @@ One invocation, one machine, one data set:
 Results are printed as JSON (and written to `--out`) and as markdown tables into `--readme`,
 between the results markers (the rest of the file is left as it is).
 
-    python benchmarks/run.py                   # the full benchmark (~15 min on 2 cores)
+    python benchmarks/run.py                   # the full benchmark (~13 min on 2 cores)
     python benchmarks/run.py --data DIR --epochs 1 --quick --out r.json --readme r.md  # seconds
 """
 
@@ -132,8 +133,11 @@ class Bench:
         self.cache = work / "cache"
         self.quick: list[str] = list(QUICK) if args.quick else []
         self.repeats = 1 if args.quick else args.repeats
-        self.sweep_epochs = args.epochs if args.quick else args.sweep_epochs
-        self.search_epochs = args.epochs if args.quick else args.search_epochs
+        quick_epochs = args.epochs or 1
+        self.sweep_epochs = quick_epochs if args.quick else args.sweep_epochs
+        self.pipeline_epochs = quick_epochs if args.quick else args.pipeline_epochs
+        self.pipeline_repeats = 1 if args.quick else args.pipeline_repeats
+        self.search_epochs = quick_epochs if args.quick else args.search_epochs
 
     def quick_limit(self) -> list[str]:
         """A small slice for warm-up runs (the `--quick` data is small already)."""
@@ -227,43 +231,67 @@ def tfdata_fit(model: Any, cfg: Any, xy: Any) -> Any:
     )
 
 
-def bench_overhead(b: Bench) -> dict[str, Any]:
-    """Bare `model.fit` (NumPy) vs a hand-built `tf.data` pipeline vs `train.run` (a trial)."""
+Timing = tuple[float, float, float]  # wall s, CPU s, best val_accuracy
+
+
+def bare_fit(cfg: Any, xy: Any) -> Timing:
+    """Plain Keras: the config's model fitted on the NumPy arrays, no callbacks, nothing logged."""
     import keras
+
+    from sweep.model import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg)
+    history, wall, cpu = measure(
+        lambda: model.fit(
+            xy.x_train,
+            xy.y_train,
+            batch_size=cfg.train.batch_size,
+            epochs=cfg.train.epochs,
+            verbose=0,
+            validation_data=(xy.x_val, xy.y_val),
+        )
+    )
+    return wall, cpu, max(history.history["val_accuracy"])
+
+
+def paired(
+    kinds: dict[str, Callable[[], Timing]], repeats: int, label: str
+) -> dict[str, dict[str, list[float]]]:
+    """Each kind once per repeat, the order reversed every other repeat (neither always first)."""
+    measured: dict[str, dict[str, list[float]]] = {
+        k: {"wall_s": [], "cpu_s": [], "best_val_accuracy": []} for k in kinds
+    }
+    order = list(kinds)
+    for repeat in range(repeats):
+        for kind in order if repeat % 2 == 0 else order[::-1]:
+            wall, cpu, best = kinds[kind]()
+            for key, value in zip(measured[kind], (wall, cpu, best), strict=True):
+                measured[kind][key].append(value)
+            log.info("%s repeat %d %s: %.2f s wall, %.2f s CPU", label, repeat + 1, kind, wall, cpu)
+    return measured
+
+
+def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def bench_overhead(b: Bench) -> dict[str, Any]:
+    """Bare `model.fit` vs one harness trial (`train.run`) of the same config, both warm."""
     from mlflow.tracking import MlflowClient
 
     from sweep import train
     from sweep.config import compose_config
-    from sweep.model import build_model
 
-    extra = [f"train.epochs={b.args.epochs}", "name=bench_overhead", *b.store("overhead")]
+    extra = ["name=bench_overhead", *b.store("overhead")]
+    if b.args.epochs:
+        extra.append(f"train.epochs={b.args.epochs}")
     if b.args.limit:
         extra.append(f"data.limit={b.args.limit}")
     cfg = compose_config(b.overrides(*extra))
     xy = train.arrays(train.load(cfg), cfg)
 
-    def bare(cfg: Any = cfg, xy: train.Arrays = xy) -> tuple[float, float, float]:
-        keras.utils.set_random_seed(cfg.seed)
-        model = build_model(cfg)
-        history, wall, cpu = measure(
-            lambda: model.fit(
-                xy.x_train,
-                xy.y_train,
-                batch_size=cfg.train.batch_size,
-                epochs=cfg.train.epochs,
-                verbose=0,
-                validation_data=(xy.x_val, xy.y_val),
-            )
-        )
-        return wall, cpu, max(history.history["val_accuracy"])
-
-    def tfdata() -> tuple[float, float, float]:
-        keras.utils.set_random_seed(cfg.seed)
-        model = build_model(cfg)
-        history, wall, cpu = measure(lambda: tfdata_fit(model, cfg, xy))
-        return wall, cpu, max(history.history["val_accuracy"])
-
-    def trial() -> tuple[float, float, float]:
+    def trial() -> Timing:
         best, wall, cpu = measure(lambda: train.run(cfg))
         return wall, cpu, best
 
@@ -272,33 +300,17 @@ def bench_overhead(b: Bench) -> dict[str, Any]:
         b.overrides("train.epochs=1", "name=bench_warmup", *b.store("overhead"), *b.quick_limit())
     )
     train.run(warm)
-    bare(warm, train.arrays(train.load(warm), warm))
+    bare_fit(warm, train.arrays(train.load(warm), warm))
 
-    kinds = {"bare": bare, "tfdata": tfdata, "trial": trial}
-    measured: dict[str, dict[str, list[float]]] = {
-        k: {"wall_s": [], "cpu_s": [], "best_val_accuracy": []} for k in kinds
-    }
-    order = list(kinds)
-    for repeat in range(b.repeats):
-        for kind in order if repeat % 2 == 0 else order[::-1]:
-            wall, cpu, best = kinds[kind]()
-            measured[kind]["wall_s"].append(wall)
-            measured[kind]["cpu_s"].append(cpu)
-            measured[kind]["best_val_accuracy"].append(best)
-            log.info("overhead repeat %d %s: %.2f s wall, %.2f s CPU", repeat + 1, kind, wall, cpu)
-
+    measured = paired({"bare": lambda: bare_fit(cfg, xy), "trial": trial}, b.repeats, "overhead")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     experiment = client.get_experiment_by_name(cfg.name)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     logged = [r.data.metrics for r in runs]
     cost_keys = ("duration_s", "seconds_per_epoch", "param_count", "epochs_run")
     trial_fit = [m["duration_s"] for m in logged]
-    bare_w, pipe_w, trial_w = (measured[k]["wall_s"] for k in ("bare", "tfdata", "trial"))
-
-    def ratios(a: list[float], b_: list[float]) -> list[float]:
-        return [x / y for x, y in zip(a, b_, strict=True)]
-
-    trial_ratios = ratios(trial_w, bare_w)
+    bare_w, trial_w = measured["bare"]["wall_s"], measured["trial"]["wall_s"]
+    each = ratios(trial_w, bare_w)
     result: dict[str, Any] = {
         "epochs": cfg.train.epochs,
         "batch_size": cfg.train.batch_size,
@@ -307,22 +319,55 @@ def bench_overhead(b: Bench) -> dict[str, Any]:
         "train_reviews": len(xy.x_train),
         "val_reviews": len(xy.x_val),
         "repeats": b.repeats,
-        "ratio": median(trial_ratios),
-        "ratio_each": trial_ratios,
-        "ratio_of_medians": median(trial_w) / median(bare_w),
+        "ratio": median(each),
+        "ratio_each": each,
+        "ratio_of_minimums": min(trial_w) / min(bare_w),
         "ratio_cpu": median(ratios(measured["trial"]["cpu_s"], measured["bare"]["cpu_s"])),
-        "tfdata_ratio": median(ratios(pipe_w, bare_w)),
-        "tfdata_ratio_cpu": median(ratios(measured["tfdata"]["cpu_s"], measured["bare"]["cpu_s"])),
-        "bare_s_per_epoch": median(bare_w) / cfg.train.epochs,
-        "tfdata_s_per_epoch": median(pipe_w) / cfg.train.epochs,
         "trial_fit_s": trial_fit,
         "trial_outside_fit_s": [t - f for t, f in zip(trial_w, trial_fit, strict=True)],
         "cost_logged": {k: logged[-1].get(k) for k in cost_keys},
         "cost_logged_complete": all(k in m for m in logged for k in cost_keys[:3]),
-        **{k: v for k, v in measured.items()},
+        **measured,
     }
     result["met"] = result["ratio"] <= TARGETS["overhead_ratio"]
     return result
+
+
+def bench_pipeline(b: Bench) -> dict[str, Any]:
+    """NumPy arrays into `model.fit` (what `train.fit` does) vs a hand-built `tf.data` pipeline."""
+    from sweep import train
+    from sweep.config import compose_config
+
+    extra = [f"train.epochs={b.pipeline_epochs}"]
+    if b.args.limit:
+        extra.append(f"data.limit={b.args.limit}")
+    cfg = compose_config(b.overrides(*extra))
+    xy = train.arrays(train.load(cfg), cfg)
+
+    def tfdata() -> Timing:
+        import keras
+
+        from sweep.model import build_model
+
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg)
+        history, wall, cpu = measure(lambda: tfdata_fit(model, cfg, xy))
+        return wall, cpu, max(history.history["val_accuracy"])
+
+    measured = paired(
+        {"numpy": lambda: bare_fit(cfg, xy), "tfdata": tfdata}, b.pipeline_repeats, "pipeline"
+    )
+    numpy_w, tfdata_w = measured["numpy"]["wall_s"], measured["tfdata"]["wall_s"]
+    return {
+        "epochs": cfg.train.epochs,
+        "repeats": b.pipeline_repeats,
+        "tfdata_ratio": median(ratios(tfdata_w, numpy_w)),
+        "tfdata_ratio_cpu": median(ratios(measured["tfdata"]["cpu_s"], measured["numpy"]["cpu_s"])),
+        "numpy_s_per_epoch": median(numpy_w) / cfg.train.epochs,
+        "tfdata_s_per_epoch": median(tfdata_w) / cfg.train.epochs,
+        "kept": "numpy" if median(ratios(tfdata_w, numpy_w)) >= 1 else "tfdata",
+        **measured,
+    }
 
 
 def _peak_rss_mb(pid: int) -> float | None:
@@ -481,45 +526,52 @@ def _ok(met: bool) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     """The results as markdown tables (what `benchmarks/README.md` shows)."""
-    m, d, o = results["machine"], results["data"], results["overhead"]
+    m, d, o, p = (results[k] for k in ("machine", "data", "overhead", "pipeline"))
     sweeps, search = results["sweeps"], results["search"]
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    end = ", ".join(f"{x:.1f}" for x in m["load_average_at_end"])
+    cost = o["cost_logged"]
     lines = [
-        f"Measured {m['date']} on {m['cpu']}, **{m['cores']} cores** (load average at start "
-        f"{load}), Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}; "
-        f"`{results['command']}` took {results['total_s'] / 60:.1f} min.",
+        f"Measured {m['date']} on {m['cpu']}, **{m['cores']} cores** (load average "
+        f"{load} at start, {end} at end: the CPU was shared), Python {m['python']}, "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. "
+        f"`{results['command']}` took **{results['total_s'] / 60:.1f} min**.",
         "",
         "| Benchmark | Measured | Target | Met |",
         "|---|---|---|---|",
-        f"| Overhead: one harness trial / bare `model.fit` (wall, median of {o['repeats']} "
-        f"paired runs; {o['epochs']} epochs, {o['train_reviews']} train reviews) "
-        f"| **{o['ratio']:.3f}** (trial {median(o['trial']['wall_s']):.1f} s, "
-        f"bare {median(o['bare']['wall_s']):.1f} s; each: "
+        f"| **Overhead**: one harness trial (`train.run`, full MLflow logging + artifacts) / "
+        f"bare `model.fit`, wall time, median of {o['repeats']} paired runs "
+        f"({o['epochs']} epochs, {o['train_reviews']:,} train + {o['val_reviews']:,} val reviews) "
+        f"| **{o['ratio']:.3f}** (trial {median(o['trial']['wall_s']):.1f} s vs bare "
+        f"{median(o['bare']['wall_s']):.1f} s; pairs: "
         f"{', '.join(f'{r:.3f}' for r in o['ratio_each'])}) "
         f"| <= {TARGETS['overhead_ratio']} | {_ok(o['met'])} |",
-        f"| Overhead, CPU time instead of wall time | {o['ratio_cpu']:.3f} | | |",
-        f"| Input pipeline: hand-built `tf.data` / NumPy into `model.fit` (what `train.fit` "
-        f"keeps) | {o['tfdata_ratio']:.3f} wall, {o['tfdata_ratio_cpu']:.3f} CPU "
-        f"({o['tfdata_s_per_epoch']:.2f} vs {o['bare_s_per_epoch']:.2f} s/epoch) | < 1 to keep "
-        f"| {'kept' if o['tfdata_ratio'] < 1 else 'not kept'} |",
-        f"| Harness time outside `fit` per trial (load, logging, plots, model) "
+        f"| Overhead, ratio of the fastest runs / of CPU times | {o['ratio_of_minimums']:.3f} / "
+        f"{o['ratio_cpu']:.3f} | | |",
+        f"| Harness time outside `fit` per trial (load, split, MLflow, plots, model) "
         f"| {median(o['trial_outside_fit_s']):.2f} s | | |",
-        f"| Data: first load (read + tokenise {d['reviews']:,} reviews) "
+        f"| Cost logged per trial (`duration_s`, `seconds_per_epoch`, `param_count`) "
+        f"| {cost['duration_s']:.1f} s, {cost['seconds_per_epoch']:.2f} s, "
+        f"{cost['param_count']:,.0f} | all logged | {_ok(o['cost_logged_complete'])} |",
+        f"| Input pipeline: hand-built `tf.data` (shuffle, batch, prefetch) / NumPy arrays into "
+        f"`model.fit`, {p['epochs']} epochs, median of {p['repeats']} pairs "
+        f"| {p['tfdata_ratio']:.3f} wall, {p['tfdata_ratio_cpu']:.3f} CPU "
+        f"({p['tfdata_s_per_epoch']:.2f} vs {p['numpy_s_per_epoch']:.2f} s/epoch) "
+        f"| < 1 to adopt | `train.fit` uses **{p['kept']}** |",
+        f"| **Data**: first load (read + tokenise {d['reviews']:,} reviews, cold cache) "
         f"| {d['first_load_s']:.2f} s | <= {TARGETS['first_load_s']:.0f} s "
         f"| {_ok(d['first_load_met'])} |",
         f"| Data: cached load (median of 3) | {d['cached_load_s']:.2f} s "
         f"| <= {TARGETS['cached_load_s']:.0f} s | {_ok(d['cached_load_met'])} |",
-        f"| Data: split + pad per trial (`train.arrays`) | {d['split_and_pad_s']:.3f} s "
-        f"(before: {d['split_and_pad_s_before']:.3f} s) | | |",
+        f"| Data: split + pad per run (`train.arrays`) | {d['split_and_pad_s']:.3f} s "
+        f"(was {d['split_and_pad_s_before']:.3f} s) | | |",
         "",
-        "| Sweep | Command | Trials | Wall | Trials / hour | Trials / hour in search "
+        "| Sweep | Command | Trials | Wall | Trials / hour | Trials / hour, trials only "
         "| s / epoch | Peak RSS | Best val acc |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, s in [
-        *sweeps.items(),
-        *(("search " + k, search[k]) for k in ("hyperband", "random")),
-    ]:
+    named = [*sweeps.items(), *((f"search: {k}", search[k]) for k in ("hyperband", "random"))]
+    for name, s in named:
         lines.append(
             f"| {name} | `{s['command']}` | {s['finished']}/{s['trials']} | {s['wall_s']:.0f} s "
             f"| {s['trials_per_hour']:.0f} | {s['trials_per_hour_in_search']:.0f} "
@@ -529,12 +581,12 @@ def markdown(results: dict[str, Any]) -> str:
     hb, rs = search["hyperband"], search["random"]
     lines += [
         "",
-        f"| Search efficiency ({search['space']}, max {search['max_epochs']} epochs, "
-        f"data.limit={search['limit']}) | Trials | Epochs spent | Best val acc | Wall |",
+        f"| Search efficiency: {search['space']}, up to {search['max_epochs']} epochs a trial, "
+        f"data.limit={search['limit']} | Trials | Epochs spent | Best val acc | Wall |",
         "|---|---|---|---|---|",
         f"| Hyperband | {hb['finished']} | {hb['epochs_run']:.0f} | "
         f"{hb['best_val_accuracy']:.4f} | {hb['wall_s']:.0f} s |",
-        f"| Random search | {rs['finished']} | {rs['epochs_run']:.0f} | "
+        f"| Random search (as many epochs) | {rs['finished']} | {rs['epochs_run']:.0f} | "
         f"{rs['best_val_accuracy']:.4f} | {rs['wall_s']:.0f} s |",
     ]
     return "\n".join(lines) + "\n"
@@ -558,15 +610,19 @@ def write_readme(path: Path, table: str) -> None:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ("data", "overhead", "sweeps", "search")
+SECTIONS = ("data", "overhead", "pipeline", "sweeps", "search")
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="aclImdb .tar.gz or directory")
-    p.add_argument("--epochs", type=int, default=2, help="epochs of the overhead runs")
-    p.add_argument("--limit", type=int, default=None, help="data.limit of the overhead runs")
-    p.add_argument("--repeats", type=int, default=3, help="paired overhead runs (median)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="overhead epochs (default: the base config's 5)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="data.limit, overhead and pipeline")
+    p.add_argument("--repeats", type=int, default=2, help="paired overhead runs (median)")
+    p.add_argument("--pipeline-epochs", type=int, default=2, help="epochs, pipeline section")
+    p.add_argument("--pipeline-repeats", type=int, default=2, help="paired pipeline runs")
     p.add_argument("--sweep-epochs", type=int, default=1, help="train.epochs of dim_search")
     p.add_argument("--dim-limit", type=int, default=None, help="data.limit of dim_search")
     p.add_argument("--search-epochs", type=int, default=3, help="max epochs, search section")
@@ -592,7 +648,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         b = Bench(args, Path(scratch))
         results: dict[str, Any] = {"machine": machine()}
         for section, fn in zip(
-            SECTIONS, (bench_data, bench_overhead, bench_sweeps, bench_search), strict=True
+            SECTIONS,
+            (bench_data, bench_overhead, bench_pipeline, bench_sweeps, bench_search),
+            strict=True,
         ):
             log.info("section %s ...", section)
             results[section], seconds, _ = measure(lambda fn=fn: fn(b))

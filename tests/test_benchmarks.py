@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("machine", "data", "overhead", "sweeps", "search")
+SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search")
 
 
 @pytest.mark.slow
@@ -51,8 +51,10 @@ def test_benchmark_runs_on_a_tiny_slice(
 
     overhead = results["overhead"]
     assert overhead["ratio"] > 0 and len(overhead["ratio_each"]) == overhead["repeats"] == 1
-    for kind in ("bare", "tfdata", "trial"):
-        assert len(overhead[kind]["wall_s"]) == 1, kind
+    for section, kinds in (("overhead", ("bare", "trial")), ("pipeline", ("numpy", "tfdata"))):
+        for kind in kinds:
+            assert len(results[section][kind]["wall_s"]) == 1, (section, kind)
+    assert results["pipeline"]["kept"] in ("numpy", "tfdata")
     assert overhead["cost_logged_complete"]  # duration_s, seconds_per_epoch, param_count
     assert overhead["cost_logged"]["param_count"] > 0
 
