@@ -20,7 +20,7 @@ def test_benchmark_runs_on_a_tiny_slice(
 ) -> None:
     out, readme = tmp_path / "results.json", tmp_path / "README.md"
     readme.write_text(
-        "# Benchmarks\n\nKept.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+        "# Benchmarks\n\nKept.\n\n<!-- results:start -->\nstale results\n<!-- results:end -->\n"
     )
     result = subprocess.run(
         [
@@ -68,8 +68,8 @@ def test_benchmark_runs_on_a_tiny_slice(
         assert 0.0 <= search[tuner]["best_val_accuracy"] <= 1.0, tuner
 
     text = readme.read_text()
-    assert text.startswith("# Benchmarks\n\nKept.\n") and "old" not in text
+    assert text.startswith("# Benchmarks\n\nKept.\n") and "stale results" not in text
     assert "| Benchmark | Measured | Target | Met |" in text
-    assert "| Hyperband |" in text and "| Random search |" in text
+    assert "| Hyperband |" in text and "| Random search" in text
     assert "2 cores" in text or f"{results['machine']['cores']} cores" in text
     assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
