@@ -183,4 +183,3 @@ class StopOnInterrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     on_test_batch_end = on_train_batch_end
-
