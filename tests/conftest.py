@@ -19,6 +19,8 @@ from sweep.schema import validate
 REAL_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / ("aclImdb_v1_labeled.tar.gz")
 )
+#: Artifacts every tracked run (single run or trial) carries.
+RUN_ARTIFACTS = {"config.yaml", "learning_curves.png", "attention_heatmap.png", "model_summary.txt"}
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste"]
 FILLER = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a"]

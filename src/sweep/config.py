@@ -13,7 +13,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.schema import ConfigError, register, validate
+from sweep.schema import ConfigError, first_line, register, validate
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -60,7 +60,7 @@ def check_command_line(args: Sequence[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        raise ConfigError("override", " ".join(overrides), _first_line(err)) from None
+        raise ConfigError("override", " ".join(overrides), first_line(err)) from None
     config_dir = Path(known.config_dir).resolve() if known.config_dir else None
     for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
         for job in batch:
@@ -81,7 +81,7 @@ def as_config_error(err: BaseException, overrides: Sequence[str] = ()) -> Config
         if named is not None:
             return ConfigError(*named, _reason(cause))
         return ConfigError(key, getattr(cause, "value", None), _reason(cause))
-    return ConfigError("config", " ".join(overrides), _first_line(err))
+    return ConfigError("config", " ".join(overrides), first_line(err))
 
 
 def _override(key: str, overrides: Sequence[str]) -> tuple[str, str] | None:
@@ -94,12 +94,7 @@ def _override(key: str, overrides: Sequence[str]) -> tuple[str, str] | None:
 
 
 def _reason(err: BaseException) -> str:
-    text = _first_line(err)
+    text = first_line(err)
     if "not in struct" in text or ("Key '" in text and "not" in text):
         return "no such key in the config (check the spelling; see conf/ for the keys)"
     return text
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

@@ -32,6 +32,12 @@ class ConfigError(ValueError):
         super().__init__(f"config error: {key}={_show(value)}: {reason}")
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first non-blank line: what a one-line message can carry."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
 def _show(value: Any) -> str:
     if isinstance(value, DictConfig | dict):
         return str(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)

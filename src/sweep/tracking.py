@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import leaderboard, plots
 from sweep.model import attention_stats, attention_weights
-from sweep.schema import ConfigError
+from sweep.schema import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def configure(tracking: DictConfig) -> None:
                     fcntl.flock(lock, fcntl.LOCK_UN)
         except Exception as err:  # OSError, SQLAlchemy's or MLflow's: the store is unusable
             raise ConfigError(
-                "tracking.uri", uri, f"cannot write the MLflow store: {_first_line(err)}"
+                "tracking.uri", uri, f"cannot write the MLflow store: {first_line(err)}"
             ) from None
 
 
@@ -100,11 +100,6 @@ def _check_server(uri: str) -> None:
         f"no MLflow tracking server answers there ({reason}); "
         "start it (scripts/mlflow-server) or use the default SQLite store",
     )
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 def store_exists(uri: str) -> bool:
@@ -292,7 +287,7 @@ def _end(status: int) -> None:
         if not unreachable(err):
             raise
         # the server is gone: the run stays RUNNING there and is closed KILLED on the next start
-        log.warning("could not close the MLflow run: %s", _first_line(err))
+        log.warning("could not close the MLflow run: %s", first_line(err))
 
 
 def unreachable(err: BaseException) -> bool:
@@ -307,7 +302,7 @@ def unreachable(err: BaseException) -> bool:
 
 def gone_message(err: BaseException) -> str:
     return (
-        f"the MLflow tracking server stopped answering ({_first_line(err)[:160]}); finished "
+        f"the MLflow tracking server stopped answering ({first_line(err)[:160]}); finished "
         "trials are kept there and in sweeps/: re-run the same command once it is back to "
         "resume, and the interrupted trial is retried"
     )

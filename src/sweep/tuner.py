@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from sweep import data, space, tracking, train
 from sweep.model import build_model
-from sweep.schema import ConfigError
+from sweep.schema import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -379,10 +379,10 @@ def run(cfg: DictConfig) -> float:
         try:
             tuner.search(callbacks=_callbacks(cfg))
         except FatalError as err:
-            raise SweepError(f"sweep stopped: {search_line(err)}") from None
+            raise SweepError(f"sweep stopped: {first_line(err)}") from None
         except Exception as err:
             if "consecutive failures" in str(err):
-                raise SweepError(f"sweep stopped: {search_line(err)}") from None
+                raise SweepError(f"sweep stopped: {first_line(err)}") from None
             if tracking.unreachable(err):
                 raise SweepError(f"sweep stopped: {tracking.gone_message(err)}") from None
             raise
@@ -437,10 +437,6 @@ def _work(cfg: DictConfig) -> float:
     best = tracking.best_finished(parent_id, cfg.search.objective, cfg.search.direction)
     log.info("worker %s done: the chief has no trials left", cfg.distributed.worker_id)
     return float(best) if best is not None else float("nan")
-
-
-def search_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0]
 
 
 def _callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
