@@ -405,6 +405,10 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
         "train.epochs=60",
         "sweep.workers=2",
     )
+    # This test reads the store while the sweep writes it: create it first, so the two never
+    # race to migrate a fresh SQLite file (the sweep serialises its own processes with a lock).
+    db.parent.mkdir(parents=True)
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     log_file = tmp_path / "launcher.log"
     with log_file.open("wb") as out:
         launcher = subprocess.Popen(
@@ -418,7 +422,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
     try:
         deadline = time.monotonic() + 240
         while victim is None and launcher.poll() is None and time.monotonic() < deadline:
-            victim = _running_trial(db) if db.exists() else None
+            victim = _running_trial(db)
             time.sleep(0.2)
         assert victim is not None, f"no trial seen training:\n{_tail(log_file)}"
         trial_id, worker_id, pid = victim
