@@ -190,10 +190,12 @@ def bench_data(b: Bench) -> dict[str, Any]:
     _, arrays_s, _ = measure(lambda: train.arrays(again, cfg))
 
     def split_then_pad() -> list[Any]:  # how `train.arrays` did it before: gather, then pad
-        parts = data.split_train_val(again, cfg.data.val_fraction, seed=cfg.seed)
+        parts = data.split_indices(again.y_train, cfg.data.val_fraction, seed=cfg.seed)
         return [
-            data.pad(p.sequences, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
-            for p in parts
+            data.pad(
+                again.train.take(rows), cfg.data.seq_len, cfg.data.padding, cfg.data.truncating
+            )
+            for rows in parts
         ]
 
     _, before_s, _ = measure(split_then_pad)

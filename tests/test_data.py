@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import data
 from sweep.data import DataError, Encoded, Ragged
+from sweep.train import arrays
 
 REAL_ARCHIVE = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
@@ -539,27 +541,53 @@ def as_tuples(ragged: Ragged) -> Counter:
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(balanced_enc: Encoded) -> None:
-    train, val = data.split_train_val(balanced_enc, val_fraction=0.2, seed=7)
-    assert len(val.sequences) == 8 and len(train.sequences) == 32
-    assert Counter(val.labels.tolist()) == {0: 4, 1: 4}
-    assert Counter(train.labels.tolist()) == {0: 16, 1: 16}
-    # disjoint, together exactly the training split, labels travel with their reviews
-    assert as_tuples(train.sequences) + as_tuples(val.sequences) == as_tuples(balanced_enc.train)
-    assert not set(as_tuples(train.sequences)) & set(as_tuples(val.sequences))
-    good = balanced_enc.vocabulary.index("good")
-    for part in (train, val):
-        for seq, label in zip(part.sequences, part.labels, strict=True):
-            assert (seq[1] == good) == (label == 1)
+    rows, val_rows = data.split_indices(balanced_enc.y_train, val_fraction=0.2, seed=7)
+    y = balanced_enc.y_train
+    assert len(val_rows) == 8 and len(rows) == 32
+    assert Counter(y[val_rows].tolist()) == {0: 4, 1: 4}
+    assert Counter(y[rows].tolist()) == {0: 16, 1: 16}
+    # disjoint and together exactly the training split
+    assert sorted([*rows.tolist(), *val_rows.tolist()]) == list(range(40))
     # the parts are shuffled, not class-sorted
-    assert np.count_nonzero(np.diff(train.labels)) > 2
-    again_train, again_val = data.split_train_val(balanced_enc, 0.2, seed=7)
-    assert again_val.sequences.tolist() == val.sequences.tolist()
-    assert again_train.labels.tolist() == train.labels.tolist()
-    _, other_val = data.split_train_val(balanced_enc, 0.2, seed=8)
-    assert as_tuples(other_val.sequences) != as_tuples(val.sequences)
-    assert len(data.split_train_val(balanced_enc, 0.5)[1].sequences) == 20
+    assert np.count_nonzero(np.diff(y[rows])) > 2
+    again, again_val = data.split_indices(y, 0.2, seed=7)
+    assert again.tolist() == rows.tolist() and again_val.tolist() == val_rows.tolist()
+    _, other_val = data.split_indices(y, 0.2, seed=8)
+    assert set(other_val.tolist()) != set(val_rows.tolist())
+    assert len(data.split_indices(y, 0.5)[1]) == 20
     with pytest.raises(ValueError, match="val_fraction"):
-        data.split_train_val(balanced_enc, 1.0)
+        data.split_indices(y, 1.0)
+
+
+def test_arrays_split_and_pad_per_run_without_retokenising(
+    balanced_enc: Encoded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("re-tokenised for a new seq_len")
+
+    monkeypatch.setattr(data, "_encode", no_tokenising)
+
+    def cfg(seq_len: int, padding: str = "pre") -> DictConfig:
+        settings = {"seq_len": seq_len, "val_fraction": 0.2, "padding": padding}
+        return OmegaConf.create({"seed": 7, "data": {**settings, "truncating": "pre"}})
+
+    short, long = arrays(balanced_enc, cfg(4)), arrays(balanced_enc, cfg(30, padding="post"))
+    rows, val_rows = data.split_indices(balanced_enc.y_train, 0.2, seed=7)
+    for xy, seq_len in ((short, 4), (long, 30)):
+        assert xy.x_train.dtype == np.int32 and xy.x_train.shape == (32, seq_len)
+        assert xy.x_val.shape == (8, seq_len)
+        np.testing.assert_array_equal(xy.y_train, balanced_enc.y_train[rows])
+        np.testing.assert_array_equal(xy.y_val, balanced_enc.y_train[val_rows])
+    # the same arrays as gathering each part first and padding it
+    np.testing.assert_array_equal(
+        long.x_val, data.pad(balanced_enc.train.take(val_rows), 30, padding="post")
+    )
+    np.testing.assert_array_equal(short.x_train, data.pad(balanced_enc.train.take(rows), 4))
+    # labels travel with their reviews: positive ones open with "good"
+    good = balanced_enc.vocabulary.index("good")
+    for x, y in ((long.x_train, long.y_train), (long.x_val, long.y_val)):
+        assert np.all(x[:, 0] == data.START)  # "post": the start token comes first
+        assert ((x[:, 1] == good) == (y == 1)).all()
 
 
 def test_limit_is_a_stratified_seeded_slice_of_the_cached_data(
@@ -597,48 +625,6 @@ def test_limit_is_a_stratified_seeded_slice_of_the_cached_data(
     assert len(cache_files(cache)) == 1  # the cache holds only the full data
 
 
-def test_make_splits_repads_without_retokenising(
-    balanced_enc: Encoded, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_tokenising(*args, **kwargs):
-        raise AssertionError("re-tokenised for a new seq_len")
-
-    monkeypatch.setattr(data, "_encode", no_tokenising)
-    short = data.make_splits(balanced_enc, seq_len=4)
-    long = data.make_splits(balanced_enc, seq_len=30, padding="post")
-    for s, seq_len in ((short, 4), (long, 30)):
-        assert s.seq_len == seq_len
-        for x in (s.x_train, s.x_val, s.x_test):
-            assert x.dtype == np.int32 and x.shape[1] == seq_len
-        assert s.x_train.shape[0] == 32 and s.x_val.shape[0] == 8 and s.x_test.shape[0] == 40
-        assert set(np.unique(s.y_train)) == {0, 1} and s.y_test.tolist() == [0] * 20 + [1] * 20
-        assert s.vocabulary is balanced_enc.vocabulary
-    assert short.fingerprint != long.fingerprint
-    assert data.make_splits(balanced_enc, seq_len=5).fingerprint != short.fingerprint
-    assert data.make_splits(balanced_enc, seq_len=4).fingerprint == short.fingerprint
-    np.testing.assert_array_equal(short.y_train, long.y_train)  # same seed, same split
-    np.testing.assert_array_equal(long.x_test, data.pad(balanced_enc.test, 30, padding="post"))
-    assert np.all(long.x_train[:, 0] == data.START)  # "post": the start token comes first
-
-
-def test_load_splits_end_to_end(small_tgz: Path, cache: Path) -> None:
-    splits = data.load_splits(
-        source="files", path=str(small_tgz), seq_len=5, val_fraction=0.34, cache_dir=cache
-    )
-    assert isinstance(splits, data.Splits)
-    assert splits.x_train.shape == (4, 5) and splits.x_val.shape == (2, 5)
-    assert splits.x_test.shape == (4, 5)
-    assert sorted(splits.y_val.tolist()) == [0, 1]
-    assert splits.vocabulary[3] == "movie"
-    assert splits.vocab_size == len(splits.vocabulary)
-    assert splits.x_train.max() < splits.vocab_size
-    again = data.load_splits(
-        source="files", path=str(small_tgz), seq_len=5, val_fraction=0.34, cache_dir=cache
-    )
-    assert again.fingerprint == splits.fingerprint
-    np.testing.assert_array_equal(again.x_train, splits.x_train)
-
-
 # ---------------------------------------------------------------------------------------------
 # the real archive
 # ---------------------------------------------------------------------------------------------
@@ -668,5 +654,5 @@ def test_real_archive_limited(real_cache: Path) -> None:
     )
     assert cached.from_cache
     assert cached.train.tolist() == enc.train.tolist()
-    splits = data.make_splits(cached, seq_len=64)
-    assert splits.x_train.shape == (1600, 64) and splits.x_val.shape == (400, 64)
+    rows, val_rows = data.split_indices(cached.y_train)
+    assert (len(rows), len(val_rows)) == (1600, 400)

@@ -40,13 +40,9 @@ __all__ = [
     "DataError",
     "Encoded",
     "Ragged",
-    "Splits",
-    "Subset",
     "load_encoded",
-    "load_splits",
-    "make_splits",
     "pad",
-    "split_train_val",
+    "split_indices",
     "tokenize",
 ]
 
@@ -187,36 +183,6 @@ class Encoded:
         """Turn indices back into text (debugging / sanity checks)."""
         vocab = self.vocabulary
         return " ".join(vocab[i] if 0 <= i < len(vocab) else "<oov>" for i in map(int, sequence))
-
-
-class Subset(NamedTuple):
-    """One part of a split: unpadded sequences and their int labels (0 neg, 1 pos)."""
-
-    sequences: Ragged
-    labels: np.ndarray
-
-
-@dataclass(eq=False)
-class Splits:
-    """Padded, ready-to-train arrays. The test part is for final evaluation only."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    vocabulary: list[str]
-    fingerprint: str
-
-    @property
-    def vocab_size(self) -> int:
-        """Embedding input size: every token index is < this."""
-        return len(self.vocabulary)
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.x_train.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,17 +723,18 @@ def pad(
     return out
 
 
-def split_train_val(
-    encoded: Encoded, val_fraction: float = 0.2, seed: int = 42
-) -> tuple[Subset, Subset]:
-    """Stratified, seeded train/validation split carved from the training split only.
+def split_indices(
+    labels: np.ndarray, val_fraction: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training split for training and for validation: stratified and seeded, so
+    every trial of a sweep validates on the same reviews; the test split is never touched.
 
-    Both parts come back shuffled (seeded) so that class-sorted order never reaches training.
+    Both come back shuffled (seeded) so that class-sorted order never reaches training.
     """
     val_fraction = float(val_fraction)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction!r} must be in (0, 1)")
-    y = np.asarray(encoded.y_train, dtype=np.int32)
+    y = np.asarray(labels)
     rng = np.random.default_rng([seed, 3])
     train_idx, val_idx = [], []
     for c in np.unique(y):
@@ -779,68 +746,4 @@ def split_train_val(
         train_idx.append(idx[n_val:])
     tr = rng.permutation(np.concatenate(train_idx)) if train_idx else np.zeros(0, np.int64)
     va = rng.permutation(np.concatenate(val_idx)) if val_idx else np.zeros(0, np.int64)
-    return Subset(encoded.train.take(tr), y[tr]), Subset(encoded.train.take(va), y[va])
-
-
-def make_splits(
-    encoded: Encoded,
-    seq_len: int,
-    val_fraction: float = 0.2,
-    seed: int = 42,
-    padding: str = "pre",
-    truncating: str = "pre",
-) -> Splits:
-    """Split and pad an already loaded :class:`Encoded` (the cheap, per-trial step)."""
-    train, val = split_train_val(encoded, val_fraction=val_fraction, seed=seed)
-    fingerprint = _hash_json(
-        {
-            "encoded": encoded.fingerprint,
-            "seq_len": int(seq_len),
-            "val_fraction": float(val_fraction),
-            "seed": seed,
-            "padding": padding,
-            "truncating": truncating,
-        }
-    )
-    return Splits(
-        x_train=pad(train.sequences, seq_len, padding, truncating),
-        y_train=train.labels,
-        x_val=pad(val.sequences, seq_len, padding, truncating),
-        y_val=val.labels,
-        x_test=pad(encoded.test, seq_len, padding, truncating),
-        y_test=np.asarray(encoded.y_test, dtype=np.int32),
-        vocabulary=encoded.vocabulary,
-        fingerprint=fingerprint,
-    )
-
-
-def load_splits(
-    *,
-    source: str = "auto",
-    path: str | os.PathLike | None = None,
-    num_words: int = 20000,
-    seq_len: int = 64,
-    val_fraction: float = 0.2,
-    limit: int | None = None,
-    seed: int = 42,
-    cache_dir: str | os.PathLike = ".cache/data",
-    padding: str = "pre",
-    truncating: str = "pre",
-) -> Splits:
-    """One-call convenience: :func:`load_encoded` then :func:`make_splits`."""
-    encoded = load_encoded(
-        source=source,
-        path=path,
-        num_words=num_words,
-        cache_dir=cache_dir,
-        limit=limit,
-        seed=seed,
-    )
-    return make_splits(
-        encoded,
-        seq_len,
-        val_fraction=val_fraction,
-        seed=seed,
-        padding=padding,
-        truncating=truncating,
-    )
+    return tr, va

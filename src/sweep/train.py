@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -46,20 +46,13 @@ def load(cfg: DictConfig) -> data.Encoded:
 def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
     """Split off validation (fixed seed) and pad to this config's `seq_len` (cheap, per run).
 
-    Pads every training review once and then picks rows: the split is `data.split_train_val`'s,
-    run on a stand-in whose review `i` is just `[i]`, so it returns row numbers instead of
-    gathering every token of 25k reviews (~7x faster at seq_len 64 on the full data; the same
-    arrays).
+    Pads every training review once and then picks rows, rather than gathering every token of
+    25k reviews into two parts first (~7x faster at seq_len 64 on the full data).
     """
-    n = len(encoded.train)
-    rows = data.Ragged(np.arange(n, dtype=np.int32), np.arange(n + 1, dtype=np.int64))
-    train, val = data.split_train_val(
-        replace(encoded, train=rows), cfg.data.val_fraction, seed=cfg.seed
-    )
+    train, val = data.split_indices(encoded.y_train, cfg.data.val_fraction, seed=cfg.seed)
     padded = data.pad(encoded.train, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
-    return Arrays(
-        padded[train.sequences.values], train.labels, padded[val.sequences.values], val.labels
-    )
+    y = np.asarray(encoded.y_train, dtype=np.int32)
+    return Arrays(padded[train], y[train], padded[val], y[val])
 
 
 def fit(
