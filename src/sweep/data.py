@@ -148,7 +148,7 @@ class Ragged:
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """The tokenised dataset, unpadded: cache once, pad per trial with :func:`make_splits`."""
+    """The tokenised dataset, unpadded: cache once, pad per trial with :func:`pad`."""
 
     train: Ragged
     y_train: np.ndarray  # int32 0/1
@@ -645,7 +645,7 @@ def load_encoded(
 ) -> Encoded:
     """Load the tokenised, unpadded IMDB data, from the on-disk cache when it is valid.
 
-    Call once per sweep; pad per trial with :func:`make_splits`. ``limit`` takes a stratified,
+    Call once per sweep; pad per trial with :func:`pad`. ``limit`` takes a stratified,
     seeded sample of ``limit`` reviews per split from the full (cached) data; the vocabulary
     stays the one built from the full training split.
     """
