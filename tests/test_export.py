@@ -97,8 +97,9 @@ def test_export_without_finished_trials_says_so_and_writes_nothing(
 
 
 def test_final_evaluation_is_a_separate_registered_run(
-    make_sweep: Callable[..., DictConfig],
+    make_sweep: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # sweep.dir relative, as the default is
     cfg = make_sweep(
         DIMS,
         "search.tuner=grid",
@@ -106,6 +107,7 @@ def test_final_evaluation_is_a_separate_registered_run(
         "export.top_k=1",
         "export.evaluate=true",
         "export.registered_model=tiny-best",
+        "sweep.dir=sweeps",
     )
     sweep_run(cfg)
     export(cfg)

@@ -30,6 +30,7 @@ def compose_config(
     register()
     primary, extra = CONF_DIR, []
     if config_dir is not None:
+        config_dir = Path(config_dir).resolve()  # relative as `--config-dir` allows; Hydra needs it
         other = config_dir
         if (config_dir / f"{config_name}.yaml").exists():
             primary, other = config_dir, CONF_DIR
