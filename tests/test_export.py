@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.export import ExportError, export
 from sweep.tuner import run as sweep_run
-from tests.conftest import own_lines, run_cli, tiny_overrides
+from tests.conftest import REAL_DATA, own_lines, run_cli, tiny_overrides
 
 DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 
@@ -134,3 +135,37 @@ def test_cli_export_of_unknown_experiment_is_one_line(
     assert len(lines) == 1 and lines[0].startswith("no sweep named dim_search"), result.stderr
     assert not (tmp_path / "sweeps" / "dim_search").exists()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
+def test_a_new_users_path_on_real_data_with_the_default_paths(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Sweep, export with a final evaluation, re-run the best: as the README says, with the
+    default relative store, sweep and cache paths (the other tests make every path absolute)."""
+    sweep = run_cli(["+experiment=smoke", f"data.path={REAL_DATA}"], tmp_path, cli_env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    exported = run_cli(
+        ["+experiment=smoke", f"data.path={REAL_DATA}", "export.top_k=1", "export.evaluate=true"],
+        tmp_path,
+        cli_env,
+        module="sweep.export",
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "sweeps" / "smoke" / "export" / "rank1.yaml").is_file()
+    printed = re.search(r"re-run: (python -m sweep .*rank1)$", exported.stdout, re.MULTILINE)
+    assert printed, exported.stdout[-3000:]
+    rerun = run_cli(printed.group(1).split()[3:], tmp_path, cli_env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    trials = client.search_runs(
+        [experiment], "tags.trial_id != ''", order_by=["metrics.best_val_accuracy DESC"]
+    )
+    assert len(trials) == 3
+    final = client.search_runs([experiment], "tags.final = 'true'")
+    assert len(final) == 1 and 0.5 < final[0].data.metrics["test_accuracy"] <= 1.0
+    again = client.search_runs([experiment], "tags.mlflow.runName = 'smoke-run'")
+    assert len(again) == 1 and again[0].data.params == trials[0].data.params
