@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import data
+from sweep import data, tracking
 from sweep.data import DataError, Encoded, Ragged
+from sweep.schema import ConfigError
 from sweep.train import arrays
 
 REAL_ARCHIVE = (
@@ -626,6 +628,286 @@ def test_limit_is_a_stratified_seeded_slice_of_the_cached_data(
 
 
 # ---------------------------------------------------------------------------------------------
+# validation by movie (data.val_split)
+# ---------------------------------------------------------------------------------------------
+
+
+def movie_reviews(n_movies: int, seed: int = 0) -> tuple[dict, dict[tuple[str, str], list[str]]]:
+    """Reviews of ``n_movies`` movies per split (1-12 each, labels mixed, like IMDB's up to 30),
+    and the ``urls_{pos,neg}.txt`` lines naming each review's movie (line i: review ``i_*``)."""
+    rng = random.Random(seed)
+    keys = [(split, cls) for split in ("train", "test") for cls in ("pos", "neg")]
+    reviews: dict = {key: {} for key in keys}
+    links: dict[tuple[str, str], list[str]] = {key: [] for key in keys}
+    for split, offset in (("train", 1000), ("test", 5000)):
+        for movie in range(offset, offset + n_movies):
+            for _ in range(rng.randint(1, 12)):
+                cls = rng.choice(("pos", "neg"))
+                i = len(links[split, cls])
+                links[split, cls].append(f"http://www.imdb.com/title/tt{movie:07d}/usercomments")
+                word = "good" if cls == "pos" else "bad"
+                reviews[split, cls][f"{i}_{8 if cls == 'pos' else 2}.txt"] = (
+                    f"{word} film {movie % 1000}"
+                )
+    return reviews, links
+
+
+def write_links(acl: Path, links: dict[tuple[str, str], list[str]]) -> None:
+    for (split, cls), lines in links.items():
+        (acl / split / f"urls_{cls}.txt").write_text("".join(f"{line}\n" for line in lines))
+
+
+def movie_tree(root: Path, n_movies: int = 80, seed: int = 0) -> tuple[Path, dict]:
+    reviews, links = movie_reviews(n_movies, seed)
+    acl = write_tree(root, reviews)
+    write_links(acl, links)
+    return acl, links
+
+
+def expected_movies(links: dict[tuple[str, str], list[str]], split: str) -> list[int]:
+    """Each review's movie in the data layer's canonical order (neg first, file names sorted)."""
+    out = []
+    for cls in ("neg", "pos"):
+        names = sorted(f"{i}_{8 if cls == 'pos' else 2}.txt" for i in range(len(links[split, cls])))
+        out += [int(links[split, cls][int(n.split("_")[0])].split("/tt")[1][:7]) for n in names]
+    return out
+
+
+def shared_movies(movies: np.ndarray, rows: np.ndarray, val_rows: np.ndarray) -> set[int]:
+    return set(movies[rows].tolist()) & set(movies[val_rows].tolist())
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_movie_split_holds_out_whole_movies_balanced_and_seeded(
+    tmp_path: Path, cache: Path, as_archive: bool
+) -> None:
+    acl, links = movie_tree(tmp_path / "src")
+    path = make_archive(acl, tmp_path / "m.tar.gz") if as_archive else acl
+    enc = load(path, cache)  # data.val_split=auto: links present, so by movie
+    assert enc.val_split == "movie"
+    assert enc.movie_train.tolist() == expected_movies(links, "train")
+    assert enc.movie_test.tolist() == expected_movies(links, "test")
+    y, movies = enc.y_train, enc.movie_train
+    rows, val_rows = data.validation_split(enc, 0.2, seed=7)
+    assert sorted([*rows.tolist(), *val_rows.tolist()]) == list(range(len(y)))
+    assert not shared_movies(movies, rows, val_rows)
+    assert len(set(movies[val_rows].tolist())) >= 10
+    assert abs(len(val_rows) / len(y) - 0.2) < 0.02  # val_fraction, as closely as movies allow
+    assert abs(y[val_rows].mean() - y[rows].mean()) < 0.02  # label balance within 2 pp
+    assert np.count_nonzero(np.diff(y[rows])) > 2  # shuffled, not class-sorted
+    # the same seed, the same split; another seed, other movies
+    again = data.validation_split(enc, 0.2, seed=7)
+    assert again[0].tolist() == rows.tolist() and again[1].tolist() == val_rows.tolist()
+    other = data.validation_split(enc, 0.2, seed=8)[1]
+    assert set(movies[other].tolist()) != set(movies[val_rows].tolist())
+    # what train.arrays validates on
+    cfg = OmegaConf.create(
+        {
+            "seed": 7,
+            "data": {"seq_len": 8, "val_fraction": 0.2, "padding": "pre", "truncating": "pre"},
+        }
+    )
+    np.testing.assert_array_equal(arrays(enc, cfg).y_val, y[val_rows])
+    # a random split of the same reviews shares movies: the check above can fail
+    random_split = load(path, cache, val_split="random")
+    assert random_split.val_split == "random"
+    random_rows = data.validation_split(random_split, 0.2, seed=7)
+    assert [r.tolist() for r in random_rows] == [r.tolist() for r in data.split_indices(y, 0.2, 7)]
+    assert len(shared_movies(movies, *random_rows)) > 10
+
+
+def test_run_tags_name_the_split_used_and_the_validation_movies(
+    tmp_path: Path, cache: Path
+) -> None:
+    acl, _ = movie_tree(tmp_path / "src")
+    cfg = OmegaConf.create({"seed": 3, "data": {"val_fraction": 0.25}})
+    by_movie = load(acl, cache)
+    _, val_rows = data.validation_split(by_movie, 0.25, seed=3)
+    tags = tracking.standard_tags(cfg, by_movie)
+    assert tags["data.val_split_used"] == "movie"
+    assert tags["data.val_movies"] == str(len(set(by_movie.movie_train[val_rows].tolist())))
+    assert tags["data_fingerprint"] == by_movie.fingerprint
+    assert tracking.standard_tags(cfg, load(acl, cache, val_split="random"))[
+        "data.val_split_used"
+    ] == ("random")
+    no_links = load(write_tree(tmp_path / "plain", balanced(10)), cache, val_split="random")
+    plain = tracking.standard_tags(cfg, no_links)
+    assert plain["data.val_split_used"] == "random" and "data.val_movies" not in plain
+    assert "data.val_split_used" not in tracking.standard_tags(cfg, by_movie.fingerprint)
+
+
+def movie_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "no movie links" in r.getMessage()]
+
+
+def test_auto_without_links_is_random_with_one_warning(
+    balanced_enc: Encoded, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acl = write_tree(tmp_path / "plain", balanced(20))
+    with caplog.at_level(logging.WARNING, logger="sweep.data"):
+        enc = load(acl, tmp_path / "c", val_split="auto")
+        data.validation_split(enc, 0.2, seed=7)
+        data.validation_split(enc, 0.2, seed=7)
+    assert enc.val_split == "random" and enc.movie_train is None and enc.movie_test is None
+    (warning,) = movie_warnings(caplog)
+    assert warning.levelno == logging.WARNING and str(acl) in warning.getMessage()
+    # exactly today's split: the same rows as split_indices
+    today = data.split_indices(enc.y_train, 0.2, 7)
+    for got, want in zip(data.validation_split(enc, 0.2, seed=7), today, strict=True):
+        assert got.tolist() == want.tolist()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sweep.data"):
+        assert load(acl, tmp_path / "c", val_split="random").val_split == "random"
+        with_links, _ = movie_tree(tmp_path / "linked")
+        assert load(with_links, tmp_path / "c").val_split == "movie"
+    assert not movie_warnings(caplog)  # chosen on purpose, or links present: nothing to warn
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_movie_split_without_links_is_one_config_line(
+    tmp_path: Path, cache: Path, as_archive: bool
+) -> None:
+    acl = write_tree(tmp_path / "plain", balanced(5))
+    path = make_archive(acl, tmp_path / "plain.tar.gz") if as_archive else acl
+    with pytest.raises(ConfigError) as err:
+        load(path, cache, val_split="movie")
+    assert str(err.value).startswith("config error: data.val_split=movie: data.path=")
+    assert_one_line_naming(err, path)
+    assert "no movie links" in str(err.value)
+
+
+def test_movie_split_with_the_keras_source_is_refused_before_loading(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweep.config import compose_config
+
+    calls: list[int] = []
+    monkeypatch.setattr(data, "_keras_imdb_load", fake_keras_loader(calls))
+    with pytest.raises(ConfigError) as err:
+        data.load_encoded(source="keras", num_words=10, cache_dir=cache, val_split="movie")
+    assert calls == [] and "\n" not in str(err.value)
+    assert str(err.value).startswith("config error: data.val_split=movie: keras.datasets.imdb")
+    enc = data.load_encoded(source="keras", num_words=10, cache_dir=cache)
+    assert enc.val_split == "random" and enc.movie_train is None
+    for overrides in (["data.val_split=movie"], ["data.val_split=movie", "data.source=keras"]):
+        with pytest.raises(ConfigError, match=r"^config error: data\.val_split=movie: keras"):
+            compose_config(overrides)
+    with pytest.raises(ConfigError, match=r"^config error: data\.val_split=sideways: expected"):
+        compose_config(["data.val_split=sideways"])
+    assert compose_config([]).data.val_split == "auto"
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_links_file_of_the_wrong_length_is_one_line(
+    tmp_path: Path, cache: Path, as_archive: bool
+) -> None:
+    acl, links = movie_tree(tmp_path / "src")
+    n = len(links["train", "pos"])
+    write_links(acl, {("train", "pos"): links["train", "pos"][:-1]})
+    path = make_archive(acl, tmp_path / "m.tar.gz") if as_archive else acl
+    with pytest.raises(DataError) as err:
+        load(path, cache)
+    message = str(err.value)
+    assert_one_line_naming(err, path)
+    named = "aclImdb/train/urls_pos.txt" if as_archive else str(acl / "train" / "urls_pos.txt")
+    assert named in message
+    assert f"has {n - 1} lines" in message and f"holds {n} reviews" in message
+    (acl / "train" / "urls_pos.txt").unlink()  # and a links file without its partner
+    with pytest.raises(DataError, match=r"urls_neg\.txt has no partner .*urls_pos\.txt") as err:
+        load(acl, cache)
+    assert_one_line_naming(err, acl)
+
+
+def test_movie_ids_survive_the_cache_and_the_limit(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acl, _ = movie_tree(tmp_path / "src", n_movies=120)
+    with monkeypatch.context() as m:  # a cache of the format before movie ids
+        m.setattr(data, "CACHE_FORMAT", 1)
+        load(acl, cache)
+    full = load(acl, cache)
+    assert not full.from_cache  # the old cache is not read: it has no movie ids
+    assert len(cache_files(cache)) == 2
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("source re-read although the cache is valid")
+
+    with monkeypatch.context() as m:
+        m.setattr(data._FileSource, "build", no_reading)
+        cached = load(acl, cache)
+        small = load(acl, cache, limit=200, seed=1)
+        small_random = load(acl, cache, limit=200, seed=1, val_split="random")
+    assert cached.from_cache
+    np.testing.assert_array_equal(cached.movie_train, full.movie_train)
+    np.testing.assert_array_equal(cached.movie_test, full.movie_test)
+    assert Counter(small.y_train.tolist()) == Counter(small.y_test.tolist()) == {0: 100, 1: 100}
+    # the slice takes whole movies (but for a few at its edge), and keeps each review's movie
+    for part, movies, whole in (
+        ("train", small.movie_train, full.movie_train),
+        ("test", small.movie_test, full.movie_test),
+    ):
+        assert len(movies) == 200
+        sizes, full_sizes = Counter(movies.tolist()), Counter(whole.tolist())
+        assert sum(sizes[k] != full_sizes[k] for k in sizes) <= 2, part
+        by_review = dict(zip(as_tuples_list(getattr(full, part)), whole.tolist(), strict=True))
+        assert [by_review[t] for t in as_tuples_list(getattr(small, part))] == movies.tolist()
+    rows, val_rows = data.validation_split(small, 0.2, seed=1)
+    assert not shared_movies(small.movie_train, rows, val_rows)
+    # random: the same per-class sample as before movie ids, under another fingerprint
+    expected = data._stratified_sample(full.y_train, (100, 100), np.random.default_rng([1, 1]), "")
+    assert small_random.train.tolist() == full.train.take(expected).tolist()
+    np.testing.assert_array_equal(small_random.movie_train, full.movie_train[expected])
+    assert len({small.fingerprint, small_random.fingerprint, full.fingerprint}) == 3
+    assert sum(Counter(small_random.movie_train.tolist())[k] != n for k, n in sizes.items()) > 2
+
+
+def as_tuples_list(ragged: Ragged) -> list[tuple[int, ...]]:
+    return [tuple(seq.tolist()) for seq in ragged]
+
+
+def test_links_added_to_a_directory_invalidate_its_cache(tmp_path: Path, cache: Path) -> None:
+    reviews, links = movie_reviews(20)
+    acl = write_tree(tmp_path / "src", reviews)
+    before = load(acl, cache, val_split="random")
+    assert before.movie_train is None
+    write_links(acl, links)
+    after = load(acl, cache)
+    assert not after.from_cache and after.fingerprint != before.fingerprint
+    assert after.movie_train.tolist() == expected_movies(links, "train")
+
+
+def no_runs_logged(uri: str) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    if not tracking.store_exists(uri):
+        return True
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return not client.search_runs(experiments)
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_bad_movie_input_stops_before_any_mlflow_run(
+    tmp_path: Path, make_config, make_sweep, sweep: bool
+) -> None:
+    from sweep.__main__ import run
+
+    space = {"model.dropout": {"type": "choice", "values": [0.1, 0.2]}}
+    movie = "data.val_split=movie"
+    cfg = make_sweep(space, movie) if sweep else make_config(movie)
+    with pytest.raises(ConfigError, match=r"^config error: data\.val_split=movie: data\.path="):
+        run(cfg)  # conftest's tiny tree has no movie links
+    assert no_runs_logged(cfg.tracking.uri)
+    acl, links = movie_tree(tmp_path / "src")
+    write_links(acl, {("train", "neg"): links["train", "neg"][1:]})
+    bad = f"data.path={acl}"
+    cfg = make_sweep(space, bad) if sweep else make_config(bad)
+    with pytest.raises(DataError, match=r"urls_neg\.txt has \d+ lines but .* reviews"):
+        run(cfg)
+    assert no_runs_logged(cfg.tracking.uri)
+
+
+# ---------------------------------------------------------------------------------------------
 # the real archive
 # ---------------------------------------------------------------------------------------------
 
@@ -656,3 +938,23 @@ def test_real_archive_limited(real_cache: Path) -> None:
     assert cached.train.tolist() == enc.train.tolist()
     rows, val_rows = data.split_indices(cached.y_train)
     assert (len(rows), len(val_rows)) == (1600, 400)
+
+
+@pytest.mark.integration
+def test_real_archive_movie_split_on_a_limited_slice(real_cache: Path) -> None:
+    if not REAL_ARCHIVE.is_file():
+        pytest.skip(f"real IMDB archive not found at {REAL_ARCHIVE}")
+    enc = data.load_encoded(
+        source="files", path=str(REAL_ARCHIVE), cache_dir=real_cache, limit=2000, seed=5
+    )
+    if enc.movie_train is None:
+        pytest.skip(f"{REAL_ARCHIVE} is the earlier copy without movie links (urls_*.txt)")
+    assert enc.val_split == "movie" and len(enc.movie_train) == len(enc.train) == 2000
+    assert Counter(enc.y_train.tolist()) == {0: 1000, 1: 1000}
+    assert 100 < len(set(enc.movie_train.tolist())) < 1000  # whole movies, up to 30 reviews each
+    rows, val_rows = data.validation_split(enc, 0.2, seed=5)
+    assert not shared_movies(enc.movie_train, rows, val_rows)
+    assert abs(len(val_rows) / 2000 - 0.2) < 0.02
+    assert abs(enc.y_train[val_rows].mean() - enc.y_train[rows].mean()) < 0.02
+    random_rows = data.split_indices(enc.y_train, 0.2, seed=5)
+    assert len(shared_movies(enc.movie_train, *random_rows)) > 50  # what the movie split avoids

@@ -9,6 +9,11 @@ splits and pads from that encoding in milliseconds; nothing is ever re-tokenised
 Conventions (keras ``imdb`` style): index 0 = padding, 1 = start of review, 2 = out of
 vocabulary, words from 3 in order of training-split frequency; every index is ``< num_words``.
 Labels: neg = 0, pos = 1.
+
+Movies: the archive's ``aclImdb/{train,test}/urls_{pos,neg}.txt`` name each review's movie (line i
+belongs to review ``<i>_<rating>.txt``; ``.../title/tt<digits>/...``). When present, every review
+keeps its movie (the ``tt`` number) so validation can hold out whole movies: the training split
+has up to 30 reviews per movie, and a random split would validate on movies it trained on.
 """
 
 from __future__ import annotations
@@ -41,21 +46,27 @@ __all__ = [
     "Encoded",
     "Ragged",
     "load_encoded",
+    "movie_split_indices",
     "pad",
     "split_indices",
     "tokenize",
+    "validation_split",
 ]
 
 PAD, START, OOV, INDEX_FROM = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<start>", "<oov>")
 TOKENIZER_VERSION = "imdb-words-v1"  # bump when tokenise()/encoding changes: invalidates caches
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: movie ids per review
 KERAS_SOURCE = "keras.datasets.imdb"
 SOURCES = ("auto", "files", "keras")
+VAL_SPLITS = ("auto", "movie", "random")
 SPLIT_NAMES = ("train", "test")
 LABEL_NAMES = ("neg", "pos")
 
 _MEMBER_RE = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
+_LINKS_RE = re.compile(r"^(?:\./)?aclImdb/(train|test)/urls_(pos|neg)\.txt$")
+_MOVIE_RE = re.compile(rb"/title/tt(\d+)")
+_NO_MOVIE = -1
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PATH_HINT = "pass data.path=/path/to/aclImdb_v1.tar.gz (or an extracted aclImdb/ directory)"
 _LAYOUT = "aclImdb/{train,test}/{pos,neg}/*.txt"
@@ -165,6 +176,9 @@ class Encoded:
     n_test_full: int = 0
     limit: int | None = None
     from_cache: bool = False
+    movie_train: np.ndarray | None = None  # int64 IMDb movie (tt number) per review; None: no links
+    movie_test: np.ndarray | None = None
+    val_split: str = "random"  # validation carved by "movie" or "random": data.val_split resolved
 
     @property
     def skipped(self) -> int:
@@ -208,6 +222,7 @@ class _Review(NamedTuple):
     label: int  # 0 neg, 1 pos
     name: str
     text: str
+    movie: int = _NO_MOVIE
 
 
 def _encode(reviews: list[_Review], num_words: int) -> tuple[Ragged, list[str]]:
@@ -309,6 +324,16 @@ class _FileSource:
             self._entries = entries
         return self._entries
 
+    def _link_files(self) -> dict[tuple[int, int], Path]:
+        """(split, label) -> the movie-links file of a directory, where one exists."""
+        root = self._root()
+        files = {
+            (s, c): root / split / f"urls_{cls}.txt"
+            for s, split in enumerate(SPLIT_NAMES)
+            for c, cls in enumerate(LABEL_NAMES)
+        }
+        return {key: file for key, file in files.items() if file.is_file()}
+
     def identity(self) -> dict[str, Any]:
         """Content sha256 for an archive (~0.1 s); names, sizes and mtimes for a directory."""
         if not self.is_dir:
@@ -316,25 +341,39 @@ class _FileSource:
         listing = "".join(
             f"{SPLIT_NAMES[s]}/{LABEL_NAMES[c]}/{name}\t{size}\t{mtime}\n"
             for s, c, name, _, size, mtime in self._scan()
+        ) + "".join(
+            f"{file}\t{file.stat().st_size}\t{file.stat().st_mtime_ns}\n"
+            for file in self._link_files().values()
         )
         digest = hashlib.sha256(listing.encode())
         return {"kind": "dir", "files_sha256": digest.hexdigest()}
 
-    def _raw_reviews(self) -> list[tuple[int, int, str, bytes]]:
+    def _raw_reviews(
+        self,
+    ) -> tuple[list[tuple[int, int, str, bytes]], dict[tuple[int, int], tuple[str, bytes]]]:
+        """(split, label, name, bytes) of every review, sorted; and the movie-links files found,
+        (split, label) -> (name to show, bytes)."""
         if self.is_dir:
             try:
-                return [(s, c, name, _read_bytes(p)) for s, c, name, p, _, _ in self._scan()]
+                raw = [(s, c, name, _read_bytes(p)) for s, c, name, p, _, _ in self._scan()]
+                links = {k: (str(f), f.read_bytes()) for k, f in self._link_files().items()}
             except OSError as e:
                 raise DataError(f"{self.label}: cannot read reviews: {_one_line(e)}") from e
-        raw = []
+            return raw, links
+        raw, links = [], {}
         try:
             with tarfile.open(self.path, "r:gz") as tf:
                 for member in tf:
                     m = _MEMBER_RE.match(member.name)
-                    if m is None or not member.isfile():
+                    link = _LINKS_RE.match(member.name) if m is None else None
+                    if (m is None and link is None) or not member.isfile():
                         continue
                     f = tf.extractfile(member)
                     if f is None:
+                        continue
+                    if link is not None:
+                        key = (SPLIT_NAMES.index(link[1]), LABEL_NAMES.index(link[2]))
+                        links[key] = (f"aclImdb/{link[1]}/urls_{link[2]}.txt", f.read())
                         continue
                     raw.append(
                         (
@@ -349,13 +388,50 @@ class _FileSource:
                 f"{self.label}: cannot read the archive (truncated or corrupt?): {_one_line(e)}"
             ) from e
         raw.sort(key=lambda r: r[:3])
-        return raw
+        return raw, links
+
+    def _movies(
+        self,
+        raw: list[tuple[int, int, str, bytes]],
+        links: dict[tuple[int, int], tuple[str, bytes]],
+    ) -> list[int]:
+        """Each review's movie (its ``tt`` number), or _NO_MOVIE for a split without links."""
+        movies = [_NO_MOVIE] * len(raw)
+        for s, split in enumerate(SPLIT_NAMES):
+            found = [c for c in range(len(LABEL_NAMES)) if (s, c) in links]
+            if len(found) == 1:
+                missing = f"aclImdb/{split}/urls_{LABEL_NAMES[1 - found[0]]}.txt"
+                raise DataError(f"{self.label}: {links[s, found[0]][0]} has no partner {missing}")
+            for c in found:
+                where, text = links[s, c]
+                lines = text.splitlines()
+                rows = [i for i, r in enumerate(raw) if r[:2] == (s, c)]
+                if len(lines) != len(rows):
+                    raise DataError(
+                        f"{self.label}: {where} has {len(lines)} lines but "
+                        f"aclImdb/{split}/{LABEL_NAMES[c]}/ holds {len(rows)} reviews "
+                        "(line i names the movie of review <i>_<rating>.txt)"
+                    )
+                for i in rows:
+                    name = raw[i][2]
+                    number = name.split("_", 1)[0]
+                    line = int(number) if number.isdigit() else len(lines)
+                    found_movie = _MOVIE_RE.search(lines[line]) if line < len(lines) else None
+                    if found_movie is None:
+                        raise DataError(
+                            f"{self.label}: {where} names no movie (.../title/tt<digits>/...) "
+                            f"for review {split}/{LABEL_NAMES[c]}/{name}"
+                        )
+                    movies[i] = int(found_movie[1])
+        return movies
 
     def build(self, num_words: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         reviews: list[_Review] = []
         empty = invalid = 0
-        for s, c, name, data in self._raw_reviews():
+        raw, links = self._raw_reviews()
+        movies = self._movies(raw, links)
+        for (s, c, name, data), movie in zip(raw, movies, strict=True):
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -364,7 +440,7 @@ class _FileSource:
             if not text.strip():
                 empty += 1
                 continue
-            reviews.append(_Review(s, c, name, text))
+            reviews.append(_Review(s, c, name, text, movie))
         if empty or invalid:
             log.warning("%s: skipped %d empty and %d non-UTF-8 reviews", self.label, empty, invalid)
         for s, split in enumerate(SPLIT_NAMES):
@@ -391,6 +467,7 @@ class _FileSource:
             "sequences": sequences,
             "labels": np.array([r.label for r in reviews], dtype=np.int8),
             "split": np.array([r.split for r in reviews], dtype=np.uint8),
+            "movies": np.array([r.movie for r in reviews], dtype=np.int64),
             "vocabulary": vocabulary,
             "skipped_empty": empty,
             "skipped_invalid_utf8": invalid,
@@ -449,6 +526,7 @@ class _KerasSource:
             "sequences": sequences,
             "labels": np.concatenate(labels),
             "split": np.concatenate(split),
+            "movies": np.full(len(sequences), _NO_MOVIE, dtype=np.int64),  # keras has no links
             "vocabulary": vocabulary,
             "skipped_empty": 0,
             "skipped_invalid_utf8": 0,
@@ -473,7 +551,7 @@ def _resolve_source(source: str, path: str | os.PathLike | None) -> _FileSource 
 # Cache
 # --------------------------------------------------------------------------------------------
 
-_CACHE_ARRAYS = ("tokens", "offsets", "labels", "split", "vocabulary", "meta")
+_CACHE_ARRAYS = ("tokens", "offsets", "labels", "split", "movies", "vocabulary", "meta")
 
 
 class _CacheInvalid(Exception):
@@ -505,6 +583,7 @@ def _write_cache(file: Path, built: dict[str, Any], meta: dict[str, Any]) -> Non
         "offsets": seqs.offsets.astype("<i8", copy=False),
         "labels": built["labels"].astype("i1", copy=False),
         "split": built["split"].astype("u1", copy=False),
+        "movies": built["movies"].astype("<i8", copy=False),
         "vocabulary": _json_bytes(built["vocabulary"]),
         "meta": _json_bytes(meta),
     }
@@ -546,13 +625,12 @@ def _read_cache(file: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str,
             "sequences": Ragged(arrays["tokens"], arrays["offsets"]),
             "labels": arrays["labels"],
             "split": arrays["split"],
+            "movies": arrays["movies"],
             "vocabulary": vocabulary,
             "skipped_empty": int(meta["skipped_empty"]),
             "skipped_invalid_utf8": int(meta["skipped_invalid_utf8"]),
         }
-        if len(built["labels"]) != len(built["sequences"]) or len(built["split"]) != len(
-            built["labels"]
-        ):
+        if len({len(built[k]) for k in ("sequences", "labels", "split", "movies")}) != 1:
             raise _CacheInvalid("inconsistent array sizes")
     except (
         OSError,
@@ -578,6 +656,8 @@ def _to_encoded(built: dict[str, Any], meta: dict[str, Any], from_cache: bool) -
     seqs: Ragged = built["sequences"]
     cut = seqs.offsets[n_train]
     labels = np.asarray(built["labels"], dtype=np.int32)
+    movies = np.asarray(built["movies"], dtype=np.int64)
+    movie_train, movie_test = movies[:n_train], movies[n_train:]
     return Encoded(
         train=Ragged(seqs.values[:cut], seqs.offsets[: n_train + 1]),
         y_train=labels[:n_train],
@@ -593,6 +673,8 @@ def _to_encoded(built: dict[str, Any], meta: dict[str, Any], from_cache: bool) -
         n_train_full=n_train,
         n_test_full=len(labels) - n_train,
         from_cache=from_cache,
+        movie_train=movie_train if np.all(movie_train != _NO_MOVIE) else None,
+        movie_test=movie_test if np.all(movie_test != _NO_MOVIE) else None,
     )
 
 
@@ -606,6 +688,13 @@ def _stratified_sample(
 ) -> np.ndarray:
     """Seeded sample of ``per_class[c]`` indices of each class c, in canonical order."""
     chosen = []
+    _warn_if_short(y, per_class, split)
+    for c, k in enumerate(per_class):
+        chosen.append(rng.permutation(np.flatnonzero(y == c))[:k])
+    return np.sort(np.concatenate(chosen))
+
+
+def _warn_if_short(y: np.ndarray, per_class: Sequence[int], split: str) -> None:
     available = [int(np.count_nonzero(y == c)) for c in range(len(per_class))]
     if any(k > n for k, n in zip(per_class, available, strict=True)):
         log.warning(
@@ -614,25 +703,106 @@ def _stratified_sample(
             split,
             "/".join(map(str, available)),
         )
-    for c, k in enumerate(per_class):
-        chosen.append(rng.permutation(np.flatnonzero(y == c))[:k])
+
+
+def _movie_counts(y: np.ndarray, movies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each review's movie as 0..M-1, and the (M, 2) neg/pos review counts per movie."""
+    _, inverse = np.unique(movies, return_inverse=True)
+    counts = np.zeros((int(inverse.max(initial=-1)) + 1, 2), dtype=np.int64)
+    np.add.at(counts, (inverse, np.asarray(y, dtype=np.int64)), 1)
+    return inverse, counts
+
+
+def _movie_sample(
+    y: np.ndarray,
+    movies: np.ndarray,
+    per_class: Sequence[int],
+    rng: np.random.Generator,
+    split: str,
+) -> np.ndarray:
+    """Seeded sample of whole movies that fills ``per_class`` exactly, in canonical order.
+
+    Movies, in shuffled order, are taken whole while they fit both classes' quotas; the few
+    reviews still missing then come from the next movies in that order, so at most a handful
+    of movies at the slice's edge are cut (the slice's own movie split stays leak-free anyway:
+    it groups the reviews the slice holds).
+    """
+    _warn_if_short(y, per_class, split)
+    inverse, counts = _movie_counts(y, movies)
+    order = rng.permutation(len(counts))
+    left = np.minimum(per_class, counts.sum(axis=0))
+    whole = np.zeros(len(counts), dtype=bool)
+    for g in order:
+        if np.all(counts[g] <= left):
+            whole[g] = True
+            left -= counts[g]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    chosen = [np.flatnonzero(whole[inverse])]
+    for c in range(2):
+        rest = np.flatnonzero(~whole[inverse] & (y == c))
+        chosen.append(rest[np.argsort(rank[inverse[rest]], kind="stable")][: left[c]])
     return np.sort(np.concatenate(chosen))
 
 
 def _apply_limit(enc: Encoded, limit: int, seed: int) -> Encoded:
-    """Stratified slice of the (cached) full data; vocabulary unchanged."""
+    """Stratified slice of the (cached) full data; vocabulary unchanged.
+
+    With ``val_split`` resolved to "movie", each split's slice takes whole movies (see
+    :func:`_movie_sample`), so it keeps the full data's reviews-per-movie structure; with
+    "random" it is the per-class sample it always was, so earlier slices reproduce.
+    """
     per_class = (limit // 2, limit - limit // 2)
-    tr = _stratified_sample(enc.y_train, per_class, np.random.default_rng([seed, 1]), "train")
-    te = _stratified_sample(enc.y_test, per_class, np.random.default_rng([seed, 2]), "test")
+    rngs = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    by_movie = enc.val_split == "movie"
+    parts = []
+    for y, movies, rng, split in (
+        (enc.y_train, enc.movie_train, rngs[0], "train"),
+        (enc.y_test, enc.movie_test, rngs[1], "test"),
+    ):
+        if by_movie and movies is not None:
+            parts.append(_movie_sample(y, movies, per_class, rng, split))
+        else:
+            parts.append(_stratified_sample(y, per_class, rng, split))
+    tr, te = parts
+    key: dict[str, Any] = {"base": enc.cache_key, "limit": limit, "seed": seed}
+    if by_movie:
+        key["by_movie"] = True
     return dataclasses.replace(
         enc,
         train=enc.train.take(tr),
         y_train=enc.y_train[tr],
         test=enc.test.take(te),
         y_test=enc.y_test[te],
-        fingerprint=_hash_json({"base": enc.cache_key, "limit": limit, "seed": seed}),
+        movie_train=None if enc.movie_train is None else enc.movie_train[tr],
+        movie_test=None if enc.movie_test is None else enc.movie_test[te],
+        fingerprint=_hash_json(key),
         limit=limit,
     )
+
+
+def _val_split_kind(val_split: str, movies: np.ndarray | None, label: str) -> str:
+    """``data.val_split`` resolved to "movie" or "random" for data with(out) movie links."""
+    if val_split not in VAL_SPLITS:
+        raise ValueError(f"data.val_split={val_split!r} is not one of {', '.join(VAL_SPLITS)}")
+    if movies is not None:
+        return "random" if val_split == "random" else "movie"
+    if val_split == "movie":
+        from sweep.schema import ConfigError  # lazy: this module stays free of Hydra
+
+        raise ConfigError(
+            "data.val_split",
+            val_split,
+            f"{label} has no movie links (aclImdb/train/urls_pos.txt, urls_neg.txt); "
+            "use data.val_split=random",
+        )
+    if val_split == "auto":
+        log.warning(
+            "%s has no movie links (aclImdb/train/urls_{pos,neg}.txt): validating on a random "
+            "split, which shares movies with training (data.val_split=random chooses it quietly)",
+            label,
+        )
+    return "random"
 
 
 def load_encoded(
@@ -642,18 +812,22 @@ def load_encoded(
     cache_dir: str | os.PathLike = ".cache/data",
     limit: int | None = None,
     seed: int = 42,
+    val_split: str = "auto",
 ) -> Encoded:
     """Load the tokenised, unpadded IMDB data, from the on-disk cache when it is valid.
 
     Call once per sweep; pad per trial with :func:`pad`. ``limit`` takes a stratified,
-    seeded sample of ``limit`` reviews per split from the full (cached) data; the vocabulary
-    stays the one built from the full training split.
+    seeded sample of ``limit`` reviews per split from the full (cached) data (whole movies
+    when validating by movie); the vocabulary stays the one built from the full training split.
+    ``val_split`` (auto | movie | random) is resolved here, once: ``Encoded.val_split`` says
+    which :func:`validation_split` uses; "movie" without movie links is a ConfigError.
     """
     if isinstance(num_words, bool) or not isinstance(num_words, int) or num_words <= INDEX_FROM:
         raise ValueError(f"data.num_words={num_words!r} must be an int > {INDEX_FROM}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
         raise ValueError(f"data.limit={limit!r} must be None or an int >= 2")
     src = _resolve_source(source, path)
+    kind = _val_split_kind(val_split, None, src.label) if isinstance(src, _KerasSource) else None
     fingerprint = _hash_json(
         {
             "format": CACHE_FORMAT,
@@ -683,6 +857,8 @@ def load_encoded(
         }
         encoded = _to_encoded(built, meta, from_cache=False)
         _write_cache(cache_file, built, meta)
+    kind = kind or _val_split_kind(val_split, encoded.movie_train, src.label)
+    encoded = dataclasses.replace(encoded, val_split=kind)
     if limit is not None:
         encoded = _apply_limit(encoded, limit, seed)
     return encoded
@@ -747,3 +923,61 @@ def split_indices(
     tr = rng.permutation(np.concatenate(train_idx)) if train_idx else np.zeros(0, np.int64)
     va = rng.permutation(np.concatenate(val_idx)) if val_idx else np.zeros(0, np.int64)
     return tr, va
+
+
+def movie_split_indices(
+    labels: np.ndarray, movies: np.ndarray, val_fraction: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for training and validation with every movie wholly on one side (no movie leaks).
+
+    Seeded greedy passes over the movies in shuffled order fill validation towards
+    ``val_fraction`` of each class: first with the movies that fit what is still missing, then
+    with any that bring it closer. So the fraction and the label balance are kept as closely
+    as whole movies allow (on IMDB's training split: exactly). Both parts come back shuffled
+    (seeded), like :func:`split_indices`.
+    """
+    val_fraction = float(val_fraction)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r} must be in (0, 1)")
+    y = np.asarray(labels)
+    inverse, counts = _movie_counts(y, np.asarray(movies))
+    if len(counts) < 2:
+        raise DataError(f"data.val_split=movie needs 2 movies or more, the data has {len(counts)}")
+    rng = np.random.default_rng([seed, 4])
+    order = rng.permutation(len(counts))
+    target = val_fraction * counts.sum(axis=0)
+    taken = np.zeros(2)
+    in_val = np.zeros(len(counts), dtype=bool)
+
+    def gap(reviews: np.ndarray) -> float:
+        return float(np.abs(reviews - target).sum())
+
+    for fits in (True, False):  # movies that fit what is missing, then any that get closer
+        for g in order[~in_val[order]]:
+            after = taken + counts[g]
+            if np.all(after <= target) if fits else gap(after) < gap(taken):
+                in_val[g], taken = True, after
+    if in_val.all() or not in_val.any():  # tiny data: each side needs one movie at least
+        in_val[order[0]] = not in_val[order[0]]
+    val_rows = in_val[inverse]
+    return rng.permutation(np.flatnonzero(~val_rows)), rng.permutation(np.flatnonzero(val_rows))
+
+
+def validation_split(
+    encoded: Encoded, val_fraction: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows of ``encoded``'s training split, the way its resolved
+    ``val_split`` says: whole movies (:func:`movie_split_indices`) or :func:`split_indices`."""
+    if encoded.val_split == "movie":
+        if encoded.movie_train is None:
+            raise ValueError("val_split='movie' needs movie ids")
+        return movie_split_indices(encoded.y_train, encoded.movie_train, val_fraction, seed)
+    return split_indices(encoded.y_train, val_fraction, seed)
+
+
+def val_movies(encoded: Encoded, val_fraction: float = 0.2, seed: int = 42) -> int | None:
+    """How many movies validation holds (None: the data names no movies)."""
+    if encoded.movie_train is None:
+        return None
+    _, val = validation_split(encoded, val_fraction, seed)
+    return len(np.unique(encoded.movie_train[val]))

@@ -69,6 +69,9 @@ class DataConfig:
     seq_len: int = field(default=64, metadata=_range(ge=1, le=MAX_SEQ_LEN))
     # share of the training split held out for validation (model selection)
     val_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
+    # movie: each movie wholly in training or validation (needs the archive's movie links);
+    # random: a stratified random split; auto: movie where the links exist, else random
+    val_split: str = field(default="auto", metadata=_range(choices=("auto", "movie", "random")))
     # stratified slice of N reviews per split, for smoke runs and tests
     limit: int | None = field(default=None, metadata=_range(ge=2))
     padding: str = field(default="pre", metadata=_range(choices=("pre", "post")))
@@ -228,6 +231,13 @@ def validate(cfg: DictConfig) -> None:
     check_initializer("model.attention.initializer", attention.initializer)
     if cfg.data.source == "files" and not cfg.data.path:
         raise ConfigError("data.path", cfg.data.path, "data.source=files needs a path")
+    if cfg.data.val_split == "movie" and (cfg.data.source == "keras" or not cfg.data.path):
+        raise ConfigError(
+            "data.val_split",
+            "movie",
+            "keras.datasets.imdb has no movie links: give data.path=... (the aclImdb archive "
+            "has them) or use data.val_split=random",
+        )
     check_distributed(cfg)
     if cfg.search is not None:
         from sweep.space import check_space

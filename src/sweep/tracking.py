@@ -28,7 +28,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import leaderboard, plots
+from sweep import data, leaderboard, plots
 from sweep.model import attention_stats, attention_weights
 from sweep.schema import ConfigError, first_line
 
@@ -161,8 +161,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def standard_tags(cfg: DictConfig, fingerprint: str) -> dict[str, str]:
-    """What a reader needs to trust a run: code version, package versions, data, seed."""
+def standard_tags(cfg: DictConfig, dataset: str | data.Encoded) -> dict[str, str]:
+    """What a reader needs to trust a run: code version, package versions, data, seed.
+
+    `dataset` is the data fingerprint, or the loaded data a run validates on: then the tags also
+    say which validation split it got (`data.val_split_used`: movie or random) and, where the
+    data names movies, how many movies validation holds (`data.val_movies`).
+    """
+    fingerprint = dataset if isinstance(dataset, str) else dataset.fingerprint
     tags = {
         "seed": str(cfg.seed),
         "data_fingerprint": fingerprint,
@@ -170,6 +176,11 @@ def standard_tags(cfg: DictConfig, fingerprint: str) -> dict[str, str]:
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
     }
+    if isinstance(dataset, data.Encoded):
+        tags["data.val_split_used"] = dataset.val_split
+        movies = data.val_movies(dataset, cfg.data.val_fraction, cfg.seed)
+        if movies is not None:
+            tags["data.val_movies"] = str(movies)
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit

@@ -365,7 +365,7 @@ def run(cfg: DictConfig) -> float:
         tracking.close_stale_runs(experiment)
     hypermodel = AttentionHyperModel(cfg, encoded)
     tuner = build_tuner(cfg, hypermodel, directory, overwrite=parent_id is None)
-    tags = tracking.standard_tags(cfg, encoded.fingerprint)
+    tags = tracking.standard_tags(cfg, encoded)
     with tracking.tracked_run(
         run_id=parent_id,
         experiment_id=experiment,
@@ -421,7 +421,7 @@ def _work(cfg: DictConfig) -> float:
     hypermodel = AttentionHyperModel(cfg, encoded)
     # the chief's directory when shared: Hyperband continues trials from their checkpoints
     tuner = build_tuner(cfg, hypermodel, Path(cfg.sweep.dir) / cfg.name, overwrite=False)
-    tags = {**tracking.standard_tags(cfg, encoded.fingerprint), **distributed.worker_tags(cfg)}
+    tags = {**tracking.standard_tags(cfg, encoded), **distributed.worker_tags(cfg)}
     tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent_id, cfg, tags
     log.info(
         "worker %s joined sweep %s (parent run %s)", cfg.distributed.worker_id, cfg.name, parent_id
