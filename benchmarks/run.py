@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+BUCKETING_MARKS = ("<!-- bucketing:start -->", "<!-- bucketing:end -->")
 TARGETS = {"overhead_ratio": 1.05, "first_load_s": 10.0, "cached_load_s": 1.0}
 #: Overrides that shrink every config to seconds (`--quick`, for the test suite).
 QUICK = [
@@ -513,6 +514,115 @@ def bench_search(b: Bench) -> dict[str, Any]:
     }
 
 
+#: The bucketing section's configurations: the base config, and long_reviews' settings.
+LONG = [
+    "model.attention.output_dim=64",
+    "model.attention.scale=sqrt_dk",
+    "model.attention.initializer=glorot_uniform",
+    "train.learning_rate=5e-4",
+]
+BUCKETING = {64: [], 512: LONG, 800: LONG}
+
+
+def bare_masked_fit(cfg: Any, xy: Any) -> Timing:
+    """Plain Keras of the same shape: Embedding -> Q/K/V `Dense` -> Keras's own `Attention`
+    (queries pre-scaled by 1/sqrt(d)) -> masked pooling -> Dropout -> Dense, NumPy inputs;
+    padding masked in attention and pooling as in the harness's model."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    d = cfg.model.attention.output_dim
+    tokens = keras.Input((cfg.data.seq_len,), dtype="int32")
+    mask = keras.ops.not_equal(tokens, 0)
+    x = keras.layers.Embedding(cfg.data.num_words, cfg.model.embedding_dim)(tokens)
+    q, k, v = (keras.layers.Dense(d, use_bias=False)(x) for _ in range(3))
+    x = keras.layers.Attention()([keras.ops.multiply(q, d**-0.5), v, k], mask=[mask, mask])
+    x = keras.layers.GlobalAveragePooling1D()(x, mask=mask)
+    x = keras.layers.Dropout(cfg.model.dropout)(x)
+    model = keras.Model(tokens, keras.layers.Dense(2, activation="softmax")(x))
+    model.compile(
+        keras.optimizers.Adam(cfg.train.learning_rate),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history, wall, cpu = measure(
+        lambda: model.fit(
+            xy.x_train,
+            xy.y_train,
+            batch_size=cfg.train.batch_size,
+            epochs=cfg.train.epochs,
+            verbose=0,
+            validation_data=(xy.x_val, xy.y_val),
+        )
+    )
+    return wall, cpu, history.history["val_accuracy"][-1]
+
+
+def harness_fit(cfg: Any, xy: Any, jit: bool = False) -> Timing:
+    """The harness's training path (`train.fit`: its model, its batching, its callbacks)."""
+    import keras
+
+    from sweep import train
+    from sweep.model import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg)
+    if jit:
+        model.jit_compile = True
+    history, wall, cpu = measure(
+        lambda: train.fit(model, cfg, xy, verbose=0, callbacks=[train.StopOnInterrupt()])
+    )
+    return wall, cpu, history.history["val_accuracy"][-1]
+
+
+def bucketing_row(b: Bench, seq_len: int, epochs: int) -> dict[str, Any]:
+    """One sequence length: fixed vs bucketed, paired; at 512 also bare Keras and XLA."""
+    from sweep import train
+    from sweep.config import compose_config
+
+    extra = [f"data.seq_len={seq_len}", f"train.epochs={epochs}", *BUCKETING.get(seq_len, [])]
+    if b.args.limit:
+        extra.append(f"data.limit={b.args.limit}")
+    fixed = compose_config(b.overrides(*extra, "train.batching=fixed"))
+    bucketed = compose_config(b.overrides(*extra, "train.batching=bucketed"))
+    xy = train.arrays(train.load(fixed), fixed)
+    kinds = {"fixed": lambda: harness_fit(fixed, xy), "bucketed": lambda: harness_fit(bucketed, xy)}
+    if seq_len == 512 or b.args.quick:
+        kinds["bare_fixed"] = lambda: bare_masked_fit(fixed, xy)
+        kinds["bucketed_xla"] = lambda: harness_fit(bucketed, xy, jit=True)
+    measured = paired(kinds, b.repeats, f"bucketing {seq_len}")
+    wall = {k: measured[k]["wall_s"] for k in kinds}
+    row: dict[str, Any] = {
+        "s_per_epoch": {k: median(w) / epochs for k, w in wall.items()},
+        "val_accuracy": {k: median(measured[k]["best_val_accuracy"]) for k in kinds},
+        "bucketed_over_fixed": median(ratios(wall["bucketed"], wall["fixed"])),
+        "tokens_kept": float(xy.train.lengths.sum() / (seq_len * len(xy.train))),
+        "train_reviews": len(xy.train),
+        "val_reviews": len(xy.val),
+        **measured,
+    }
+    if "bare_fixed" in kinds:
+        row["fixed_over_bare"] = median(ratios(wall["fixed"], wall["bare_fixed"]))
+        row["xla_over_bucketed"] = median(ratios(wall["bucketed_xla"], wall["bucketed"]))
+    return row
+
+
+def bench_bucketing(b: Bench) -> dict[str, Any]:
+    """Seconds per epoch, fixed padding vs length buckets, at seq_len 64 / 512 / 800 (the base
+    config, long_reviews' settings); at 512 also a bare masked Keras model (fixed padding) and
+    XLA (bucketed); validation accuracy after the last epoch of each."""
+    from sweep import train
+    from sweep.config import compose_config
+
+    epochs = b.args.epochs or 2
+    warm = compose_config(b.overrides("train.epochs=1", *b.quick_limit()))
+    harness_fit(warm, train.arrays(train.load(warm), warm))  # imports and first tracing
+    results: dict[str, Any] = {"epochs": epochs, "repeats": b.repeats}
+    for seq_len in [16] if b.args.quick else list(BUCKETING):
+        results[str(seq_len)] = bucketing_row(b, seq_len, epochs)
+    return results
+
+
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
@@ -599,13 +709,52 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(path: Path, table: str) -> None:
+def bucketing_markdown(results: dict[str, Any]) -> str:
+    """The bucketing section as a table (its own block in `benchmarks/README.md`)."""
+    r, m = results["bucketing"], results["machine"]
+    rows = [(k, v) for k, v in r.items() if isinstance(v, dict)]
+    first = rows[0][1]
+    lines = [
+        f"Measured {m['date']}, {m['cores']} cores, `{results['command']}`: "
+        f"{r['epochs']} epochs per fit, {r['repeats']} paired repeats in alternating order, "
+        f"medians; {first['train_reviews']:,} training and {first['val_reviews']:,} validation "
+        "reviews; validation accuracy after the last epoch.",
+        "",
+        "| seq_len | tokens kept by fixed padding | fixed s/epoch | bucketed s/epoch "
+        "| bucketed / fixed | target | val acc fixed | val acc bucketed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    targets = {"64": "<= 1.02", "512": "<= 0.45", "800": "<= 0.35"}
+    for seq_len, row in rows:
+        t, acc = row["s_per_epoch"], row["val_accuracy"]
+        lines.append(
+            f"| {seq_len} | {row['tokens_kept']:.0%} | {t['fixed']:.1f} | {t['bucketed']:.1f} "
+            f"| **{row['bucketed_over_fixed']:.2f}** | {targets.get(seq_len, '')} "
+            f"| {acc['fixed']:.4f} | {acc['bucketed']:.4f} |"
+        )
+    for seq_len, row in rows:
+        if "fixed_over_bare" in row:
+            t = row["s_per_epoch"]
+            lines += [
+                "",
+                f"At seq_len {seq_len}: the harness with fixed padding / a bare masked Keras "
+                f"model of the same shape: **{row['fixed_over_bare']:.3f}** (target <= 1.05; "
+                f"{t['fixed']:.1f} vs {t['bare_fixed']:.1f} s/epoch). XLA (`jit_compile`) on "
+                f"bucketed batches / without: {row['xla_over_bucketed']:.2f} "
+                f"({t['bucketed_xla']:.1f} s/epoch, val acc "
+                f"{row['val_accuracy']['bucketed_xla']:.4f}).",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, table: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
     """Replace the text between the results markers (a new file is just the results)."""
-    block = f"{MARK_START}\n{table}{MARK_END}"
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
+    start, end = marks
+    block = f"{start}\n{table}{end}"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
@@ -617,7 +766,7 @@ def write_readme(path: Path, table: str) -> None:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ("data", "overhead", "pipeline", "sweeps", "search")
+SECTIONS = ("data", "overhead", "pipeline", "sweeps", "search", "bucketing")
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -640,6 +789,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="scratch dir (default: a new temp dir)")
     p.add_argument("--quick", action="store_true", help="tiny models, 1 repeat, 2 trials")
     p.add_argument("--from-json", default=None, help="only rewrite --readme from this JSON")
+    p.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated, of: " + ", ".join(SECTIONS)
+    )
     return p.parse_args(argv)
 
 
@@ -647,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     if args.from_json:  # re-render the tables of an earlier run; nothing is measured
         results = json.loads(Path(args.from_json).read_text())
-        write_readme(Path(args.readme), markdown(results))
+        report(results, Path(args.readme))
         return results
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("mlflow", "sweep", "absl", "alembic"):
@@ -659,11 +811,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-", dir=args.work) as scratch:
         b = Bench(args, Path(scratch))
         results: dict[str, Any] = {"machine": machine()}
+        chosen = args.sections.split(",")
         for section, fn in zip(
             SECTIONS,
-            (bench_data, bench_overhead, bench_pipeline, bench_sweeps, bench_search),
+            (
+                bench_data,
+                bench_overhead,
+                bench_pipeline,
+                bench_sweeps,
+                bench_search,
+                bench_bucketing,
+            ),
             strict=True,
         ):
+            if section not in chosen:
+                continue
             log.info("section %s ...", section)
             results[section], seconds, _ = measure(lambda fn=fn: fn(b))
             log.info("section %s done in %.0f s", section, seconds)
@@ -676,8 +838,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    write_readme(Path(args.readme), markdown(results))
+    report(results, Path(args.readme))
     return results
+
+
+def report(results: dict[str, Any], readme: Path) -> None:
+    """Rewrite the README blocks of the sections measured (the others keep their figures)."""
+    if all(section in results for section in SECTIONS[:5]):
+        write_readme(readme, markdown(results))
+    if "bucketing" in results:
+        write_readme(readme, bucketing_markdown(results), BUCKETING_MARKS)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def test_defaults_reproduce_the_original_experiment() -> None:
         ("train.learning_rate=0", "train.learning_rate", "0.0"),
         ("train.optimizer=adamm", "train.optimizer", "adamm"),
         ("data.source=ftp", "data.source", "ftp"),
+        ("train.batching=ragged", "train.batching", "ragged"),
         ("name=../../etc", "name", "../../etc"),
         ("+experiment=no_such_sweep", "experiment", "no_such_sweep"),
     ],

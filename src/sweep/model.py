@@ -20,7 +20,9 @@ def build_model(cfg: DictConfig) -> keras.Model:
     initializer = att.initializer
     if isinstance(initializer, DictConfig):
         initializer = OmegaConf.to_container(initializer, resolve=True)
-    inputs = keras.Input(shape=(cfg.data.seq_len,), dtype="int32", name="tokens")
+    # bucketed batches are as long as their reviews; fixed ones exactly `seq_len`
+    length = None if cfg.train.batching == "bucketed" else cfg.data.seq_len
+    inputs = keras.Input(shape=(length,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(
         cfg.data.num_words,
         cfg.model.embedding_dim,

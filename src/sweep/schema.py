@@ -20,6 +20,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 MAX_SEQ_LEN = 4096
 #: Scale words the layer understands besides a positive number.
 SCALE_WORDS = ("sqrt_dk", "none", "learned")
+#: How reviews are batched: by length (needs masked padding) or padded to seq_len.
+BATCHING = ("bucketed", "fixed")
 #: Names are used as directory and MLflow experiment names; keep them to one safe path segment.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -114,6 +116,11 @@ class TrainConfig:
     epochs: int = field(default=5, metadata=_range(ge=1))
     # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
     verbose: int = field(default=2, metadata=_range(ge=0, le=2))
+    # bucketed: batches of similar-length reviews, padded to their bucket (needs mask_padding);
+    # fixed: every batch padded to data.seq_len. Default: bucketed whenever padding is masked.
+    batching: str = field(
+        default="${batching_for:${model.mask_padding}}", metadata=_range(choices=BATCHING)
+    )
 
 
 @dataclass
@@ -216,6 +223,15 @@ def register() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
+def batching_for(mask_padding: bool) -> str:
+    """`train.batching`'s default: length buckets need masked padding, so only then."""
+    return BATCHING[0] if mask_padding else BATCHING[1]
+
+
+# at import, so that any config read back from YAML (exports, a worker's) resolves it too
+OmegaConf.register_new_resolver("batching_for", batching_for, replace=True)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the schema's types cannot rule out."""
     _check_ranges(Config, cfg, "")
@@ -229,6 +245,12 @@ def validate(cfg: DictConfig) -> None:
     attention = cfg.model.attention
     check_scale("model.attention.scale", attention.scale)
     check_initializer("model.attention.initializer", attention.initializer)
+    if cfg.train.batching == "bucketed" and not cfg.model.mask_padding:
+        raise ConfigError(
+            "train.batching",
+            "bucketed",
+            "needs model.mask_padding=true (else results depend on each batch's padding)",
+        )
     if cfg.data.source == "files" and not cfg.data.path:
         raise ConfigError("data.path", cfg.data.path, "data.source=files needs a path")
     if cfg.data.val_split == "movie" and (cfg.data.source == "keras" or not cfg.data.path):

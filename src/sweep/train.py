@@ -9,13 +9,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweep import data, tracking
+from sweep import batches, data, tracking
 from sweep.model import build_model
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Arrays:
-    """Padded training and validation arrays for one sequence length (the test split stays out)."""
+    """Training and validation reviews of one config, cut to its `seq_len` (the test split
+    stays out): batched by length, or padded to `seq_len` on first use."""
 
-    x_train: np.ndarray
+    train: data.Ragged
     y_train: np.ndarray
-    x_val: np.ndarray
+    val: data.Ragged
     y_val: np.ndarray
+    seq_len: int
+    padding: str = "pre"
+
+    @cached_property
+    def x_train(self) -> np.ndarray:
+        return data.pad(self.train, self.seq_len, self.padding)
+
+    @cached_property
+    def x_val(self) -> np.ndarray:
+        """Also what the attention diagnostics look at, in either batching mode."""
+        return data.pad(self.val, self.seq_len, self.padding)
 
 
 def load(cfg: DictConfig) -> data.Encoded:
@@ -45,34 +58,32 @@ def load(cfg: DictConfig) -> data.Encoded:
 
 
 def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
-    """Split off validation (fixed seed) and pad to this config's `seq_len` (cheap, per run).
-
-    Pads every training review once and then picks rows, rather than gathering every token of
-    25k reviews into two parts first (~7x faster at seq_len 64 on the full data).
-    """
+    """Split off validation (fixed seed) and cut every review to this config's `seq_len`
+    (cheap, per run; padding, if any, happens on first use)."""
     train, val = data.validation_split(encoded, cfg.data.val_fraction, seed=cfg.seed)
-    padded = data.pad(encoded.train, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+    reviews = batches.truncate(encoded.train, cfg.data.seq_len, cfg.data.truncating)
     y = np.asarray(encoded.y_train, dtype=np.int32)
-    return Arrays(padded[train], y[train], padded[val], y[val])
+    return Arrays(
+        reviews.take(train), y[train], reviews.take(val), y[val], cfg.data.seq_len, cfg.data.padding
+    )
 
 
 def fit(
     model: keras.Model, cfg: DictConfig, xy: Arrays, **fit_kwargs: Any
 ) -> keras.callbacks.History:
-    """`model.fit` on the padded NumPy arrays with the config's settings; `fit_kwargs` win
-    (tuners set epochs and callbacks).
+    """`model.fit` with the config's settings; `fit_kwargs` win (tuners set epochs, callbacks).
 
-    NumPy on purpose: Keras feeds in-memory arrays through its own prefetched `tf.data` pipeline
-    (a per-epoch permutation computed ahead, batches gathered in parallel). A hand-built
-    `from_tensor_slices().shuffle().batch().prefetch()` pipeline, which shuffles element by
-    element, was no faster (1.01-1.09x the wall time per epoch); see benchmarks/README.md.
+    `train.batching=bucketed`: `tf.data` batches of similar-length reviews (see `batches`).
+    `fixed`: the padded NumPy arrays, which Keras feeds through its own prefetched pipeline (a
+    hand-built `tf.data` pipeline of the same padded batches was no faster; benchmarks/).
     """
-    kwargs: dict[str, Any] = {
-        "batch_size": cfg.train.batch_size,
-        "epochs": cfg.train.epochs,
-        "verbose": cfg.train.verbose,
-        "validation_data": (xy.x_val, xy.y_val),
-    }
+    kwargs: dict[str, Any] = {"epochs": cfg.train.epochs, "verbose": cfg.train.verbose}
+    if cfg.train.batching == "bucketed":
+        size, seq_len = cfg.train.batch_size, cfg.data.seq_len
+        kwargs["validation_data"] = batches.bucketed(xy.val, xy.y_val, size, seq_len)
+        kwargs.update(fit_kwargs)
+        return model.fit(batches.bucketed(xy.train, xy.y_train, size, seq_len, cfg.seed), **kwargs)
+    kwargs.update(batch_size=cfg.train.batch_size, validation_data=(xy.x_val, xy.y_val))
     kwargs.update(fit_kwargs)
     return model.fit(xy.x_train, xy.y_train, **kwargs)
 
@@ -123,13 +134,16 @@ def final_evaluation(
     The only place the test split is touched: model selection never sees it.
     """
     encoded = load(cfg)
-    pad = {
-        "seq_len": cfg.data.seq_len,
-        "padding": cfg.data.padding,
-        "truncating": cfg.data.truncating,
-    }
-    x, y = data.pad(encoded.train, **pad), encoded.y_train
-    x_test, y_test = data.pad(encoded.test, **pad), encoded.y_test
+    seq_len, truncating = cfg.data.seq_len, cfg.data.truncating
+    # all training reviews to fit on; the test reviews sit in the validation slot, unused by fit
+    xy = Arrays(
+        batches.truncate(encoded.train, seq_len, truncating),
+        np.asarray(encoded.y_train, dtype=np.int32),
+        batches.truncate(encoded.test, seq_len, truncating),
+        np.asarray(encoded.y_test, dtype=np.int32),
+        seq_len,
+        cfg.data.padding,
+    )
     tracking.configure(cfg.tracking)
     tracking.use_experiment(cfg.name, cfg.tracking)
     tags = {
@@ -141,17 +155,14 @@ def final_evaluation(
     with tracking.tracked_run(run_name=f"{cfg.name}-final", tags=tags):
         tracking.log_config(cfg)
         model = build_model(cfg)
-        model.fit(
-            x,
-            y,
-            batch_size=cfg.train.batch_size,
-            epochs=cfg.train.epochs,
-            verbose=cfg.train.verbose,
-            callbacks=[tracking.EpochMetrics()],
-        )
-        loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+        fit(model, cfg, xy, validation_data=None, callbacks=[tracking.EpochMetrics()])
+        if cfg.train.batching == "bucketed":
+            test = batches.bucketed(xy.val, xy.y_val, cfg.train.batch_size, seq_len)
+            loss, accuracy = model.evaluate(test, verbose=0)
+        else:
+            loss, accuracy = model.evaluate(xy.x_val, xy.y_val, batch_size=256, verbose=0)
         metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
-        tracking.log_final(model, metrics, registered_model, x_test[:2])
+        tracking.log_final(model, metrics, registered_model, xy.x_val[:2])
     log.info(
         "final model: test_accuracy %.4f (registered as %s)",
         metrics["test_accuracy"],
