@@ -61,7 +61,7 @@ def test_batch_shapes_are_bounded_by_the_buckets_and_padding_is_small() -> None:
     ragged = batches.truncate(reviews(n=600, longest=256), 256)
     dataset = batches.bucketed(ragged, np.zeros(600), BATCH, seq_len=256, seed=0)
     widths = [x.shape[1] for x, _ in epochs(dataset, 1)[0]]
-    bounds = batches.boundaries(256)
+    bounds = batches.boundaries(256, ragged.lengths)
     assert len(bounds) <= 20 and bounds[-1] == 257
     assert set(widths) <= {b - 1 for b in bounds}
     padded = sum(w * BATCH for w in widths)  # an upper bound: last batches may be smaller
@@ -113,3 +113,8 @@ def test_bucketed_needs_masking_and_is_refused_before_data_is_read(
         "(else results depend on each batch's padding)"
     ]
     assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())
+
+
+def test_reviews_that_fill_seq_len_make_one_bucket() -> None:
+    assert batches.boundaries(64, np.full(10, 64)) == [65]  # nothing to save: one shape
+    assert len(batches.boundaries(64, np.full(10, 20))) > 1

@@ -282,3 +282,22 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     assert max(finished.values()) == 1, f"a finished trial was repeated: {finished}"
     assert sum(1 for s in after if s[1] == "KILLED" and not s[2]) == 1
     assert [s[1] for s in after if s[2]] == ["FINISHED"], "one parent, resumed and finished"
+
+
+def test_vocabulary_size_and_batching_are_searchable(
+    make_sweep: Callable[..., DictConfig],
+) -> None:
+    """A smaller vocabulary than the sweep's base needs its own encoding (else token ids
+    overflow the embedding); batching is a knob like any other."""
+    space = {
+        "data.num_words": {"type": "choice", "values": [16, 64]},
+        "train.batching": {"type": "choice", "values": ["bucketed", "fixed"]},
+    }
+    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=4", "data.seq_len=48")
+    sweep_run(cfg)
+    assert_complete_record(cfg, 4)
+    _, children = runs_of(cfg)
+    grid = {(r.data.params["data.num_words"], r.data.params["train.batching"]) for r in children}
+    assert grid == {("16", "bucketed"), ("16", "fixed"), ("64", "bucketed"), ("64", "fixed")}
+    sizes = {r.data.params["data.num_words"]: r.data.metrics["param_count"] for r in children}
+    assert sizes["16"] < sizes["64"]  # the embedding shrank with the vocabulary

@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from sweep import batches, train
 from sweep.train import run as train_run
 from tests.conftest import REAL_DATA, RUN_ARTIFACTS, own_lines, run_cli, tiny_overrides
 
@@ -26,7 +27,11 @@ def only_run(uri: str, experiment: str) -> mlflow.entities.Run:
 
 
 def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> None:
-    cfg = make_config("tracking.log_models=best", "model.attention.scale=learned")
+    # seq_len 48: the tiny reviews (12-35 tokens) fill it by half, so batches are bucketed
+    cfg = make_config(
+        "tracking.log_models=best", "model.attention.scale=learned", "data.seq_len=48"
+    )
+    assert len(batches.boundaries(48, train.arrays(train.load(cfg), cfg).train.lengths)) > 1
     best = train_run(cfg)
     run = only_run(cfg.tracking.uri, "base")
     client = MlflowClient()
@@ -36,7 +41,8 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     assert params["model.attention.scale"] == "learned"
     assert params["model.attention.initializer.class_name"] == "RandomUniform"
     assert params["train.learning_rate"] == "0.03"
-    assert params["data.seq_len"] == "16"
+    assert params["data.seq_len"] == "48"
+    assert params["train.batching"] == "bucketed"
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert sorted(steps) == [0, 1], metric
@@ -55,8 +61,8 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     )
     assert len(models) == 1
     model = mlflow.keras.load_model(models[0].model_uri)
-    tokens = np.array([[0, 0, 1, 5, 6, 7] + [8] * 10], dtype="int32")
-    assert model.predict(tokens, verbose=0).shape == (1, 2)
+    tokens = np.array([[1, 5, 6, 7] + [8] * 10 + [0, 0]], dtype="int32")
+    assert model.predict(tokens, verbose=0).shape == (1, 2)  # any length: batches vary
 
 
 def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -54,6 +54,7 @@ class AttentionHyperModel(keras_tuner.HyperModel):
     def __init__(self, cfg: DictConfig, encoded: data.Encoded) -> None:
         super().__init__(name="attention_classifier")
         self.cfg, self.encoded = cfg, encoded
+        self._encoded = {cfg.data.num_words: encoded}
         self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
 
     def trial_config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
@@ -63,11 +64,18 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         except ConfigError as err:
             raise FailedTrialError(f"invalid combination: {err}") from None
 
+    def encoded_for(self, cfg: DictConfig) -> data.Encoded:
+        """The reviews tokenised for this trial's vocabulary (`data.num_words` is searchable):
+        each size read once per sweep, from the cache after its first sweep."""
+        if cfg.data.num_words not in self._encoded:
+            self._encoded[cfg.data.num_words] = train.load(cfg)
+        return self._encoded[cfg.data.num_words]
+
     def arrays(self, cfg: DictConfig) -> train.Arrays:
-        """Padded once per sequence length per sweep: re-padding is cheap, re-tokenising never."""
-        key = (cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+        """Cut once per vocabulary and sequence length per sweep: cheap, re-tokenising never."""
+        key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
         if key not in self._arrays:
-            self._arrays[key] = train.arrays(self.encoded, cfg)
+            self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg)
         return self._arrays[key]
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
@@ -177,7 +185,7 @@ class TrialTracking:
                 runs,
                 seconds,
                 self.hypermodel.arrays(cfg).x_val,
-                self.hypermodel.encoded.vocabulary,
+                self.hypermodel.encoded_for(cfg).vocabulary,
                 log_model=log_model,
                 objective=objective,
                 direction=direction,
