@@ -29,6 +29,7 @@ def test_benchmark_runs_on_a_tiny_slice(
             f"--data={tiny_imdb}",
             "--epochs=1",
             "--quick",
+            "--xla",
             f"--out={out}",
             f"--readme={readme}",
             f"--work={tmp_path}",
