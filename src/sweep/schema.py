@@ -26,12 +26,45 @@ BATCHING = ("bucketed", "fixed")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+class _NoValue:
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+#: A ConfigError's value when there is none to show (a key that does not exist, a removal).
+NO_VALUE: Any = _NoValue()
+
+
 class ConfigError(ValueError):
     """A bad config value, reported as one line naming the key and the value."""
 
     def __init__(self, key: str, value: Any, reason: str) -> None:
         self.key, self.value, self.reason = key, value, reason
-        super().__init__(f"config error: {key}={_show(value)}: {reason}")
+        shown = key if value is NO_VALUE else f"{key}={_show(value)}"
+        super().__init__(f"config error: {shown}: {reason}")
+
+
+#: One duration part: a number and its unit (seconds when the unit is left out).
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds in a duration such as `90s`, `30m`, `2h`, `1h30m` or `45` (seconds)."""
+    text = str(value).strip().lower()
+    parts = list(_DURATION_PART.finditer(text))
+    joined = "".join(m.group(0) for m in parts).replace(" ", "")
+    if (
+        isinstance(value, bool)
+        or not parts
+        or joined != text.replace(" ", "")
+        or (len(parts) > 1 and any(not m.group(2) for m in parts))
+    ):
+        raise ConfigError(key, value, "expected a duration such as 90s, 30m, 2h or 1h30m")
+    seconds = sum(float(m.group(1)) * _UNIT_SECONDS[m.group(2)] for m in parts)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(key, value, "must be a positive duration")
+    return seconds
 
 
 def first_line(err: BaseException) -> str:
@@ -162,6 +195,12 @@ class SearchConfig:
     hyperband_factor: int = field(default=3, metadata=_range(ge=2))
     # config path -> how to search it
     space: dict[str, SearchParam] = field(default_factory=dict)
+    # no trial starts once this much time has passed since this command's search began:
+    # 90s, 30m, 2h, 1h30m (null: no limit); the trial running then finishes
+    time_budget: str | None = None
+    # points tried before the tuner's own: base (the config's own values, when they are points
+    # of the space), {best_of: EXPERIMENT} (another sweep's best trial), {config.path: value}
+    initial: list[Any] = field(default_factory=lambda: ["base"])
 
 
 @dataclass
@@ -264,6 +303,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.search is not None:
         from sweep.space import check_space
 
+        if cfg.search.time_budget is not None:
+            parse_duration("search.time_budget", cfg.search.time_budget)
         check_space(cfg)
 
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras_tuner
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.schema import ConfigError, validate
+from sweep.schema import NAME_PATTERN, ConfigError, validate
 
 #: Config sections a search may set; the rest (tracking, sweep, search) shape the harness itself.
 SEARCHABLE = ("data.", "model.", "train.")
@@ -48,23 +48,105 @@ def _choices(param: DictConfig) -> tuple[list[Any], dict[Any, Any]]:
     return labels, dict(zip(labels, values, strict=True))
 
 
-def hyperparameters(space: DictConfig) -> keras_tuner.HyperParameters:
-    """Declare every entry of `space` up front, so the oracle owns the whole space."""
+def hyperparameters(
+    space: DictConfig, defaults: Mapping[str, Any] | None = None
+) -> keras_tuner.HyperParameters:
+    """Declare every entry of `space` up front, so the oracle owns the whole space.
+
+    `defaults` (Keras Tuner values by path) replace Keras Tuner's defaults (the first value, the
+    minimum): the grid tuner's first trial is its defaults.
+    """
     hp = keras_tuner.HyperParameters()
     for path, param in space.items():
-        kind = param.type
+        kind, default = param.type, (defaults or {}).get(path)
         if kind == "choice":
             values, _ = _choices(param)
-            hp.Choice(path, values, ordered=all(isinstance(v, int | float) for v in values))
+            ordered = all(isinstance(v, int | float) for v in values)
+            hp.Choice(path, values, ordered=ordered, default=default)
         elif kind == "boolean":
-            hp.Boolean(path)
+            hp.Boolean(path, default=bool(default))
         else:
             cast, declare = (int, hp.Int) if kind == "int" else (float, hp.Float)
             step = None if param.get("step") is None else cast(param["step"])
             declare(
-                path, cast(param["min"]), cast(param["max"]), step=step, sampling=param.sampling
+                path,
+                cast(param["min"]),
+                cast(param["max"]),
+                step=step,
+                sampling=param.sampling,
+                default=default,
             )
     return hp
+
+
+def tuner_value(param: DictConfig, hp: Any, value: Any) -> Any:
+    """The Keras Tuner value of entry `param` (declared as `hp`) that stands for config `value`.
+
+    Raises ValueError, saying why, when `value` is not a point of the entry.
+    """
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if param.type == "choice":
+        for kt_value, config_value in _choices(param)[1].items():
+            if isinstance(value, bool) == isinstance(config_value, bool) and value == config_value:
+                return kt_value
+        shown = ", ".join(label(v) for v in _choices(param)[1].values())
+        raise ValueError(f"not one of the entry's values ({shown})")
+    if param.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ValueError("not true or false")
+    low, high = hp.min_value, hp.max_value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a number in the entry's range {low}..{high}")
+    tolerance = 1e-9 * max(abs(low), abs(high), 1.0)
+    if not low - tolerance <= value <= high + tolerance:
+        raise ValueError(f"outside the entry's range {low}..{high}")
+    if hp.step is not None:
+        on_step = [v for v in hp.values if math.isclose(v, value, rel_tol=1e-9, abs_tol=1e-12)]
+        if not on_step:
+            raise ValueError(f"not on the entry's steps ({low}, step {hp.step})")
+        return on_step[0]
+    if param.type == "int":
+        if float(value) != int(value):
+            raise ValueError("not a whole number (the entry is an int)")
+        return int(value)
+    return float(value)
+
+
+def _declared(cfg: DictConfig) -> dict[str, Any]:
+    return {p.name: p for p in hyperparameters(cfg.search.space).space}
+
+
+def initial_point(cfg: DictConfig, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A whole point in Keras Tuner values: `given` (config values by path) over the config's own
+    values; where the config's value is no point of its entry, the entry's default (first value,
+    minimum). Raises ValueError naming the given value that is no point, and why."""
+    declared, point = _declared(cfg), {}
+    for path, param in cfg.search.space.items():
+        if path in given:
+            try:
+                point[path] = tuner_value(param, declared[path], given[path])
+            except ValueError as err:
+                raise ValueError(f"{path}={label(given[path])} is {err}") from None
+            continue
+        try:
+            point[path] = tuner_value(param, declared[path], OmegaConf.select(cfg, path))
+        except ValueError:
+            point[path] = declared[path].default
+    return point
+
+
+def base_point(cfg: DictConfig) -> tuple[dict[str, Any] | None, str]:
+    """The config's own values as a point, or None and which value is not a point."""
+    declared, point = _declared(cfg), {}
+    for path, param in cfg.search.space.items():
+        value = OmegaConf.select(cfg, path)
+        try:
+            point[path] = tuner_value(param, declared[path], value)
+        except ValueError as err:
+            return None, f"{path}={label(value)} is {err}"
+    return point, ""
 
 
 def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> DictConfig:
@@ -115,6 +197,42 @@ def check_space(cfg: DictConfig) -> None:
             _check_range(cfg, key, path, param)
         if cfg.search.tuner == "grid" and param.type == "float" and param.get("step") is None:
             raise ConfigError(f"{key}.step", None, "grid search needs a step for a float")
+    check_initial(cfg)
+
+
+#: `search.initial`'s entry for the config's own values.
+BASE = "base"
+_INITIAL_FORMS = "expected base, {best_of: EXPERIMENT} or a point {config.path: value, ...}"
+
+
+def check_initial(cfg: DictConfig) -> None:
+    """Every `search.initial` entry is well formed and every value it gives is a point of the
+    space, checked like the space's own values."""
+    initial = cfg.search.get("initial") or []
+    declared = _declared(cfg)
+    for i, entry in enumerate(initial):
+        key = f"search.initial[{i}]"
+        if entry == BASE:
+            continue
+        if not isinstance(entry, DictConfig) or not entry:
+            raise ConfigError(key, entry, _INITIAL_FORMS)
+        if "best_of" in entry:
+            if len(entry) != 1:
+                raise ConfigError(key, entry, "best_of stands alone: {best_of: EXPERIMENT}")
+            if not NAME_PATTERN.match(str(entry.best_of)):
+                raise ConfigError(f"{key}.best_of", entry.best_of, "not an experiment name")
+            continue
+        for path, value in entry.items():
+            where = f"{key}.{path}"
+            if path not in declared:
+                raise ConfigError(
+                    where, value, f"not a key of search.space ({', '.join(declared)})"
+                )
+            try:
+                tuner_value(cfg.search.space[path], declared[path], value)
+            except ValueError as err:
+                raise ConfigError(where, value, str(err)) from None
+            _check_value(cfg, where, str(path), value)
 
 
 def _check_choice(cfg: DictConfig, key: str, path: str, param: DictConfig) -> None:

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from typing import Any
 import keras
 import keras_tuner
 from keras_tuner.errors import FailedTrialError, FatalError
-from omegaconf import DictConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import data, space, tracking, train
 from sweep.model import build_model
-from sweep.schema import ConfigError, first_line
+from sweep.schema import ConfigError, first_line, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 PROJECT = "tuner"
 #: The sweep's identity on disk: its parent run and the settings it was started with.
 STATE_FILE = "sweep.json"
+#: The parent run's tag that says why the search ended.
+STOP_REASON = "stop_reason"
 #: Config sections that do not change what a trial computes, so a resume may change them.
 RESUMABLE_CHANGES = (
     "tracking",
@@ -41,6 +45,8 @@ RESUMABLE_CHANGES = (
     "data.path",
     "data.cache_dir",
     "train.verbose",
+    "search.time_budget",
+    "search.initial",
 )
 
 
@@ -100,8 +106,14 @@ class TrialTracking:
 
     parent_run_id: str
     sweep_cfg: DictConfig
+    #: (label, Keras Tuner values) of the sweep's initial points, to tag their trials
+    initial_labels: Sequence[tuple[str, dict[str, Any]]] = ()
     hypermodel: AttentionHyperModel
     oracle: keras_tuner.Oracle
+
+    def _populate_initial_space(self) -> None:
+        """Keras Tuner builds models here to find conditional hyperparameters (its hook for such
+        overrides); the space is declared whole up front, so no model is built before a trial."""
 
     def on_search_begin(self) -> None:
         super().on_search_begin()  # type: ignore[misc]
@@ -154,7 +166,7 @@ class TrialTracking:
             )
             return logged
         cfg = None
-        tags = {**self._tags, "trial_id": trial.trial_id}
+        tags = {**self._tags, "trial_id": trial.trial_id, **self._initial_tag(trial)}
         with tracking.tracked_run(
             nested=True,
             parent_run_id=self.parent_run_id,
@@ -194,6 +206,12 @@ class TrialTracking:
                 self._best = score
         return histories
 
+    def _initial_tag(self, trial: Any) -> dict[str, str]:
+        """`initial`: base, best_of=NAME or given, for a trial that is a `search.initial` point."""
+        values = self._values(trial)
+        label = next((name for name, point in self.initial_labels if point == values), None)
+        return {"initial": label} if label else {}
+
     def _values(self, trial: Any) -> dict[str, Any]:
         return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
 
@@ -225,37 +243,122 @@ class TrialTracking:
         tracking.log_leaderboard(self.parent_run_id, self.sweep_cfg)
 
 
-class RandomSweep(TrialTracking, keras_tuner.RandomSearch):
+class SweepOracle:
+    """Mixed into each Keras Tuner oracle: the sweep's initial points come before the oracle's own
+    picks, and no trial starts once the time budget is spent (Keras Tuner's way to end a search:
+    `create_trial` answers STOPPED)."""
+
+    #: `search.initial` resolved: whole points in Keras Tuner values, tried first, in order.
+    initial: Sequence[dict[str, Any]] = ()
+    #: `search.time_budget` as written and in seconds; None: no limit.
+    budget: tuple[str, float] | None = None
+    #: When this command's search began (`start_clock`), trials started since, and why it ended.
+    clock: float | None = None
+    started = 0
+    stop_reason: str | None = None
+
+    def start_clock(self) -> None:
+        self.clock, self.started, self.stop_reason = time.monotonic(), 0, None
+
+    def _budget_spent(self) -> bool:
+        return (
+            self.budget is not None
+            and self.clock is not None
+            and time.monotonic() - self.clock >= self.budget[1]
+        )
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
+        ongoing = tuner_id in self.ongoing_trials  # type: ignore[attr-defined]
+        if not ongoing and self._budget_spent():
+            n = self.started
+            self.stop_reason = f"time budget {self.budget[0]} spent after {n} trial{'s' * (n != 1)}"
+            self.tuner_ids.discard(tuner_id)  # type: ignore[attr-defined]
+            return keras_tuner.engine.trial.Trial(
+                self.get_space(),  # type: ignore[attr-defined]
+                status=keras_tuner.engine.trial.TrialStatus.STOPPED,
+            )
+        trial = super().create_trial(tuner_id)  # type: ignore[misc]
+        if not ongoing and trial.status == keras_tuner.engine.trial.TrialStatus.RUNNING:
+            self.started += 1
+        return trial
+
+    def next_initial(self) -> dict[str, Any] | None:
+        """The first initial point no trial of this sweep has tried yet (resumes skip them)."""
+        tried = [
+            {k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")}
+            for t in self.trials.values()  # type: ignore[attr-defined]
+        ]
+        return next((dict(point) for point in self.initial if point not in tried), None)
+
+
+class InitialFirstOracle(SweepOracle):
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        values = self.next_initial()
+        if values is not None:
+            return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": values}
+        return super().populate_space(trial_id)  # type: ignore[misc]
+
+
+class RandomOracle(InitialFirstOracle, keras_tuner.oracles.RandomSearchOracle):
+    """Random search, initial points first."""
+
+
+class BayesianOracle(InitialFirstOracle, keras_tuner.oracles.BayesianOptimizationOracle):
+    """Bayesian optimisation; initial points first (they count as its initial random points)."""
+
+
+class HyperbandOracle(SweepOracle, keras_tuner.oracles.HyperbandOracle):
+    """Hyperband; initial points are the first of its fresh (round 0) trials."""
+
+    def _random_values(self) -> dict[str, Any] | None:
+        values = self.next_initial()
+        return values if values is not None else super()._random_values()
+
+
+class RandomSweep(TrialTracking, keras_tuner.Tuner):
     """Random search over the declared space."""
 
 
-class BayesianSweep(TrialTracking, keras_tuner.BayesianOptimization):
+class BayesianSweep(TrialTracking, keras_tuner.Tuner):
     """Gaussian-process Bayesian optimisation over the declared space."""
 
 
 class HyperbandSweep(TrialTracking, keras_tuner.Hyperband):
     """Hyperband: many short trials, the promising ones trained on."""
 
+    def __init__(self, oracle: HyperbandOracle, hypermodel: Any, **kwargs: Any) -> None:
+        # keras_tuner.Hyperband.__init__ only builds its own oracle: the sweep brings one
+        keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)
 
-class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
+
+class ResumableGridSearchOracle(SweepOracle, keras_tuner.oracles.GridSearchOracle):
     """Keras Tuner 1.4.8's grid oracle forgets its position on reload and stops at once; rebuild
-    the position from the trials it reloaded."""
+    the position from the trials it reloaded. Initial points: the first is the grid's defaults
+    (its first trial); the others are placed in grid order, so the walk skips them later."""
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        ids = [i for i in self.start_order if i in self.trials]
-        order = sorted(
-            ids,
-            key=cmp_to_key(
-                lambda a, b: self._compare(
-                    self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values
-                )
-            ),
-        )
+        self._populate_next = self._order()
+
+    def _order(self, extra: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        values = {
+            i: self.trials[i].hyperparameters.values for i in self.start_order if i in self.trials
+        }
+        values.update(extra or {})
+        order = sorted(values, key=cmp_to_key(lambda a, b: self._compare(values[a], values[b])))
         self._ordered_ids = type(self._ordered_ids)()
         for trial_id in order:
             self._ordered_ids.insert(trial_id)
-        self._populate_next = list(order)
+        return order
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        values = self.next_initial() if self.start_order else None
+        if values is None:
+            return super().populate_space(trial_id)
+        self._order({trial_id: values})
+        self._populate_next.append(trial_id)
+        return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": values}
 
 
 class GridSweep(TrialTracking, keras_tuner.Tuner):
@@ -263,13 +366,20 @@ class GridSweep(TrialTracking, keras_tuner.Tuner):
 
 
 def build_tuner(
-    cfg: DictConfig, hypermodel: AttentionHyperModel, directory: Path, *, overwrite: bool
+    cfg: DictConfig,
+    hypermodel: AttentionHyperModel,
+    directory: Path,
+    *,
+    overwrite: bool,
+    initial: list[dict[str, Any]] | None = None,
 ) -> keras_tuner.Tuner:
-    """The Keras Tuner tuner `search.tuner` names, its state in `directory`."""
-    search = cfg.search
+    """The Keras Tuner tuner `search.tuner` names, its state in `directory`; `initial` points
+    (Keras Tuner values) are tried before the tuner's own."""
+    search, initial = cfg.search, list(initial or [])
     objective = keras_tuner.Objective(search.objective, direction=search.direction)
+    defaults = initial[0] if initial and search.tuner == "grid" else None
     common: dict[str, Any] = {
-        "hyperparameters": space.hyperparameters(search.space),
+        "hyperparameters": space.hyperparameters(search.space, defaults),
         "tune_new_entries": False,
         "allow_new_entries": False,
         "max_retries_per_trial": 0,
@@ -283,21 +393,26 @@ def build_tuner(
         "overwrite": overwrite,
         "executions_per_trial": search.executions_per_trial,
     }
-    if search.tuner == "random":
-        tuner = RandomSweep(hypermodel, max_trials=search.max_trials, **common, **where)
-    elif search.tuner == "bayesian":
-        tuner = BayesianSweep(hypermodel, max_trials=search.max_trials, **common, **where)
-    elif search.tuner == "hyperband":
-        tuner = HyperbandSweep(
-            hypermodel,
-            max_epochs=cfg.train.epochs,
-            factor=search.hyperband_factor,
-            **common,
-            **where,
+    oracle: SweepOracle
+    if search.tuner == "hyperband":
+        oracle = HyperbandOracle(
+            max_epochs=cfg.train.epochs, factor=search.hyperband_factor, **common
         )
+        tuner: keras_tuner.Tuner = HyperbandSweep(oracle, hypermodel, **where)
     else:
-        oracle = ResumableGridSearchOracle(max_trials=search.max_trials, **common)
-        tuner = GridSweep(oracle, hypermodel, **where)
+        oracle_class, tuner_class = {
+            "random": (RandomOracle, RandomSweep),
+            "bayesian": (BayesianOracle, BayesianSweep),
+            "grid": (ResumableGridSearchOracle, GridSweep),
+        }[search.tuner]
+        oracle = oracle_class(max_trials=search.max_trials, **common)
+        tuner = tuner_class(oracle, hypermodel, **where)
+    oracle.initial = initial
+    if search.get("time_budget") is not None:
+        oracle.budget = (
+            str(search.time_budget),
+            parse_duration("search.time_budget", search.time_budget),
+        )
     tuner.oracle.verbose = 0  # our one line per trial replaces Keras Tuner's dump
     return tuner
 
@@ -364,6 +479,7 @@ def run(cfg: DictConfig) -> float:
         return _work(cfg)
     directory = Path(cfg.sweep.dir) / cfg.name
     tracking.configure(cfg.tracking)
+    initial = initial_points(cfg)
     experiment = tracking.use_experiment(cfg.name, cfg.tracking)
     parent_id = _resume_or_start(cfg, directory, experiment)
     encoded = train.load(cfg)
@@ -372,7 +488,14 @@ def run(cfg: DictConfig) -> float:
     else:
         tracking.close_stale_runs(experiment)
     hypermodel = AttentionHyperModel(cfg, encoded)
-    tuner = build_tuner(cfg, hypermodel, directory, overwrite=parent_id is None)
+    tuner = build_tuner(
+        cfg,
+        hypermodel,
+        directory,
+        overwrite=parent_id is None,
+        initial=[point for _, point in initial],
+    )
+    tuner.initial_labels = initial
     tags = tracking.standard_tags(cfg, encoded)
     with tracking.tracked_run(
         run_id=parent_id,
@@ -385,17 +508,27 @@ def run(cfg: DictConfig) -> float:
             _save_state(directory, cfg, parent.info.run_id)
         tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent.info.run_id, cfg, tags
         try:
+            tuner.oracle.start_clock()
             tuner.search(callbacks=_callbacks(cfg))
         except FatalError as err:
             raise SweepError(f"sweep stopped: {first_line(err)}") from None
         except Exception as err:
             if "consecutive failures" in str(err):
+                MlflowClient().set_tag(parent.info.run_id, STOP_REASON, first_line(err))
                 raise SweepError(f"sweep stopped: {first_line(err)}") from None
             if tracking.unreachable(err):
                 raise SweepError(f"sweep stopped: {tracking.gone_message(err)}") from None
             raise
         if role == "chief":  # every trial has ended: a RUNNING one lost its worker
             tracking.close_open_trials(parent.info.run_id)
+        reason = _stop_reason(tuner.oracle, cfg)
+        MlflowClient().set_tag(parent.info.run_id, STOP_REASON, reason)
+        if tuner.oracle.stop_reason:
+            log.info(
+                "sweep %s stopped: %s; re-run the same command to go on (with a fresh budget)",
+                cfg.name,
+                reason,
+            )
         best = tracking.log_leaderboard(parent.info.run_id, cfg)
     ui = (
         f"open {cfg.tracking.uri}"
@@ -412,6 +545,66 @@ def run(cfg: DictConfig) -> float:
         ui,
     )
     return float(best) if best is not None else float("nan")
+
+
+def _stop_reason(oracle: SweepOracle, cfg: DictConfig) -> str:
+    """Why the search ended, in words, for the parent run's `stop_reason` tag."""
+    if oracle.stop_reason:
+        return oracle.stop_reason
+    n = len(oracle.trials)  # type: ignore[attr-defined]
+    max_trials = getattr(oracle, "max_trials", None)
+    if max_trials and n >= max_trials:
+        return f"max_trials {max_trials} reached"
+    return f"the {cfg.search.tuner} tuner has no further trials after {n}"
+
+
+def initial_points(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+    """`search.initial` resolved: (label, Keras Tuner values) per point, in order, each once;
+    `base` is left out (and a line says why) when the config's values are no point of the space."""
+    points: list[tuple[str, dict[str, Any]]] = []
+    for i, entry in enumerate(cfg.search.get("initial") or []):
+        if entry == space.BASE:
+            point, why = space.base_point(cfg)
+            if point is None:
+                log.info("search.initial: base left out: %s", why)
+                continue
+            label = space.BASE
+        elif "best_of" in entry:
+            key, label = f"search.initial[{i}].best_of", f"best_of={entry.best_of}"
+            given = _best_of(cfg, key, str(entry.best_of))
+            try:
+                point = space.initial_point(cfg, given)
+            except ValueError as err:
+                raise ConfigError(key, entry.best_of, f"its best trial's {err}") from None
+        else:
+            label = "given"
+            point = space.initial_point(cfg, OmegaConf.to_container(entry, resolve=True))
+        if all(point != other for _, other in points):
+            points.append((label, point))
+    return points
+
+
+def _best_of(cfg: DictConfig, key: str, name: str) -> dict[str, Any]:
+    """The values the best finished trial of sweep `name` (its newest, in this MLflow store)
+    searched, for the keys this sweep searches too."""
+    parent = tracking.sweep_parent(name)
+    if parent is None:
+        raise ConfigError(key, name, f"no sweep of that name in {cfg.tracking.uri}")
+    objective = parent.data.params.get("search.objective", cfg.search.objective)
+    direction = parent.data.params.get("search.direction", cfg.search.direction)
+    metric = f"best_{objective}"
+    finished = [
+        r
+        for r in tracking.trial_runs(parent.info.run_id)
+        if r.info.status == "FINISHED" and math.isfinite(r.data.metrics.get(metric, math.nan))
+    ]
+    if not finished:
+        raise ConfigError(key, name, "that sweep has no finished trial yet")
+    pick = max if direction == "max" else min
+    best = pick(finished, key=lambda r: r.data.metrics[metric])
+    searched = [k.strip() for k in best.data.tags.get("hyperparameters", "").split(",")]
+    config = OmegaConf.create(tracking.run_config(best.info.run_id))
+    return {k: OmegaConf.select(config, k) for k in searched if k in cfg.search.space}
 
 
 def _work(cfg: DictConfig) -> float:
