@@ -11,7 +11,12 @@ from typing import Any, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from sweep.config import CONF_DIR, check_command_line
+from sweep.config import (
+    CONF_DIR,
+    apply_space_overrides,
+    check_command_line,
+    split_space_overrides,
+)
 from sweep.schema import ConfigError, register
 
 
@@ -42,6 +47,9 @@ def main(task: Callable[[DictConfig], Any]) -> None:
     register()
     try:
         check_command_line(sys.argv[1:])
+        # search space overrides have dotted paths in their keys, which Hydra cannot address:
+        # each job applies them itself
+        sys.argv[1:], space_edits = split_space_overrides(sys.argv[1:])
     except ConfigError as err:
         fail(err)
 
@@ -49,7 +57,7 @@ def main(task: Callable[[DictConfig], Any]) -> None:
     def job(cfg: DictConfig) -> Any:
         signal.signal(signal.SIGINT, _interrupt)
         try:
-            return task(cfg)
+            return task(apply_space_overrides(cfg, space_edits))
         except _user_errors() as err:
             fail(err)
         except KeyboardInterrupt:

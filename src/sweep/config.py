@@ -3,17 +3,21 @@ composition errors into one line that names the bad key and value."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.schema import ConfigError, first_line, register, validate
+from sweep.schema import NO_VALUE, ConfigError, SearchParam, first_line, register, validate
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -28,6 +32,7 @@ def compose_config(
     best configs, which `config_name` then names) beside `conf/`.
     """
     register()
+    overrides, space_edits = split_space_overrides(overrides)
     primary, extra = CONF_DIR, []
     if config_dir is not None:
         config_dir = Path(config_dir).resolve()  # relative as `--config-dir` allows; Hydra needs it
@@ -43,8 +48,115 @@ def compose_config(
         raise as_config_error(err, overrides) from None
     finally:
         GlobalHydra.instance().clear()
+    cfg = apply_space_overrides(cfg, space_edits)
     validate(cfg)
     return cfg
+
+
+#: An override of the search space: `search.space=...`, `+search.space.PATH=...`,
+#: `search.space.PATH.FIELD=...`, `~search.space.PATH`.
+_SPACE_OVERRIDE = re.compile(r"^(\+\+|\+|~)?search\.space(\.|=|$)")
+#: The fields of one search space entry.
+_FIELDS = tuple(f.name for f in dataclasses.fields(SearchParam))
+
+
+def split_space_overrides(args: Sequence[str]) -> tuple[list[str], list[Override]]:
+    """(the other arguments, the search space overrides, parsed by Hydra's grammar).
+
+    A space is keyed by config paths, which hold dots; Hydra and OmegaConf read every dot in an
+    override's key as one more level, so `apply_space_overrides` applies these instead.
+    """
+    rest, edits = [], []
+    parser = OverridesParser.create()
+    for arg in args:
+        if not _SPACE_OVERRIDE.match(arg):
+            rest.append(arg)
+            continue
+        try:
+            edits.append(parser.parse_override(arg))
+        except HydraException as err:
+            raise ConfigError("override", arg, first_line(err)) from None
+    return rest, edits
+
+
+def apply_space_overrides(cfg: DictConfig, edits: Sequence[Override]) -> DictConfig:
+    """`cfg` with the search space overrides applied, in order (not validated yet):
+
+    `search.space={PATH: {...}, ...}` sets the whole space; `+search.space={...}` adds entries
+    (replacing one of the same path); `[+]search.space.PATH={...}` adds or replaces one entry;
+    `search.space.PATH.FIELD=VALUE` changes one field of an entry; `~search.space.PATH` removes it.
+    """
+    if not edits:
+        return cfg
+    if cfg.search is None:
+        first = edits[0]
+        raise ConfigError(first.key_or_group, _text(first), "needs a sweep (+experiment=NAME)")
+    space: dict[str, Any] = OmegaConf.to_container(cfg.search.space)  # type: ignore[assignment]
+    for edit in edits:
+        key, value = edit.key_or_group, None if edit.is_delete() else edit.value()
+        if edit.is_sweep_override():
+            raise ConfigError(key, _text(edit), "a search space entry cannot be swept over")
+        path = key.removeprefix("search.space").removeprefix(".")
+        if not path:  # the whole space
+            if edit.is_delete():
+                space = {}
+            elif not isinstance(value, dict):
+                raise ConfigError(key, value, "expected {config.path: {type: ...}, ...}")
+            elif edit.is_add() or edit.is_force_add():
+                space.update(value)
+            else:
+                space = dict(value)
+            continue
+        entry, _, field = path.rpartition(".")
+        entries = ", ".join(space) or "none"
+        if entry in space and path not in space:  # one field of an entry
+            if field not in _FIELDS:
+                raise ConfigError(key, NO_VALUE, FIELD_REASON)
+            if edit.is_delete():
+                raise ConfigError(
+                    f"~{key}", NO_VALUE, f"remove whole entries: ~search.space.{entry}"
+                )
+            space[entry][field] = value
+        elif field in _FIELDS and path not in space and _entry_like(entry):
+            raise ConfigError(
+                key,
+                NO_VALUE if edit.is_delete() else value,
+                f"search.space has no entry {entry} (entries: {entries}); add one with "
+                f"+search.space.{entry}={{type: ..., ...}}",
+            )
+        elif edit.is_delete():
+            if path not in space:
+                raise ConfigError(f"~{key}", NO_VALUE, f"not an entry of search.space ({entries})")
+            del space[path]
+        elif isinstance(value, dict):
+            unknown = [f for f in value if f not in _FIELDS]
+            if unknown:
+                raise ConfigError(f"{key}.{unknown[0]}", NO_VALUE, FIELD_REASON)
+            space[path] = value
+        else:
+            raise ConfigError(key, value, ENTRY_REASON)
+    edited = OmegaConf.merge(cfg, {})
+    OmegaConf.set_struct(edited, False)
+    edited.search.space = {}
+    try:
+        edited = OmegaConf.merge(edited, {"search": {"space": space}})
+    except OmegaConfBaseException as err:
+        raise as_config_error(err) from None
+    OmegaConf.set_struct(edited, True)
+    return edited  # type: ignore[return-value]
+
+
+#: Why a search space entry's key or value cannot be; the same whichever way it was given.
+FIELD_REASON = f"no such field of a search space entry ({', '.join(_FIELDS)})"
+ENTRY_REASON = "a search space entry is a mapping such as {type: choice, values: [...]}"
+
+
+def _entry_like(path: str) -> bool:
+    return path.startswith(("data.", "model.", "train."))
+
+
+def _text(edit: Override) -> str:
+    return edit.input_line.partition("=")[2] if edit.input_line else ""
 
 
 def check_command_line(args: Sequence[str]) -> None:
@@ -75,13 +187,20 @@ def as_config_error(err: BaseException, overrides: Sequence[str] = ()) -> Config
         options = ", ".join(err.options or [])
         reason = f"no such {group or 'config'}" + (f" (available: {options})" if options else "")
         return ConfigError(group or "config", option or err.missing_cfg_file, reason)
-    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
-    key = getattr(cause, "full_key", None)
+    cause, key = err, getattr(err, "full_key", None)
+    for _ in range(10):  # down the chain to OmegaConf's error, which names the key
+        if key or (cause.__cause__ or cause.__context__) is None:
+            break
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else ""
     if key:
         named = _override(key, overrides)
         if named is not None:
-            return ConfigError(*named, _reason(cause))
-        return ConfigError(key, getattr(cause, "value", None), _reason(cause))
+            return ConfigError(*named, _reason(cause, key))
+        value = getattr(cause, "value", None)
+        if value is None and _reason(cause, key).startswith("no such"):
+            value = NO_VALUE  # a key that does not exist has no value to show
+        return ConfigError(key, value, _reason(cause, key))
     return ConfigError("config", " ".join(overrides), first_line(err))
 
 
@@ -94,8 +213,13 @@ def _override(key: str, overrides: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-def _reason(err: BaseException) -> str:
+def _reason(err: BaseException, key: str = "") -> str:
     text = first_line(err)
+    in_space = key.startswith("search.space.")
+    if in_space and "is not a subclass of SearchParam" in text:
+        return ENTRY_REASON
     if "not in struct" in text or ("Key '" in text and "not" in text):
+        if in_space:
+            return FIELD_REASON
         return "no such key in the config (check the spelling; see conf/ for the keys)"
     return text
