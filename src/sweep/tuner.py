@@ -624,6 +624,7 @@ def _work(cfg: DictConfig) -> float:
     tuner = build_tuner(cfg, hypermodel, Path(cfg.sweep.dir) / cfg.name, overwrite=False)
     tags = {**tracking.standard_tags(cfg, encoded), **distributed.worker_tags(cfg)}
     tuner.parent_run_id, tuner.sweep_cfg, tuner._tags = parent_id, cfg, tags
+    tuner.initial_labels = initial_points(cfg)  # the chief's oracle tries them; tag their trials
     log.info(
         "worker %s joined sweep %s (parent run %s)", cfg.distributed.worker_id, cfg.name, parent_id
     )
