@@ -154,8 +154,9 @@ def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> Dict
 
     Raises ConfigError when the combination is not a valid config.
     """
-    trial = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    trial = OmegaConf.merge(OmegaConf.structured(_schema()), trial)
+    # interpolations resolve after the values are in: a derived default (train.batching from
+    # model.mask_padding) follows the trial's values, not the base config's
+    trial = OmegaConf.merge(OmegaConf.structured(_schema()), OmegaConf.to_container(cfg))
     for path, param in space.items():
         if path not in values:
             continue
@@ -163,6 +164,9 @@ def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> Dict
         if param.type == "choice":
             value = _choices(param)[1].get(value, value)
         OmegaConf.update(trial, path, value, merge=False)
+    trial = OmegaConf.merge(
+        OmegaConf.structured(_schema()), OmegaConf.to_container(trial, resolve=True)
+    )
     validate(trial)
     return trial
 
@@ -269,9 +273,7 @@ def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> Non
 
 def _check_value(cfg: DictConfig, key: str, path: str, value: Any) -> None:
     """One searched value must make a valid config on its own (the schema says why not)."""
-    probe = OmegaConf.merge(
-        OmegaConf.structured(_schema()), OmegaConf.to_container(cfg, resolve=True)
-    )
+    probe = OmegaConf.merge(OmegaConf.structured(_schema()), OmegaConf.to_container(cfg))
     probe.search = None
     try:
         OmegaConf.update(probe, path, value, merge=False)
