@@ -101,13 +101,13 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
     )
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # the package's own defaults: a quiet console, which the tests' line counts rely on
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
+        env.pop(name, None)
     return env
 
 
 PYTHON = sys.executable
-#: TensorFlow's C++ start-up lines, printed on stderr before any Python logging.
-TF_NOISE = ("I0000", "W0000", "E0000", "WARNING: All")
 
 
 def run_cli(
@@ -125,5 +125,6 @@ def run_cli(
 
 
 def own_lines(stderr: str) -> list[str]:
-    """The harness's own stderr lines, without TensorFlow's start-up chatter."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(TF_NOISE)]
+    """The non-blank stderr lines: the harness's own, since TensorFlow's start-up chatter is
+    kept off the console (`sweep.quiet`); any that came back would count against a test."""
+    return [line for line in stderr.splitlines() if line.strip()]
