@@ -14,16 +14,22 @@ from sweep.schema import validate
 def run(cfg: DictConfig) -> float:
     """A single run for the base config; a Keras Tuner sweep when an experiment sets `search`."""
     validate(cfg)
+    from sweep import tracking
+
     if cfg.search is None:
         from sweep.schema import check_single_run
         from sweep.train import run as train_run
 
         check_single_run(cfg)
 
-        return train_run(cfg)
+        best = train_run(cfg)
+        tracking.show_runs_page(cfg)  # the last line: where to see it
+        return best
     from sweep.tuner import run as sweep_run
 
-    return sweep_run(cfg)
+    best = sweep_run(cfg)
+    tracking.show_runs_page(cfg, view=tracking.LEADERBOARD_VIEW)
+    return best
 
 
 def main() -> None:

@@ -98,6 +98,8 @@ def export(cfg: DictConfig) -> Exported:
     written = [directory / p.name for p in configs]
     if cfg.export.evaluate:
         _final(cfg, written[0], finished.iloc[0], objective, direction)
+    # the last line: where to see it (the final run, or the trials, best first)
+    tracking.show_runs_page(cfg, view=None if cfg.export.evaluate else tracking.LEADERBOARD_VIEW)
     return Exported(directory, table, written, commands, verdicts)
 
 
@@ -139,14 +141,8 @@ def _write_effects(
     objective: str,
     staging: Path,
 ) -> list[str]:
-    effects = leaderboard.effects(finished, hyperparameters, best, direction)
     per_run = {run: tracking.execution_scores(run, objective) for run in finished["run_id"]}
-    repeats = max((len(v) for v in per_run.values()), default=1) or 1
-    noise = leaderboard.seed_noise(per_run.values())
-    if noise is None:  # trials that drew identical values are repeats too
-        same = finished.groupby([finished[h].astype(str) for h in hyperparameters])[best]
-        noise = leaderboard.seed_noise(list(v) for _, v in same)
-    verdicts = leaderboard.verdicts(effects, noise, repeats)
+    effects, verdicts = leaderboard.judged(finished, hyperparameters, best, direction, per_run)
     effects.to_csv(staging / "effects.csv", index=False)
     (staging / "effects.md").write_text(
         "# Which hyperparameters matter\n\n"

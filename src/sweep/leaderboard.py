@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 from mlflow.entities import Run
@@ -119,6 +119,98 @@ def verdicts(effect_table: pd.DataFrame, noise: float | None, repeats: int = 1) 
                 "evidence either is better; pick the cheaper one."
             )
     return lines
+
+
+def judged(
+    finished: pd.DataFrame,
+    hyperparameters: Sequence[str],
+    objective: str,
+    direction: str = "max",
+    executions: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The effect table and its verdicts: the seed noise comes from each trial's executions
+    (`executions`: run id -> each execution's best), else from trials that drew the same values."""
+    effect_table = effects(finished, hyperparameters, objective, direction)
+    runs = list((executions or {}).values())
+    repeats = max((len(v) for v in runs), default=1) or 1
+    noise = seed_noise(runs)
+    if noise is None:
+        same = finished.groupby([finished[h].astype(str) for h in hyperparameters])[objective]
+        noise = seed_noise(list(v) for _, v in same)
+    return effect_table, verdicts(effect_table, noise, repeats)
+
+
+def shown(value: object) -> str:
+    """A hyperparameter value for people: floats to 4 significant digits, the rest as is."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if value.strip().lstrip("+-").isdigit():
+            return value.strip()
+        value = number
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def short_names(hyperparameters: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's last part, or the whole key where two would read the same."""
+    last = [hp.rsplit(".", 1)[-1] for hp in hyperparameters]
+    return {
+        hp: n if last.count(n) == 1 else hp for hp, n in zip(hyperparameters, last, strict=True)
+    }
+
+
+def description(
+    table: pd.DataFrame,
+    hyperparameters: Sequence[str],
+    objective: str,
+    direction: str = "max",
+    *,
+    max_trials: int | None = None,
+    link: Callable[[str], str] | None = None,
+    board: str | None = None,
+    executions: Mapping[str, Sequence[float]] | None = None,
+    top: int = 5,
+) -> str:
+    """A sweep's standing in markdown, for MLflow's experiment and run descriptions: one line
+    with the best trial (what lists of experiments show) and a link to `board`, the page of all
+    trials, then the top trials and the verdicts. `link` turns a run id into a trial's link."""
+    best = f"best_{objective}"
+    finished = table[table["status"] == "FINISHED"].dropna(subset=[best])
+    failed = int((table["status"] == "FAILED").sum())
+    done = f"{len(finished)} finished" + (f", {failed} failed" if failed else "")
+    done += f" of {max_trials} trials" if max_trials else " trials"
+    if finished.empty:
+        return f"No trial finished yet ({done}).\n"
+    names = short_names(hyperparameters)
+    first = finished.iloc[0]
+    values = ", ".join(f"{names[hp]}={shown(first[hp])}" for hp in hyperparameters)
+    headline = f"Best {objective} {first[best]:.4f}: trial-{first['trial_id']} ({values}); {done}."
+    lines = [
+        f"{headline} [All trials, best first]({board})" if board else headline,
+        "",
+        f"**Top {min(top, len(finished))} by {objective}**",
+        "",
+    ]
+    rows = []
+    for rank, (_, row) in enumerate(finished.head(top).iterrows(), 1):
+        trial = f"trial-{row['trial_id']}"
+        cells = {"rank": str(rank), "trial": f"[{trial}]({link(row['run_id'])})" if link else trial}
+        cells.update({names[hp]: shown(row[hp]) for hp in hyperparameters})
+        cells[objective] = f"{row[best]:.4f}"
+        seconds = row.get("seconds_per_epoch")
+        cells["s/epoch"] = "" if seconds is None or pd.isna(seconds) else f"{seconds:.1f}"
+        rows.append(cells)
+    lines.append(pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True))
+    if len(finished) > 1:
+        _, said = judged(finished, hyperparameters, best, direction, executions)
+        lines += ["", "**Which hyperparameters matter**", "", *(f"- {line}" for line in said)]
+    return "\n".join(lines) + "\n"
 
 
 def pareto_front(cost: pd.Series, score: pd.Series, direction: str = "max") -> pd.Series:

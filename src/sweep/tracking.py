@@ -5,7 +5,9 @@ Training code hands this module its config, history and model; nothing else impo
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -13,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -24,6 +27,7 @@ import keras
 import mlflow
 import mlflow.keras
 import numpy as np
+import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +44,17 @@ PACKAGES = ("attention-sweep", "tensorflow", "keras", "keras-tuner", "mlflow", "
 HEATMAP_REVIEWS, DIAGNOSTIC_REVIEWS = 3, 256
 #: Tokens per heatmap axis: more are unreadable.
 HEATMAP_TOKENS = 40
+#: The experiment tag MLflow's UI types experiments by: model training ("Machine learning",
+#: its runs table), not GenAI development (traces). Values: mlflow/server/js, `experimentKind`.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+#: The description of an experiment or run, as the UI shows and edits it (markdown).
+NOTE_TAG = "mlflow.note.content"
+#: Where `mlflow ui` serves by default.
+LOCAL_UI = "http://127.0.0.1:5000"
+#: Experiment tags that hold the runs page's saved views, by key; a sweep's own view.
+VIEW_TAG, LEADERBOARD_VIEW = "mlflow.sharedViewState.", "leaderboard"
+#: Trials the leaderboard in a sweep's descriptions shows; the most text a description holds.
+DESCRIPTION_TOP, MAX_NOTE = 5, 8000
 
 
 def configure(tracking: DictConfig) -> None:
@@ -115,18 +130,105 @@ def is_local_store(uri: str) -> bool:
 
 def use_experiment(name: str, tracking: DictConfig) -> str:
     """Make `name` the active MLflow experiment (created with artifacts under
-    `tracking.artifact_root` for a local store); returns its id."""
+    `tracking.artifact_root` for a local store, and typed as model training for the UI);
+    returns its id."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         experiment = found.experiment_id
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before the harness typed them
+            client.set_experiment_tag(experiment, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     else:
         location = None
         if is_local_store(str(tracking.uri)):
             location = (Path(tracking.artifact_root) / name).resolve().as_uri()
-        experiment = client.create_experiment(name, artifact_location=location)
+        experiment = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     mlflow.set_experiment(experiment_id=experiment)
     return experiment
+
+
+def runs_page(uri: str, experiment_id: str, view: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs: on the tracking server itself, or for any
+    other store where `mlflow ui --backend-store-uri URI --host 127.0.0.1` serves it. The
+    `workflowType` parameter shows MLflow 3's model-training navigation rather than GenAI's;
+    `view` opens one of the experiment's saved views (`save_view`)."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else LOCAL_UI
+    return f"{base}/{runs_route(experiment_id, view)}"
+
+
+def runs_route(experiment_id: str, view: str | None = None) -> str:
+    """`runs_page` within the UI: a link that works in a description, whatever the host."""
+    route = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{route}&viewStateShareKey={view}" if view else route
+
+
+def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any]) -> None:
+    """A saved view of the experiment's runs page (filter, sort, columns), as the MLflow UI
+    saves one (Views > Save as new view): a link with `viewStateShareKey=KEY` opens it.
+    Written once per process and view (a sweep refreshes its standing after every trial)."""
+    text = json.dumps(dict(state), sort_keys=True)
+    where = (mlflow.get_tracking_uri(), experiment_id, key)
+    if _saved_views.get(where) == text:
+        return
+    now = int(time.time() * 1000)
+    packed = base64.b64encode(zlib.compress(text.encode())).decode()
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": f"deflate;{packed}"}
+    MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(view))
+    _saved_views[where] = text
+
+
+#: What `save_view` wrote in this process, by store, experiment and key.
+_saved_views: dict[tuple[str, str, str], str] = {}
+
+
+def leaderboard_view(parent_run_id: str, cfg: DictConfig) -> dict[str, Any]:
+    """The sweep's trials, best first, with their hyperparameters and cost: the answer."""
+    search = cfg.search
+    metrics = (f"best_{search.objective}", "seconds_per_epoch", "attention_entropy")
+    return {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`best_{search.objective}`",
+        "orderByAsc": search.direction == "min",
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": [
+            *(f"params.`{hp}`" for hp in search.space),
+            *(f"metrics.`{m}`" for m in metrics),
+        ],
+    }
+
+
+def ui_command(uri: str) -> str | None:
+    """The command that serves the UI for `uri`; None for a tracking server (it serves it)."""
+    if urlparse(uri).scheme in ("http", "https"):
+        return None
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+
+
+def show_runs_page(cfg: DictConfig, view: str | None = None) -> str | None:
+    """End a command with the link to its experiment's runs page (in saved `view` when the
+    experiment has it), alone on the last line, after a line saying how to serve the UI;
+    returns the link, None when there is no such experiment."""
+    uri, name = str(cfg.tracking.uri), str(cfg.name)
+    if not store_exists(uri):
+        return None
+    found = MlflowClient(uri).get_experiment_by_name(name)
+    if found is None:
+        return None
+    if view is not None and VIEW_TAG + view not in found.tags:
+        view = None
+    link = runs_page(uri, found.experiment_id, view)
+    command = ui_command(uri)
+    if command is None:
+        log.info("results: MLflow experiment '%s' on %s; its runs:", name, uri)
+    else:
+        log.info("results: MLflow experiment '%s' in %s; run `%s`, then open:", name, uri, command)
+    print(link, flush=True)
+    return link
 
 
 def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -427,6 +529,7 @@ def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
     client.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
     best_column = f"best_{search.objective}"
     finished = table[table["status"] == "FINISHED"].dropna(subset=[best_column])
+    describe_sweep(parent_run_id, cfg, table, finished)
     if finished.empty:
         return None
     client.log_figure(
@@ -443,6 +546,36 @@ def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
     client.log_metric(parent_run_id, best_column, best)
     client.set_tag(parent_run_id, "best_run_id", finished["run_id"].iloc[0])
     return best
+
+
+def describe_sweep(
+    parent_run_id: str, cfg: DictConfig, table: pd.DataFrame, finished: pd.DataFrame
+) -> str:
+    """The sweep's standing (best trial, top trials, verdicts) as the description of its parent
+    run and of its experiment, which is what the MLflow UI shows first; returns the markdown."""
+    search, client = cfg.search, MlflowClient()
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    executions = None
+    if search.executions_per_trial > 1:  # each trial's seeds: the noise the verdicts need
+        executions = {run: execution_scores(run, search.objective) for run in finished["run_id"]}
+    text = leaderboard.description(
+        table,
+        list(search.space),
+        search.objective,
+        search.direction,
+        max_trials=search.max_trials if search.tuner != "hyperband" else None,
+        link=lambda run_id: (
+            f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+        ),
+        board=runs_route(experiment, LEADERBOARD_VIEW),
+        executions=executions,
+        top=DESCRIPTION_TOP,
+    )[:MAX_NOTE]
+    client.set_tag(parent_run_id, NOTE_TAG, text)
+    client.set_experiment_tag(experiment, NOTE_TAG, text)
+    view = leaderboard_view(parent_run_id, cfg)
+    save_view(experiment, LEADERBOARD_VIEW, f"{cfg.name} leaderboard", view)
+    return text
 
 
 def sweep_parent(name: str, parent_run_id: str | None = None) -> mlflow.entities.Run | None:

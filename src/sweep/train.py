@@ -117,14 +117,7 @@ def run(cfg: DictConfig) -> float:
             log_model=cfg.tracking.log_models != "none",
         )
     best = max(history.history.get("val_accuracy", [float("nan")]))
-    log.info(
-        "run %s: best val_accuracy %.4f in %.0f s; open the MLflow UI with: "
-        "mlflow ui --backend-store-uri %s",
-        active.info.run_id,
-        best,
-        seconds,
-        cfg.tracking.uri,
-    )
+    log.info("run %s: best val_accuracy %.4f in %.0f s", active.info.run_id, best, seconds)
     return best
 
 

@@ -24,7 +24,7 @@ from keras_tuner.errors import FailedTrialError, FatalError
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import data, space, tracking, train
+from sweep import data, leaderboard, space, tracking, train
 from sweep.model import build_model
 from sweep.schema import ConfigError, first_line, parse_duration
 
@@ -119,6 +119,7 @@ class TrialTracking:
         super().on_search_begin()  # type: ignore[misc]
         self._best: float | None = None
         self._failures_in_a_row = 0
+        self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
         if self._shared:
             self._best = tracking.best_finished(
                 self.parent_run_id, self.sweep_cfg.search.objective, self.sweep_cfg.search.direction
@@ -215,32 +216,66 @@ class TrialTracking:
     def _values(self, trial: Any) -> dict[str, Any]:
         return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
 
-    def on_trial_end(self, trial: Any) -> None:
-        super().on_trial_end(trial)  # type: ignore[misc]
+    def _done(self) -> int:
+        """Trials ended (finished or failed) in this sweep so far, by any process."""
         trials = self._trials()
-        done = (
-            sum(t.status in ("COMPLETED", "FAILED") for t in trials.values())
-            if trials
-            else tracking.trials_done(self.parent_run_id)
-        )
+        if trials:
+            return sum(t.status in ("COMPLETED", "FAILED") for t in trials.values())
+        return tracking.trials_done(self.parent_run_id)
+
+    def on_trial_end(self, trial: Any) -> None:
+        """One line: trial i/N, its values and outcome, the best so far, time spent and left
+        (the mean time per trial this command has seen, times the trials left)."""
+        super().on_trial_end(trial)  # type: ignore[misc]
+        done, total = self._done(), self.sweep_cfg.search.max_trials
         values = ", ".join(
-            f"{k.rsplit('.', 1)[-1]}={space.label(v)}" for k, v in self._values(trial).items()
+            f"{k.rsplit('.', 1)[-1]}={leaderboard.shown(space.label(v))}"
+            for k, v in self._values(trial).items()
         )
         stored = self.oracle.get_trial(trial.trial_id)
         if stored.status == "COMPLETED":
             outcome = f"{self.sweep_cfg.search.objective}={stored.score:.4f}"
         else:
-            outcome = f"{stored.status}: {(stored.message or '').strip().splitlines()[-1:]}"
+            why = (stored.message or "").strip().splitlines()
+            outcome = f"{stored.status}: {why[-1] if why else '?'}"
         best = f"{self._best:.4f}" if self._best is not None else "-"
+        elapsed = time.monotonic() - self._clock
         log.info(
-            "trial %d/%d  %s  ->  %s  (best %s)",
+            "trial %d/%d  %s  ->  %s  (best %s)  elapsed %s, ETA %s",
             done,
-            self.sweep_cfg.search.max_trials,
+            total,
             values,
             outcome,
             best,
+            _span(elapsed),
+            self._eta(max(total - done, 0), elapsed, done - self._done_before),
         )
         tracking.log_leaderboard(self.parent_run_id, self.sweep_cfg)
+
+    def _eta(self, left: int, elapsed: float, ended: int) -> str:
+        """The `left` trials at the mean time of the `ended` ones; no later than the time budget
+        allows (no trial starts after it, the one started before it ends is waited for)."""
+        if not left:
+            return "0s"
+        if not ended:
+            return "-"
+        mean = elapsed / ended
+        seconds = mean * left
+        budget, clock = getattr(self.oracle, "budget", None), getattr(self.oracle, "clock", None)
+        if budget is not None and clock is not None:
+            remaining = budget[1] - (time.monotonic() - clock)
+            seconds = min(seconds, remaining + mean if remaining > 0 else 0.0)
+        return _span(seconds)
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: 45s, 3m05s, 2h07m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class SweepOracle:
@@ -530,20 +565,8 @@ def run(cfg: DictConfig) -> float:
                 reason,
             )
         best = tracking.log_leaderboard(parent.info.run_id, cfg)
-    ui = (
-        f"open {cfg.tracking.uri}"
-        if not tracking.is_local_store(str(cfg.tracking.uri))
-        else f"mlflow ui --backend-store-uri {cfg.tracking.uri} --host 127.0.0.1"
-    )
-    log.info(
-        "sweep %s done: best %s = %s. Results: MLflow experiment '%s' in %s; open the UI with: %s",
-        cfg.name,
-        cfg.search.objective,
-        best,
-        cfg.name,
-        cfg.tracking.uri,
-        ui,
-    )
+    shown = "-" if best is None else f"{best:.4f}"
+    log.info("sweep %s done: best %s = %s", cfg.name, cfg.search.objective, shown)
     return float(best) if best is not None else float("nan")
 
 
