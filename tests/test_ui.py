@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep.tuner import run as sweep_run
+from sweep import tracking
+from sweep.__main__ import run as command
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Screenshots land here for CI to keep.
@@ -90,30 +92,87 @@ def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_mlflow_ui_shows_the_trials_and_their_val_accuracy(
-    make_sweep: Callable[..., DictConfig], mlflow_ui: Callable[[str], str]
+def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
+    make_sweep: Callable[..., DictConfig],
+    mlflow_ui: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from playwright.sync_api import sync_playwright
+    """From the UI's home page, and from the link the command prints, by links alone (no switch
+    or setting touched): the sweep's standing, and its trials best first with the best score."""
+    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=2")
-    sweep_run(cfg)
+    # two trials that score apart on the tiny data (0.65 and 0.625)
+    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=2", "train.learning_rate=0.005")
+    command(cfg)  # what `python -m sweep` runs
+    printed = capsys.readouterr().out.rstrip("\n").splitlines()[-1]
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.name).experiment_id
-    trials = client.search_runs([experiment], "tags.trial_id != ''")
+    experiment = client.get_experiment_by_name(cfg.name)
+    trials = client.search_runs(
+        [experiment.experiment_id],
+        "tags.trial_id != ''",
+        order_by=["metrics.best_val_accuracy DESC"],
+    )
     assert len(trials) == 2
+    best = trials[0]
+    best_value = best.data.metrics["best_val_accuracy"]
+    assert best_value > trials[1].data.metrics["best_val_accuracy"]
+    route = f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    board = f"{route}&viewStateShareKey=leaderboard"
+    assert printed == f"{tracking.LOCAL_UI}/{board}"
+    headline = f"Best val_accuracy {best_value:.4f}: {best.info.run_name} (output_dim="
+    note = experiment.tags[tracking.NOTE_TAG].splitlines()[0]
+    assert note.startswith(headline) and note.endswith(f"[All trials, best first]({board})")
     url = mlflow_ui(cfg.tracking.uri)
     ARTIFACTS.mkdir(exist_ok=True)
+
+    def shows_the_trials_best_first(page: Page, screenshot: str) -> None:
+        page.get_by_text(headline).first.wait_for(timeout=60_000)  # the description
+        first = page.locator('[role="row"][row-index="0"]')  # pinned name, then the values
+        first.filter(has_text=best.info.run_name).first.wait_for(timeout=60_000)
+        shown = " ".join(first.all_inner_texts())
+        assert repr(best_value) in shown, f"{best_value!r} not in the first row: {shown!r}"
+        second = " ".join(page.locator('[role="row"][row-index="1"]').all_inner_texts())
+        assert trials[1].info.run_name in second
+        page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})  # a new profile
+        # the home page lists the experiment, the sweep's standing as its description; the
+        # experiment's page (MLflow 3.17 opens it on its GenAI overview: it follows the
+        # GenAI / Model training switch, not the experiment's type) shows the standing and
+        # its link to the trials
+        page.goto(f"{url}/", wait_until="load")
+        listed = page.get_by_role("row").filter(has_text=cfg.name).first
+        listed.wait_for(timeout=60_000)
+        assert headline in listed.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "mlflow-home.png"), full_page=True)
+        page.get_by_role("link", name=cfg.name, exact=True).first.click()
+        to_board = page.locator("a", has_text="All trials, best first").first
+        to_board.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-experiment-opened.png"), full_page=True)
+        tour = page.get_by_role("button", name="Got it")  # MLflow's GenAI tour, if it pops up
+        with contextlib.suppress(PlaywrightTimeout):
+            tour.wait_for(timeout=5_000)
+            tour.click()
+        with page.context.expect_page() as opened:  # the description's links open a tab
+            to_board.click()
+        board_page = opened.value
+        board_page.set_viewport_size({"width": 1600, "height": 1000})
+        shows_the_trials_best_first(board_page, "mlflow-experiment.png")
+
+        # the link the command printed, served here, in a new profile
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/#/experiments/{experiment}/runs", wait_until="load")
-        page.get_by_text(f"{cfg.name}-sweep").first.wait_for(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"), full_page=True)
+        page.goto(url + printed.removeprefix(tracking.LOCAL_UI), wait_until="load")
+        shows_the_trials_best_first(page, "mlflow-printed-link.png")
+
         for trial in trials:  # each trial's own page in the experiment: name and val_accuracy
             page.goto(
-                f"{url}/#/experiments/{experiment}/runs/{trial.info.run_id}", wait_until="load"
+                f"{url}/#/experiments/{experiment.experiment_id}/runs/{trial.info.run_id}",
+                wait_until="load",
             )
             page.get_by_text(trial.info.run_name, exact=True).first.wait_for(timeout=60_000)
             label = page.get_by_text("val_accuracy", exact=True).first
