@@ -231,3 +231,16 @@ def test_eta_is_the_mean_trial_time_times_the_trials_left_within_the_time_budget
     assert eta(SimpleNamespace(oracle=budget), 10, 60.0, 2) == "1m30s"  # 60 s left + a trial
     spent = SimpleNamespace(budget=("1m", 60.0), clock=time.monotonic() - 61)
     assert eta(SimpleNamespace(oracle=spent), 10, 61.0, 2) == "0s"
+
+
+def test_a_single_run_ends_with_its_runs_link(
+    make_config: Callable[..., DictConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sweep.__main__ import run as command  # what `python -m sweep` runs
+
+    cfg = make_config("train.epochs=1")
+    command(cfg)
+    experiment = MlflowClient().get_experiment_by_name(cfg.name).experiment_id
+    assert _last_line(capsys.readouterr().out) == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    )
