@@ -11,12 +11,15 @@ One invocation, one machine, one data set:
   hand-built `tf.data` pipeline, the alternative it was measured against;
 * **sweeps** - trials per hour and peak memory of `smoke` and `dim_search` (`python -m sweep`
   in a subprocess each, so its peak RSS is its own);
-* **search** - Hyperband against random search on the same space and epoch budget.
+* **search** - Hyperband against random search on the same space and epoch budget;
+* **bucketing** - fixed padding against length-bucketed batches (`--sections bucketing`);
+* **pruning** - median pruning against none: the same random search (same seed, so the same
+  trials), the epochs spent and the best objective both ways.
 
 Results are printed as JSON (and written to `--out`) and as markdown tables into `--readme`,
 between the results markers (the rest of the file is left as it is).
 
-    python benchmarks/run.py                   # the full benchmark (~13 min on 2 cores)
+    python benchmarks/run.py                   # the full benchmark (~15 min on 2 cores)
     python benchmarks/run.py --data DIR --epochs 1 --quick --out r.json --readme r.md  # ~2 min
 """
 
@@ -43,7 +46,13 @@ SRC = ROOT / "src"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 BUCKETING_MARKS = ("<!-- bucketing:start -->", "<!-- bucketing:end -->")
-TARGETS = {"overhead_ratio": 1.05, "first_load_s": 10.0, "cached_load_s": 1.0}
+PRUNING_MARKS = ("<!-- pruning:start -->", "<!-- pruning:end -->")
+TARGETS = {
+    "overhead_ratio": 1.05,
+    "first_load_s": 10.0,
+    "cached_load_s": 1.0,
+    "pruning_epochs": 0.6,  # epochs spent with median pruning / without
+}
 #: Overrides that shrink every config to seconds (`--quick`, for the test suite).
 QUICK = [
     "data.num_words=64",
@@ -61,6 +70,18 @@ SEARCH_SPACE = (
 )
 
 SPACE_LABEL = "search.space=<output_dim x scale>"
+#: The pruning space: a learning-rate range wide enough that its low end learns little in a few
+#: epochs (the trials pruning is for), x attention width.
+PRUNING_SPACE = (
+    "search.space={"
+    "train.learning_rate:{type:float,min:1.0e-5,max:3.0e-2,sampling:log},"
+    "model.attention.output_dim:{type:choice,values:[16,64]}}"
+)
+#: How spaces are shown in the commands the report prints.
+SPACE_LABELS = {
+    SEARCH_SPACE: SPACE_LABEL,
+    PRUNING_SPACE: "search.space=<learning_rate x output_dim>",
+}
 
 log = logging.getLogger("benchmarks")
 
@@ -447,12 +468,11 @@ def run_sweep(b: Bench, label: str, overrides: Sequence[str]) -> dict[str, Any]:
     metrics = [r.data.metrics for r in finished]
     best = [m["best_val_accuracy"] for m in metrics if "best_val_accuracy" in m]
     return {
-        "command": " ".join(
-            ["python -m sweep", *(SPACE_LABEL if a == SEARCH_SPACE else a for a in overrides)]
-        ),
+        "command": " ".join(["python -m sweep", *(SPACE_LABELS.get(a, a) for a in overrides)]),
         "tuner": cfg.search.tuner,
         "trials": len(trials),
         "finished": len(finished),
+        "pruned": sum(r.data.tags.get("pruned") == "true" for r in finished),
         "epochs_run": sum(m.get("epochs_run", 0.0) for m in metrics),
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -512,6 +532,67 @@ def bench_search(b: Bench) -> dict[str, Any]:
         "hyperband": hyperband,
         "random": random,
     }
+
+
+def trial_rows(b: Bench, label: str) -> list[dict[str, Any]]:
+    """Each finished trial of sweep `label` in start order: its values, epochs, best, pruning."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{b.work / label / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(label)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+    return [
+        {
+            "learning_rate": f"{float(r.data.params['train.learning_rate']):.3g}",
+            "output_dim": int(r.data.params["model.attention.output_dim"]),
+            "epochs_run": r.data.metrics.get("epochs_run"),
+            "best_val_accuracy": r.data.metrics.get("best_val_accuracy"),
+            "pruned_at_epoch": r.data.tags.get("pruned_at_epoch"),
+        }
+        for r in runs
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+
+
+def bench_pruning(b: Bench) -> dict[str, Any]:
+    """The same random search (seed, space, trials) without pruning, then with median pruning:
+    the epochs spent (the trials' logged `epochs_run`) and the best objective both ways."""
+    epochs = 2 if b.args.quick else b.args.pruning_epochs
+    limit = None if b.args.quick else b.args.pruning_limit
+    common = [
+        "+experiment=smoke",
+        PRUNING_SPACE,
+        "search.tuner=random",
+        f"search.max_trials={3 if b.args.quick else b.args.pruning_trials}",
+        "search.initial=[]",
+        f"train.epochs={epochs}",
+        "search.patience=0",
+        f"data.limit={limit}" if limit else "data.limit=null",
+    ]
+    from sweep.pruning import MIN_TRIALS
+
+    prewarm(b, common)
+    result: dict[str, Any] = {"max_epochs": epochs, "limit": limit, "min_trials": MIN_TRIALS}
+    for pruning in ("none", "median"):
+        label = f"pruning_{pruning}"
+        result[pruning] = run_sweep(b, label, [*common, f"search.pruning={pruning}"])
+        result[pruning]["trials_each"] = trial_rows(b, label)
+    none, pruned = result["none"], result["median"]
+    result["epochs_ratio"] = pruned["epochs_run"] / max(none["epochs_run"], 1.0)
+    result["best_gap"] = none["best_val_accuracy"] - pruned["best_val_accuracy"]
+    best, val = none["best_val_accuracy"], max(1, round((limit or 0) * 0.2))
+    result["val_reviews"] = val if limit else None
+    result["noise"] = (best * (1 - best) / val) ** 0.5  # one standard error of the best accuracy
+    result["met"] = (
+        result["epochs_ratio"] <= TARGETS["pruning_epochs"]
+        and abs(result["best_gap"]) <= result["noise"]
+    )
+    return result
 
 
 #: The bucketing section's configurations: the base config, and long_reviews' settings.
@@ -769,6 +850,38 @@ def bucketing_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pruning_markdown(results: dict[str, Any]) -> str:
+    """The pruning section as a table (its own block in `benchmarks/README.md`)."""
+    r, m = results["pruning"], results["machine"]
+    none = r["none"]
+    lines = [
+        f"Measured {m['date']}, {m['cores']} cores, `{results['command']}`: random search, "
+        f"{none['trials']} trials, the same seed both ways (so the same configurations), "
+        f"`{none['command']}`; the smoke model, data.limit={r['limit']}, up to {r['max_epochs']} "
+        "epochs a trial, no early stopping; median pruning from epoch 1 (the default "
+        f"`search.pruning_min_epochs`), judged once >= {r['min_trials']} earlier trials reached "
+        "the epoch.",
+        "",
+        "| search.pruning | Trials | Pruned | Epochs spent | Best val acc | Wall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pruning in ("none", "median"):
+        s = r[pruning]
+        lines.append(
+            f"| {pruning} | {s['finished']}/{s['trials']} | {s['pruned']} | {s['epochs_run']:.0f} "
+            f"| {s['best_val_accuracy']:.4f} | {s['wall_s']:.0f} s |"
+        )
+    gap_ok = abs(r["best_gap"]) <= r["noise"]
+    lines += [
+        "",
+        f"Epochs spent with median pruning / without: **{r['epochs_ratio']:.2f}** (target <= "
+        f"{TARGETS['pruning_epochs']}: {_ok(r['epochs_ratio'] <= TARGETS['pruning_epochs'])}); "
+        f"best val acc without minus with: {r['best_gap']:+.4f} (target: within one standard "
+        f"error of the best accuracy, ±{r['noise']:.4f}: {_ok(gap_ok)}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_readme(path: Path, table: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
     """Replace the text between the results markers (a new file is just the results)."""
     start, end = marks
@@ -788,7 +901,7 @@ def write_readme(path: Path, table: str, marks: tuple[str, str] = (MARK_START, M
 # Command line
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ("data", "overhead", "pipeline", "sweeps", "search", "bucketing")
+SECTIONS = ("data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -805,6 +918,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim-limit", type=int, default=None, help="data.limit of dim_search")
     p.add_argument("--search-epochs", type=int, default=3, help="max epochs, search section")
     p.add_argument("--search-limit", type=int, default=5000, help="data.limit, search section")
+    p.add_argument("--pruning-trials", type=int, default=10, help="trials, pruning section")
+    p.add_argument("--pruning-epochs", type=int, default=4, help="epochs, pruning section")
+    p.add_argument("--pruning-limit", type=int, default=5000, help="data.limit, pruning section")
     p.add_argument("--sweep-timeout", type=float, default=1200.0, help="seconds per sweep")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--readme", default=str(ROOT / "benchmarks" / "README.md"))
@@ -845,6 +961,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 bench_sweeps,
                 bench_search,
                 bench_bucketing,
+                bench_pruning,
             ),
             strict=True,
         ):
@@ -872,6 +989,8 @@ def report(results: dict[str, Any], readme: Path) -> None:
         write_readme(readme, markdown(results))
     if "bucketing" in results:
         write_readme(readme, bucketing_markdown(results), BUCKETING_MARKS)
+    if "pruning" in results:
+        write_readme(readme, pruning_markdown(results), PRUNING_MARKS)
 
 
 if __name__ == "__main__":

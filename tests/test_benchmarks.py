@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing")
+SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
 
 
 @pytest.mark.slow
@@ -73,9 +73,23 @@ def test_benchmark_runs_on_a_tiny_slice(
     assert 0.1 < bucketing["tokens_kept"] < 1.0  # tiny reviews: 11-33 tokens, cut to 16
 
     text = readme.read_text()
+    assert_pruning_section(results["pruning"], text)
     assert "| seq_len | tokens kept by fixed padding |" in text and "| 16 |" in text
     assert text.startswith("# Benchmarks\n\nKept.\n") and "stale results" not in text
     assert "| Benchmark | Measured | Target | Met |" in text
     assert "| Hyperband |" in text and "| Random search" in text
     assert "2 cores" in text or f"{results['machine']['cores']} cores" in text
     assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
+
+
+def assert_pruning_section(pruning: dict, text: str) -> None:
+    """The same 3 random trials of 2 epochs each, without and with median pruning."""
+    for kind in ("none", "median"):
+        assert pruning[kind]["finished"] == pruning[kind]["trials"] == 3, kind
+        assert len(pruning[kind]["trials_each"]) == 3, kind
+    assert pruning["none"]["pruned"] == 0 and pruning["none"]["epochs_run"] == 6  # 3 x 2 epochs
+    assert 0 < pruning["median"]["epochs_run"] <= 6
+    assert pruning["epochs_ratio"] == pytest.approx(pruning["median"]["epochs_run"] / 6, abs=1e-3)
+    rates = [[t["learning_rate"] for t in pruning[k]["trials_each"]] for k in ("none", "median")]
+    assert rates[0] == rates[1], "the same seed draws the same trials both ways"
+    assert "| search.pruning | Trials | Pruned | Epochs spent |" in text and "| median |" in text

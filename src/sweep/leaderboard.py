@@ -18,19 +18,23 @@ OUTCOME_METRICS = (
 )
 #: Per-epoch metrics whose last value is shown.
 FINAL_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+#: Tags of a trial run that median pruning stopped early (`search.pruning`).
+PRUNED_TAG, PRUNED_AT_TAG = "pruned", "pruned_at_epoch"
 
 
 def frame(
     runs: Iterable[Run], hyperparameters: Sequence[str], objective: str, direction: str = "max"
 ) -> pd.DataFrame:
-    """One row per trial run: status, every hyperparameter, final and best metrics, cost, run id;
-    sorted best first (failed and killed trials last)."""
+    """One row per trial run: status (and `PRUNED at epoch N` for a trial pruning stopped),
+    every hyperparameter, final and best metrics, cost, run id; sorted best first (failed and
+    killed trials last)."""
     rows = []
     for run in runs:
         metrics, params = run.data.metrics, run.data.params
         row: dict[str, object] = {
             "trial_id": run.data.tags.get("trial_id"),
             "status": run.info.status,
+            "pruned": pruned(run.data.tags),
         }
         row.update({hp: params.get(hp) for hp in hyperparameters})
         row[f"best_{objective}"] = metrics.get(f"best_{objective}")
@@ -46,6 +50,13 @@ def frame(
     return table.sort_values(
         [best, "trial_id"], ascending=[direction == "min", True], na_position="last"
     ).reset_index(drop=True)
+
+
+def pruned(tags: Mapping[str, str]) -> str | None:
+    """`PRUNED at epoch N` for a trial run median pruning stopped after N epochs, else None."""
+    if tags.get(PRUNED_TAG) != "true":
+        return None
+    return f"PRUNED at epoch {tags.get(PRUNED_AT_TAG, '?')}"
 
 
 def _grouping(column: pd.Series, max_values: int = 6) -> pd.Series:
@@ -183,7 +194,9 @@ def description(
     best = f"best_{objective}"
     finished = table[table["status"] == "FINISHED"].dropna(subset=[best])
     failed = int((table["status"] == "FAILED").sum())
-    done = f"{len(finished)} finished" + (f", {failed} failed" if failed else "")
+    stopped = int(table["pruned"].notna().sum()) if "pruned" in table else 0
+    done = f"{len(finished)} finished" + (f" ({stopped} pruned)" if stopped else "")
+    done += f", {failed} failed" if failed else ""
     done += f" of {max_trials} trials" if max_trials else " trials"
     if finished.empty:
         return f"No trial finished yet ({done}).\n"

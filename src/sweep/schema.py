@@ -193,6 +193,11 @@ class SearchConfig:
     max_consecutive_failures: int = field(default=3, metadata=_range(ge=1))
     # Hyperband's reduction factor
     hyperband_factor: int = field(default=3, metadata=_range(ge=2))
+    # median: stop a trial whose best objective so far is worse than the median of the earlier
+    # finished trials' objective at the same epoch (Vizier's median stopping rule); none: never
+    pruning: str = field(default="none", metadata=_range(choices=("none", "median")))
+    # epochs every trial runs before median pruning may stop it
+    pruning_min_epochs: int = field(default=1, metadata=_range(ge=1))
     # config path -> how to search it
     space: dict[str, SearchParam] = field(default_factory=dict)
     # no trial starts once this much time has passed since this command's search began:
@@ -305,7 +310,22 @@ def validate(cfg: DictConfig) -> None:
 
         if cfg.search.time_budget is not None:
             parse_duration("search.time_budget", cfg.search.time_budget)
+        check_pruning(cfg)
         check_space(cfg)
+
+
+def check_pruning(cfg: DictConfig) -> None:
+    """Median pruning needs an epoch to stop at: it never stops a trial at its last epoch
+    (when train.epochs is searched, each trial's own epochs decide)."""
+    search = cfg.search
+    if search.pruning != "median" or "train.epochs" in (search.space or {}):
+        return
+    if search.pruning_min_epochs >= cfg.train.epochs:
+        raise ConfigError(
+            "search.pruning_min_epochs",
+            search.pruning_min_epochs,
+            f"must be less than train.epochs ({cfg.train.epochs}), else no trial is ever pruned",
+        )
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:

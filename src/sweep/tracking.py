@@ -198,6 +198,7 @@ def leaderboard_view(parent_run_id: str, cfg: DictConfig) -> dict[str, Any]:
         "selectedColumns": [
             *(f"params.`{hp}`" for hp in search.space),
             *(f"metrics.`{m}`" for m in metrics),
+            *([f"tags.`{leaderboard.PRUNED_AT_TAG}`"] if search.get("pruning") == "median" else []),
         ],
     }
 
@@ -515,6 +516,28 @@ def trial_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
         f"tags.mlflow.parentRunId = '{parent_run_id}'",
         max_results=5000,
     )
+
+
+def objective_curves(
+    parent_run_id: str, metric: str, known: set[str] | frozenset[str] = frozenset()
+) -> dict[str, dict[int, float]]:
+    """Run id -> epoch (step) -> `metric`, for each FINISHED trial of this sweep (completed or
+    pruned) not in `known`; several executions' values at one epoch are averaged."""
+    client = MlflowClient()
+    curves: dict[str, dict[int, float]] = {}
+    for run in trial_runs(parent_run_id):
+        if run.info.status != "FINISHED" or run.info.run_id in known:
+            continue
+        by_step: dict[int, list[float]] = {}
+        for point in client.get_metric_history(run.info.run_id, metric):
+            by_step.setdefault(point.step, []).append(point.value)
+        curves[run.info.run_id] = {s: float(np.mean(v)) for s, v in sorted(by_step.items())}
+    return curves
+
+
+def log_pruned(epoch: int) -> None:
+    """Mark the active trial run as pruned after `epoch` epochs (1-based): FINISHED, not failed."""
+    mlflow.set_tags({leaderboard.PRUNED_TAG: "true", leaderboard.PRUNED_AT_TAG: str(epoch)})
 
 
 def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:

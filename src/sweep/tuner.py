@@ -24,7 +24,7 @@ from keras_tuner.errors import FailedTrialError, FatalError
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import data, leaderboard, space, tracking, train
+from sweep import data, leaderboard, pruning, space, tracking, train
 from sweep.model import build_model
 from sweep.schema import ConfigError, first_line, parse_duration
 
@@ -119,6 +119,13 @@ class TrialTracking:
         super().on_search_begin()  # type: ignore[misc]
         self._best: float | None = None
         self._failures_in_a_row = 0
+        self._pruned: dict[str, int] = {}  # trial id -> the epoch median pruning stopped it at
+        search = self.sweep_cfg.search
+        self._pruner = None
+        if search.get("pruning", "none") == "median":
+            self._pruner = pruning.Pruner(
+                self.parent_run_id, self.oracle.objective, search.pruning_min_epochs
+            )
         self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
         if self._shared:
             self._best = tracking.best_finished(
@@ -178,9 +185,7 @@ class TrialTracking:
                 cfg = self.hypermodel.trial_config(trial.hyperparameters)
                 tracking.log_config(cfg)
                 tracking.log_hyperparameters(self._values(trial))
-                started = time.perf_counter()
-                histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
-                seconds = time.perf_counter() - started
+                histories, seconds = self._fit(trial, *args, **kwargs)
             except Exception as err:
                 tracking.log_failure(err)
                 raise
@@ -206,6 +211,20 @@ class TrialTracking:
             if is_best:
                 self._best = score
         return histories
+
+    def _fit(self, trial: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """Keras Tuner's fit of the trial (each execution), its seconds; with median pruning,
+        stopped early (and tagged so) when it falls below the earlier trials' median."""
+        stop = self._pruner.callback() if self._pruner is not None else None
+        if stop is not None:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), stop]
+        started = time.perf_counter()
+        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        seconds = time.perf_counter() - started
+        if stop is not None and stop.pruned_at is not None:
+            tracking.log_pruned(stop.pruned_at)
+            self._pruned[trial.trial_id] = stop.pruned_at
+        return histories, seconds
 
     def _initial_tag(self, trial: Any) -> dict[str, str]:
         """`initial`: base, best_of=NAME or given, for a trial that is a `search.initial` point."""
@@ -235,6 +254,8 @@ class TrialTracking:
         stored = self.oracle.get_trial(trial.trial_id)
         if stored.status == "COMPLETED":
             outcome = f"{self.sweep_cfg.search.objective}={stored.score:.4f}"
+            if trial.trial_id in self._pruned:
+                outcome += f", pruned at epoch {self._pruned[trial.trial_id]}"
         else:
             why = (stored.message or "").strip().splitlines()
             outcome = f"{stored.status}: {why[-1] if why else '?'}"
@@ -454,6 +475,8 @@ def build_tuner(
 
 def _compared(cfg: DictConfig) -> dict[str, Any]:
     flat = tracking.flatten(cfg)
+    if flat.get("search.pruning", "none") == "none":  # as sweeps started before pruning saved
+        flat = {k: v for k, v in flat.items() if not k.startswith("search.pruning")}
     return {
         k: v
         for k, v in flat.items()
