@@ -244,3 +244,16 @@ def test_a_single_run_ends_with_its_runs_link(
     assert _last_line(capsys.readouterr().out) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
     )
+
+
+def test_effects_group_a_float_steps_values_as_people_read_them() -> None:
+    """Keras Tuner's float step gives 0.2 + 0.1 = 0.30000000000000004: one group, shown 0.3."""
+    table = pd.DataFrame(
+        {
+            "model.dropout": ["0.2", "0.30000000000000004", "0.3", "0.2"],
+            "val_accuracy": [1, 2, 3, 4],
+        }
+    )
+    effects = leaderboard.effects(table, ["model.dropout"], "val_accuracy")
+    assert sorted(effects["value"]) == ["0.2", "0.3"]
+    assert effects.set_index("value").loc["0.3", "count"] == 2

@@ -64,6 +64,8 @@ def _grouping(column: pd.Series, max_values: int = 6) -> pd.Series:
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all() and numbers.nunique() > max_values:
         return pd.qcut(numbers, 4, duplicates="drop").astype(str)
+    if numbers.notna().all() and column.dtype.kind != "b":
+        return numbers.map(shown)  # a float step's 0.30000000000000004 is 0.3 to people
     return column.astype(str)
 
 
