@@ -23,17 +23,6 @@ FIRST_BOUNDARY, GROWTH = 16, 1.2
 FILLED = 0.9
 
 
-def truncate(reviews: Ragged, seq_len: int, truncating: str = "pre") -> Ragged:
-    """Each review cut to its last (`pre`) or first (`post`) `seq_len` tokens, unpadded."""
-    lengths = reviews.lengths
-    kept = np.minimum(lengths, seq_len)
-    start = reviews.offsets[:-1] + (lengths - kept if truncating == "pre" else 0)
-    offsets = np.zeros(len(kept) + 1, dtype=np.int64)
-    np.cumsum(kept, out=offsets[1:])
-    gather = np.arange(offsets[-1], dtype=np.int64) + np.repeat(start - offsets[:-1], kept)
-    return Ragged(reviews.values[gather], offsets)
-
-
 def boundaries(seq_len: int, lengths: np.ndarray) -> list[int]:
     """Bucket bounds (exclusive) up to `seq_len + 1`: at most ~20 shapes even at seq_len 4096.
 
@@ -53,7 +42,7 @@ def bucketed(
     reviews: Ragged, labels: np.ndarray, batch_size: int, seq_len: int, seed: int | None = None
 ) -> tf.data.Dataset:
     """(tokens, label) batches of similar-length reviews, each padded (with 0, at the end) to
-    its bucket's bound; reviews must be at most `seq_len` long (see `truncate`).
+    its bucket's bound; reviews must be at most `seq_len` long (see `Ragged.truncate`).
 
     With a `seed`, the reviews are shuffled again every epoch, reproducibly; every review is in
     exactly one batch per pass (no batch is dropped). Without one, the order is fixed and the

@@ -138,6 +138,16 @@ class Ragged:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def truncate(self, seq_len: int, side: str = "pre") -> Ragged:
+        """Each sequence cut to its last (`pre`) or first (`post`) `seq_len` values."""
+        lengths = self.lengths
+        kept = np.minimum(lengths, seq_len)
+        start = self.offsets[:-1] + (lengths - kept if side == "pre" else 0)
+        offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+        np.cumsum(kept, out=offsets[1:])
+        gather = np.arange(offsets[-1], dtype=np.int64) + np.repeat(start - offsets[:-1], kept)
+        return Ragged(self.values[gather], offsets)
+
     def take(self, indices: np.ndarray | Sequence[int]) -> Ragged:
         """Select sequences by index (vectorised gather, order as given)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -881,21 +891,12 @@ def pad(
     if truncating not in ("pre", "post"):
         raise ValueError(f"truncating={truncating!r} must be 'pre' or 'post'")
     seq_len = int(seq_len)
-    ragged = Ragged.from_sequences(sequences)
-    n = len(ragged)
+    ragged = Ragged.from_sequences(sequences).truncate(seq_len, truncating)
+    kept, n = ragged.lengths, len(ragged)
     out = np.zeros((n, seq_len), dtype=np.int32)
-    lengths = ragged.lengths
-    kept = np.minimum(lengths, seq_len)
-    total = int(kept.sum())
-    if total == 0:
-        return out
-    src_start = ragged.offsets[:-1] + (lengths - kept if truncating == "pre" else 0)
     dst_start = np.arange(n, dtype=np.int64) * seq_len + (seq_len - kept if padding == "pre" else 0)
-    kept_start = np.cumsum(kept) - kept
-    within = np.arange(total, dtype=np.int64) - np.repeat(kept_start, kept)
-    out.reshape(-1)[np.repeat(dst_start, kept) + within] = ragged.values[
-        np.repeat(src_start, kept) + within
-    ]
+    within = np.arange(len(ragged.values), dtype=np.int64) - np.repeat(ragged.offsets[:-1], kept)
+    out.reshape(-1)[np.repeat(dst_start, kept) + within] = ragged.values
     return out
 
 

@@ -61,7 +61,7 @@ def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
     """Split off validation (fixed seed) and cut every review to this config's `seq_len`
     (cheap, per run; padding, if any, happens on first use)."""
     train, val = data.validation_split(encoded, cfg.data.val_fraction, seed=cfg.seed)
-    reviews = batches.truncate(encoded.train, cfg.data.seq_len, cfg.data.truncating)
+    reviews = encoded.train.truncate(cfg.data.seq_len, cfg.data.truncating)
     y = np.asarray(encoded.y_train, dtype=np.int32)
     return Arrays(
         reviews.take(train), y[train], reviews.take(val), y[val], cfg.data.seq_len, cfg.data.padding
@@ -132,9 +132,9 @@ def final_evaluation(
     seq_len, truncating = cfg.data.seq_len, cfg.data.truncating
     # all training reviews to fit on; the test reviews sit in the validation slot, unused by fit
     xy = Arrays(
-        batches.truncate(encoded.train, seq_len, truncating),
+        encoded.train.truncate(seq_len, truncating),
         np.asarray(encoded.y_train, dtype=np.int32),
-        batches.truncate(encoded.test, seq_len, truncating),
+        encoded.test.truncate(seq_len, truncating),
         np.asarray(encoded.y_test, dtype=np.int32),
         seq_len,
         cfg.data.padding,
