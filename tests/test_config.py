@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.config import CONF_DIR, compose_config
-from sweep.schema import ConfigError
+from sweep.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

@@ -14,8 +14,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import data, tracking
-from sweep.data import DataError, Encoded, Ragged
-from sweep.schema import ConfigError
+from sweep.data import Encoded, Ragged
+from sweep.errors import ConfigError, DataError
 from sweep.train import arrays
 
 REAL_ARCHIVE = (

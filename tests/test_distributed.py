@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 
 from sweep import distributed
 from sweep.config import compose_config
-from sweep.schema import ConfigError, check_single_run
+from sweep.errors import ConfigError
+from sweep.schema import check_single_run
 from tests.conftest import PYTHON, run_cli, tiny_overrides
 
 #: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
@@ -160,7 +161,7 @@ def test_server_recipe_binds_loopback_and_keeps_mlflows_protections() -> None:
 
 
 def test_worker_gives_up_clearly_when_no_chief_answers() -> None:
-    from sweep.tuner import SweepError
+    from sweep.errors import SweepError
 
     cfg = compose_config(
         [

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from sweep import tuner as tuner_module
 from sweep.__main__ import run as main_run
 from sweep.config import compose_config
-from sweep.export import ExportError, export
+from sweep.errors import ExportError
+from sweep.export import export
 from sweep.tuner import run as sweep_run
 from tests.conftest import REAL_DATA, own_lines, run_cli, tiny_overrides
 

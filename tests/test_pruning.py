@@ -17,9 +17,8 @@ from omegaconf import DictConfig
 
 from sweep import tuner as tuner_module
 from sweep.config import compose_config
+from sweep.errors import ConfigError, SweepError
 from sweep.pruning import MedianStop, median_curve
-from sweep.schema import ConfigError
-from sweep.tuner import SweepError
 from sweep.tuner import run as sweep_run
 from tests.conftest import run_cli, tiny_overrides
 from tests.test_distributed import _runs

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from sweep import tracking
 from sweep import tuner as tuner_module
 from sweep.config import compose_config
-from sweep.schema import ConfigError, parse_duration
+from sweep.errors import ConfigError
+from sweep.schema import parse_duration
 from sweep.tuner import initial_points
 from sweep.tuner import run as sweep_run
 from tests.conftest import own_lines, run_cli, tiny_overrides

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import space
 from sweep.config import CONF_DIR, compose_config
-from sweep.schema import ConfigError
+from sweep.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import tracking
 from sweep import tuner as tuner_module
-from sweep.tuner import SweepError
+from sweep.errors import SweepError
 from sweep.tuner import run as sweep_run
 from tests.conftest import PYTHON, RUN_ARTIFACTS, tiny_overrides
 

@@ -17,16 +17,8 @@ from sweep.config import (
     check_command_line,
     split_space_overrides,
 )
-from sweep.schema import ConfigError, register
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors whose message tells the user what to fix; anything else is a bug (traceback)."""
-    from sweep.data import DataError
-    from sweep.export import ExportError
-    from sweep.tuner import SweepError
-
-    return ConfigError, DataError, SweepError, ExportError
+from sweep.errors import ConfigError, UserError
+from sweep.schema import register
 
 
 def fail(err: BaseException) -> NoReturn:
@@ -58,7 +50,7 @@ def main(task: Callable[[DictConfig], Any]) -> None:
         signal.signal(signal.SIGINT, _interrupt)
         try:
             return task(apply_space_overrides(cfg, space_edits))
-        except _user_errors() as err:
+        except UserError as err:
             fail(err)
         except KeyboardInterrupt:
             sys.stderr.write(

@@ -17,7 +17,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.schema import NO_VALUE, ConfigError, SearchParam, first_line, register, validate
+from sweep.errors import NO_VALUE, ConfigError, first_line
+from sweep.schema import SearchParam, register, validate
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"

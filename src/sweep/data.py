@@ -39,6 +39,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sweep.errors import ConfigError, DataError, first_line
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -70,15 +72,6 @@ _NO_MOVIE = -1
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PATH_HINT = "pass data.path=/path/to/aclImdb_v1.tar.gz (or an extracted aclImdb/ directory)"
 _LAYOUT = "aclImdb/{train,test}/{pos,neg}/*.txt"
-
-
-class DataError(Exception):
-    """A user-facing data problem; the message is one line and says what to fix."""
-
-
-def _one_line(obj: object) -> str:
-    text = " ".join(str(obj).split())
-    return text or type(obj).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +361,7 @@ class _FileSource:
                 raw = [(s, c, name, _read_bytes(p)) for s, c, name, p, _, _ in self._scan()]
                 links = {k: (str(f), f.read_bytes()) for k, f in self._link_files().items()}
             except OSError as e:
-                raise DataError(f"{self.label}: cannot read reviews: {_one_line(e)}") from e
+                raise DataError(f"{self.label}: cannot read reviews: {first_line(e)}") from e
             return raw, links
         raw, links = [], {}
         try:
@@ -395,7 +388,7 @@ class _FileSource:
                     )
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             raise DataError(
-                f"{self.label}: cannot read the archive (truncated or corrupt?): {_one_line(e)}"
+                f"{self.label}: cannot read the archive (truncated or corrupt?): {first_line(e)}"
             ) from e
         raw.sort(key=lambda r: r[:3])
         return raw, links
@@ -508,7 +501,7 @@ class _KerasSource:
         try:
             x_train, y_train, x_test, y_test, word_index = _keras_imdb_load(num_words)
         except Exception as e:  # import error, no internet, bad download: all user-fixable
-            reason = _one_line(e)
+            reason = first_line(e)
             if self.auto:
                 raise DataError(
                     f"no IMDB data: {_PATH_HINT}, or allow {KERAS_SOURCE} to download it "
@@ -653,7 +646,7 @@ def _read_cache(file: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str,
         zlib.error,
         _CacheInvalid,
     ) as e:
-        log.warning("cache %s is corrupt/stale (%s), rebuilding", file, _one_line(e))
+        log.warning("cache %s is corrupt/stale (%s), rebuilding", file, first_line(e))
         return None
     return built, meta
 
@@ -798,8 +791,6 @@ def _val_split_kind(val_split: str, movies: np.ndarray | None, label: str) -> st
     if movies is not None:
         return "random" if val_split == "random" else "movie"
     if val_split == "movie":
-        from sweep.schema import ConfigError  # lazy: this module stays free of Hydra
-
         raise ConfigError(
             "data.val_split",
             val_split,

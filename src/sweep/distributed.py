@@ -56,7 +56,7 @@ USER_ERROR_EXIT = 2
 
 def _sweep_error(message: str) -> Exception:
     # imported late: `serve` must not start TensorFlow, which `sweep.tuner` imports
-    from sweep.tuner import SweepError
+    from sweep.errors import SweepError
 
     return SweepError(message)
 
@@ -529,7 +529,7 @@ def load_child_config(config_file: str | Path, overrides: Sequence[str]) -> Dict
 
 def _child_main(config_file: str, overrides: Sequence[str]) -> int:
     """One process of local parallel mode."""
-    from sweep.schema import ConfigError, validate
+    from sweep.schema import validate
 
     cfg = load_child_config(config_file, overrides)
     who = cfg.distributed.worker_id if cfg.distributed.role == "worker" else CHIEF_ID
@@ -538,13 +538,13 @@ def _child_main(config_file: str, overrides: Sequence[str]) -> int:
         format=f"[%(asctime)s][{who}][%(name)s][%(levelname)s] - %(message)s",
         force=True,
     )
-    from sweep.data import DataError
-    from sweep.tuner import SweepError, run
+    from sweep.errors import UserError
+    from sweep.tuner import run
 
     try:
         validate(cfg)
         run(cfg)
-    except (ConfigError, DataError, SweepError) as err:
+    except UserError as err:
         sys.stderr.write(f"{who}: {err}\n")
         return USER_ERROR_EXIT
     except KeyboardInterrupt:  # the launcher (or Ctrl-C) stops us; open runs are closed KILLED

@@ -21,6 +21,7 @@ import yaml
 from omegaconf import DictConfig
 
 from sweep import leaderboard, plots, tracking
+from sweep.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ HYDRA_SETTINGS = {
     "job": {"chdir": False},
     "run": {"dir": "sweeps/.hydra/${name}/${now:%Y-%m-%d_%H-%M-%S}"},
 }
-
-
-class ExportError(RuntimeError):
-    """Nothing to export; the message says why."""
 
 
 @dataclass(frozen=True)

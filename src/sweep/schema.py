@@ -16,6 +16,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sweep.errors import ConfigError
+
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
 MAX_SEQ_LEN = 4096
 #: Scale words the layer understands besides a positive number.
@@ -24,24 +26,6 @@ SCALE_WORDS = ("sqrt_dk", "none", "learned")
 BATCHING = ("bucketed", "fixed")
 #: Names are used as directory and MLflow experiment names; keep them to one safe path segment.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class _NoValue:
-    def __repr__(self) -> str:
-        return "NO_VALUE"
-
-
-#: A ConfigError's value when there is none to show (a key that does not exist, a removal).
-NO_VALUE: Any = _NoValue()
-
-
-class ConfigError(ValueError):
-    """A bad config value, reported as one line naming the key and the value."""
-
-    def __init__(self, key: str, value: Any, reason: str) -> None:
-        self.key, self.value, self.reason = key, value, reason
-        shown = key if value is NO_VALUE else f"{key}={_show(value)}"
-        super().__init__(f"config error: {shown}: {reason}")
 
 
 #: One duration part: a number and its unit (seconds when the unit is left out).
@@ -65,18 +49,6 @@ def parse_duration(key: str, value: Any) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(key, value, "must be a positive duration")
     return seconds
-
-
-def first_line(err: BaseException) -> str:
-    """An error's first non-blank line: what a one-line message can carry."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, DictConfig | dict):
-        return str(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)
-    return repr(value) if isinstance(value, str) and value == "" else str(value)
 
 
 def _range(

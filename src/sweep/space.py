@@ -15,7 +15,8 @@ from typing import Any
 import keras_tuner
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.schema import NAME_PATTERN, ConfigError, validate
+from sweep.errors import ConfigError
+from sweep.schema import NAME_PATTERN, validate
 
 #: Config sections a search may set; the rest (tracking, sweep, search) shape the harness itself.
 SEARCHABLE = ("data.", "model.", "train.")

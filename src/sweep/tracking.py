@@ -33,8 +33,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import data, leaderboard, plots
+from sweep.errors import ConfigError, first_line
 from sweep.model import attention_stats, attention_weights
-from sweep.schema import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 

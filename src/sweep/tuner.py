@@ -25,8 +25,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import data, leaderboard, pruning, space, tracking, train
+from sweep.errors import ConfigError, SweepError, first_line
 from sweep.model import build_model
-from sweep.schema import ConfigError, first_line, parse_duration
+from sweep.schema import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ RESUMABLE_CHANGES = (
     "search.time_budget",
     "search.initial",
 )
-
-
-class SweepError(RuntimeError):
-    """A sweep that cannot start or go on; the message says what to do."""
 
 
 class AttentionHyperModel(keras_tuner.HyperModel):
