@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import compose_config
-from sweep.schema import validate
+from sweep.config import compose_config, validate
 
 #: The real dataset, beside the checkout (../shared/data), for integration tests.
 REAL_DATA = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sweep import cli
-from sweep.schema import validate
+from sweep.config import validate
 
 
 def run(cfg: DictConfig) -> float:

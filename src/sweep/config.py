@@ -17,11 +17,21 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sweep import schema
 from sweep.errors import NO_VALUE, ConfigError, first_line
-from sweep.schema import SearchParam, register, validate
+from sweep.schema import SearchParam, register
+from sweep.space import check_space
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first bad value of a whole config: the schema's values, then
+    the search space it declares (each searched value checked like a value in a file)."""
+    schema.validate(cfg)
+    if cfg.search is not None:
+        check_space(cfg)
 
 
 def compose_config(

@@ -249,7 +249,8 @@ OmegaConf.register_new_resolver("batching_for", batching_for, replace=True)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value the schema's types cannot rule out."""
+    """Raise ConfigError for the first value the schema's types cannot rule out (the search
+    space is `config.validate`'s: it needs the space module, which builds on this one)."""
     _check_ranges(Config, cfg, "")
     if not NAME_PATTERN.match(str(cfg.name)):
         raise ConfigError(
@@ -278,12 +279,9 @@ def validate(cfg: DictConfig) -> None:
         )
     check_distributed(cfg)
     if cfg.search is not None:
-        from sweep.space import check_space
-
         if cfg.search.time_budget is not None:
             parse_duration("search.time_budget", cfg.search.time_budget)
         check_pruning(cfg)
-        check_space(cfg)
 
 
 def check_pruning(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ import keras_tuner
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep.errors import ConfigError
-from sweep.schema import NAME_PATTERN, validate
+from sweep.schema import NAME_PATTERN, Config, validate
 
 #: Config sections a search may set; the rest (tracking, sweep, search) shape the harness itself.
 SEARCHABLE = ("data.", "model.", "train.")
@@ -157,7 +157,7 @@ def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> Dict
     """
     # interpolations resolve after the values are in: a derived default (train.batching from
     # model.mask_padding) follows the trial's values, not the base config's
-    trial = OmegaConf.merge(OmegaConf.structured(_schema()), OmegaConf.to_container(cfg))
+    trial = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
     for path, param in space.items():
         if path not in values:
             continue
@@ -166,16 +166,10 @@ def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> Dict
             value = _choices(param)[1].get(value, value)
         OmegaConf.update(trial, path, value, merge=False)
     trial = OmegaConf.merge(
-        OmegaConf.structured(_schema()), OmegaConf.to_container(trial, resolve=True)
+        OmegaConf.structured(Config), OmegaConf.to_container(trial, resolve=True)
     )
     validate(trial)
     return trial
-
-
-def _schema() -> type:
-    from sweep.schema import Config
-
-    return Config
 
 
 def check_space(cfg: DictConfig) -> None:
@@ -274,7 +268,7 @@ def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> Non
 
 def _check_value(cfg: DictConfig, key: str, path: str, value: Any) -> None:
     """One searched value must make a valid config on its own (the schema says why not)."""
-    probe = OmegaConf.merge(OmegaConf.structured(_schema()), OmegaConf.to_container(cfg))
+    probe = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
     probe.search = None
     try:
         OmegaConf.update(probe, path, value, merge=False)
