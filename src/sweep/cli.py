@@ -18,6 +18,7 @@ from sweep.config import (
     split_space_overrides,
 )
 from sweep.errors import ConfigError, UserError
+from sweep.interrupt import INTERRUPTED
 from sweep.schema import register
 
 
@@ -28,8 +29,6 @@ def fail(err: BaseException) -> NoReturn:
 
 def _interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C: remembered for `train.StopOnInterrupt`, then raised as Python would."""
-    from sweep.train import INTERRUPTED
-
     INTERRUPTED.set()
     signal.default_int_handler(signum, frame)
 
