@@ -8,19 +8,23 @@ land in `sweeps/NAME/export/` and on the sweep's parent run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from sweep import leaderboard, plots, tracking
+from sweep import cli, leaderboard, plots, tracking
+from sweep.config import compose_config
 from sweep.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -45,18 +49,7 @@ class Exported:
 
 def export(cfg: DictConfig) -> Exported:
     """Write the sweep's answer under `sweeps/NAME/export/` and log it to the parent run."""
-    if not tracking.store_exists(str(cfg.tracking.uri)):
-        raise ExportError(
-            f"no sweep named {cfg.name}: there is no MLflow store at "
-            f"{cfg.tracking.uri} (check tracking.uri)"
-        )
-    tracking.configure(cfg.tracking)
-    parent = tracking.sweep_parent(cfg.name, cfg.export.parent_run_id)
-    if parent is None:
-        raise ExportError(
-            f"no sweep named {cfg.name} in {cfg.tracking.uri}: run "
-            f"`python -m sweep +experiment={cfg.name}` first (or check tracking.uri)"
-        )
+    parent = _sweep_parent(cfg)
     params = parent.data.params
     hyperparameters = params["search.space"].split(", ")
     objective, direction = params["search.objective"], params["search.direction"]
@@ -71,8 +64,7 @@ def export(cfg: DictConfig) -> Exported:
             "yet: nothing to export"
         )
     directory = Path(cfg.sweep.dir) / cfg.name / EXPORT_DIR
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_mkdir(directory.parent)))
-    try:
+    with _staged(directory) as staging:
         configs, commands = _write_configs(finished.head(cfg.export.top_k), staging, directory)
         verdicts = _write_effects(finished, hyperparameters, best, direction, objective, staging)
         table.to_csv(staging / "leaderboard.csv", index=False)
@@ -81,11 +73,6 @@ def export(cfg: DictConfig) -> Exported:
             for cost in ("seconds_per_epoch", "param_count")
         }
         plots.cost_pareto(finished, best, fronts).savefig(staging / "accuracy_vs_cost.png")
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     tracking.log_export(parent.info.run_id, directory)
     for rank, command in enumerate(commands, 1):
         log.info("#%d  %s = %.4f   re-run: %s", rank, best, finished[best].iloc[rank - 1], command)
@@ -98,6 +85,37 @@ def export(cfg: DictConfig) -> Exported:
     # the last line: where to see it (the final run, or the trials, best first)
     tracking.show_runs_page(cfg, view=None if cfg.export.evaluate else tracking.LEADERBOARD_VIEW)
     return Exported(directory, table, written, commands, verdicts)
+
+
+def _sweep_parent(cfg: DictConfig) -> Run:
+    """The sweep's parent run in the configured store; ExportError when there is none."""
+    if not tracking.store_exists(str(cfg.tracking.uri)):
+        raise ExportError(
+            f"no sweep named {cfg.name}: there is no MLflow store at "
+            f"{cfg.tracking.uri} (check tracking.uri)"
+        )
+    tracking.configure(cfg.tracking)
+    parent = tracking.sweep_parent(cfg.name, cfg.export.parent_run_id)
+    if parent is None:
+        raise ExportError(
+            f"no sweep named {cfg.name} in {cfg.tracking.uri}: run "
+            f"`python -m sweep +experiment={cfg.name}` first (or check tracking.uri)"
+        )
+    return parent
+
+
+@contextlib.contextmanager
+def _staged(directory: Path) -> Iterator[Path]:
+    """A staging directory beside `directory` that replaces it only when complete, so a failed
+    export never leaves half a previous one."""
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_mkdir(directory.parent)))
+    try:
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _mkdir(path: Path) -> Path:
@@ -154,8 +172,7 @@ def _write_effects(
 def _final(
     cfg: DictConfig, config_path: Path, row: pd.Series, objective: str, direction: str
 ) -> None:
-    from sweep.config import compose_config
-    from sweep.train import final_evaluation
+    from sweep.train import final_evaluation  # lazy: Keras loads only when a model is trained
 
     best = compose_config(config_name=config_path.stem, config_dir=config_path.parent)
     epochs = tracking.best_epochs(row["run_id"], objective, direction)
@@ -166,12 +183,7 @@ def _final(
 
 
 def main() -> None:
-    # `python -m sweep.export` runs this file as __main__: hand cli the module's own function,
-    # so the ExportError it raises is the one cli reports in one line
-    from sweep import cli
-    from sweep import export as module
-
-    cli.main(module.export)
+    cli.main(export)
 
 
 if __name__ == "__main__":
