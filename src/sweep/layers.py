@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-SCALE_MODES: tuple[str, ...] = ("sqrt_dk", "none", "learned")
+from sweep.schema import SCALE_WORDS
 
 
 def _validate_output_dim(output_dim: Any) -> int:
@@ -62,7 +62,7 @@ def resolve_scale(scale: float | str, output_dim: int) -> float:
             return value
     raise ValueError(
         "Invalid value for argument `scale`. Expected a positive finite number or "
-        f"one of {SCALE_MODES}. Received: scale={scale!r}"
+        f"one of {SCALE_WORDS}. Received: scale={scale!r}"
     )
 
 
