@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # pinned: hydra-core 1.3
+from hydra._internal.utils import get_args_parser  # pinned: hydra-core 1.3
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from sweep import schema
 from sweep.errors import NO_VALUE, ConfigError, first_line
@@ -176,9 +183,6 @@ def check_command_line(args: Sequence[str]) -> None:
     Hydra reports a bad override only when its job starts (in multirun, after earlier jobs have
     trained); checking up front keeps bad input from costing any training.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import get_args_parser
-
     known, _ = get_args_parser().parse_known_args(list(args))
     overrides = [o for o in known.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
@@ -225,12 +229,12 @@ def _override(key: str, overrides: Sequence[str]) -> tuple[str, str] | None:
 
 
 def _reason(err: BaseException, key: str = "") -> str:
-    text = first_line(err)
     in_space = key.startswith("search.space.")
-    if in_space and "is not a subclass of SearchParam" in text:
-        return ENTRY_REASON
-    if "not in struct" in text or ("Key '" in text and "not" in text):
+    if isinstance(err, ConfigKeyError | ConfigAttributeError):
         if in_space:
             return FIELD_REASON
         return "no such key in the config (check the spelling; see conf/ for the keys)"
-    return text
+    # OmegaConf says only in words that a plain value was given where an entry belongs
+    if in_space and isinstance(err, ValidationError) and SearchParam.__name__ in str(err):
+        return ENTRY_REASON
+    return first_line(err)
