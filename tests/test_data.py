@@ -215,8 +215,8 @@ def test_second_load_reads_the_cache_not_the_source(
     def no_reading(*args, **kwargs):
         raise AssertionError("source re-read although the cache is valid")
 
-    monkeypatch.setattr(data._FileSource, "build", no_reading)
-    monkeypatch.setattr(data, "_encode", no_reading)
+    monkeypatch.setattr(data.sources.FileSource, "build", no_reading)
+    monkeypatch.setattr(data.encoding, "encode", no_reading)
     second = load(small_tgz, cache)
     assert second.from_cache
     assert second.fingerprint == first.fingerprint
@@ -342,7 +342,7 @@ def fake_keras_loader(calls: list[int]):
 
 def test_keras_source_vocabulary_and_cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(data, "_keras_imdb_load", fake_keras_loader(calls))
+    monkeypatch.setattr(data.sources, "_keras_imdb_load", fake_keras_loader(calls))
     enc = data.load_encoded(source="keras", num_words=10, cache_dir=cache)
     assert calls == [10]
     assert enc.source == "keras.datasets.imdb"
@@ -364,7 +364,7 @@ def test_auto_without_path_and_without_keras_names_both_fixes(
     def offline(num_words: int):
         raise Exception("URL fetch failure on https://storage.googleapis.com/imdb.npz:\nNone")
 
-    monkeypatch.setattr(data, "_keras_imdb_load", offline)
+    monkeypatch.setattr(data.sources, "_keras_imdb_load", offline)
     with pytest.raises(DataError) as err:
         data.load_encoded(source="auto", path=None, cache_dir=cache)
     message = str(err.value)
@@ -567,7 +567,7 @@ def test_arrays_split_and_pad_per_run_without_retokenising(
     def no_tokenising(*args, **kwargs):
         raise AssertionError("re-tokenised for a new seq_len")
 
-    monkeypatch.setattr(data, "_encode", no_tokenising)
+    monkeypatch.setattr(data.encoding, "encode", no_tokenising)
 
     def cfg(seq_len: int, padding: str = "pre") -> DictConfig:
         settings = {"seq_len": seq_len, "val_fraction": 0.2, "padding": padding}
@@ -602,7 +602,7 @@ def test_limit_is_a_stratified_seeded_slice_of_the_cached_data(
     def no_reading(*args, **kwargs):
         raise AssertionError("limit must not re-read or re-tokenise")
 
-    monkeypatch.setattr(data._FileSource, "build", no_reading)
+    monkeypatch.setattr(data.sources.FileSource, "build", no_reading)
     small = load(acl, cache, limit=10, seed=1)
     assert small.from_cache and small.limit == 10
     assert (len(small.train), len(small.test)) == (10, 10)
@@ -782,7 +782,7 @@ def test_movie_split_with_the_keras_source_is_refused_before_loading(
     from sweep.config import compose_config
 
     calls: list[int] = []
-    monkeypatch.setattr(data, "_keras_imdb_load", fake_keras_loader(calls))
+    monkeypatch.setattr(data.sources, "_keras_imdb_load", fake_keras_loader(calls))
     with pytest.raises(ConfigError) as err:
         data.load_encoded(source="keras", num_words=10, cache_dir=cache, val_split="movie")
     assert calls == [] and "\n" not in str(err.value)
@@ -823,7 +823,7 @@ def test_movie_ids_survive_the_cache_and_the_limit(
 ) -> None:
     acl, _ = movie_tree(tmp_path / "src", n_movies=120)
     with monkeypatch.context() as m:  # a cache of the format before movie ids
-        m.setattr(data, "CACHE_FORMAT", 1)
+        m.setattr(data.cache, "CACHE_FORMAT", 1)
         load(acl, cache)
     full = load(acl, cache)
     assert not full.from_cache  # the old cache is not read: it has no movie ids
@@ -833,7 +833,7 @@ def test_movie_ids_survive_the_cache_and_the_limit(
         raise AssertionError("source re-read although the cache is valid")
 
     with monkeypatch.context() as m:
-        m.setattr(data._FileSource, "build", no_reading)
+        m.setattr(data.sources.FileSource, "build", no_reading)
         cached = load(acl, cache)
         small = load(acl, cache, limit=200, seed=1)
         small_random = load(acl, cache, limit=200, seed=1, val_split="random")
@@ -854,7 +854,8 @@ def test_movie_ids_survive_the_cache_and_the_limit(
     rows, val_rows = data.validation_split(small, 0.2, seed=1)
     assert not shared_movies(small.movie_train, rows, val_rows)
     # random: the same per-class sample as before movie ids, under another fingerprint
-    expected = data._stratified_sample(full.y_train, (100, 100), np.random.default_rng([1, 1]), "")
+    rng = np.random.default_rng([1, 1])
+    expected = data.split._stratified_sample(full.y_train, (100, 100), rng, "")
     assert small_random.train.tolist() == full.train.take(expected).tolist()
     np.testing.assert_array_equal(small_random.movie_train, full.movie_train[expected])
     assert len({small.fingerprint, small_random.fingerprint, full.fingerprint}) == 3

@@ -1,0 +1,60 @@
+"""IMDB data layer: read once, tokenise once, cache, then slice / split / pad cheaply per run.
+
+Why this shape: a sweep runs many trials that differ in ``seq_len`` and friends. Reading and
+tokenising 50k reviews takes seconds, so it is done once into an *unpadded* ragged encoding that
+is cached on disk under a fingerprint of (source, tokeniser settings). Every trial then limits,
+splits and pads from that encoding in milliseconds; nothing is ever re-tokenised for a new
+``seq_len``.
+
+Modules: ``ragged`` (flat sequences, padding), ``encoding`` (tokeniser, vocabulary,
+:class:`Encoded`), ``sources`` (aclImdb files, keras), ``cache`` (the on-disk cache), ``split``
+(limit slice, validation split), ``load`` (:func:`load_encoded`, tying them together).
+"""
+
+from sweep.data.cache import CACHE_FORMAT
+from sweep.data.encoding import (
+    INDEX_FROM,
+    OOV,
+    PAD,
+    SPECIAL_TOKENS,
+    START,
+    TOKENIZER_VERSION,
+    Encoded,
+    tokenize,
+)
+from sweep.data.load import load_encoded
+from sweep.data.ragged import Ragged, pad
+from sweep.data.sources import KERAS_SOURCE, LABEL_NAMES, SOURCES, SPLIT_NAMES
+from sweep.data.split import (
+    VAL_SPLITS,
+    movie_split_indices,
+    split_indices,
+    val_movies,
+    validation_split,
+)
+from sweep.errors import DataError
+
+__all__ = [
+    "CACHE_FORMAT",
+    "INDEX_FROM",
+    "KERAS_SOURCE",
+    "LABEL_NAMES",
+    "OOV",
+    "PAD",
+    "SOURCES",
+    "SPECIAL_TOKENS",
+    "SPLIT_NAMES",
+    "START",
+    "TOKENIZER_VERSION",
+    "VAL_SPLITS",
+    "DataError",
+    "Encoded",
+    "Ragged",
+    "load_encoded",
+    "movie_split_indices",
+    "pad",
+    "split_indices",
+    "tokenize",
+    "val_movies",
+    "validation_split",
+]

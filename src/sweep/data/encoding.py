@@ -1,0 +1,115 @@
+"""Words to token indices and back: the tokeniser, the vocabulary, and :class:`Encoded`.
+
+Conventions (keras ``imdb`` style): index 0 = padding, 1 = start of review, 2 = out of
+vocabulary, words from 3 in order of training-split frequency; every index is ``< num_words``.
+Labels: neg = 0, pos = 1.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sweep.data.ragged import Ragged
+
+PAD, START, OOV, INDEX_FROM = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<pad>", "<start>", "<oov>")
+TOKENIZER_VERSION = "imdb-words-v1"  # bump when tokenise()/encoding changes: invalidates caches
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """The tokenised dataset, unpadded: cache once, pad per trial with :func:`pad`."""
+
+    train: Ragged
+    y_train: np.ndarray  # int32 0/1
+    test: Ragged
+    y_test: np.ndarray  # int32 0/1
+    vocabulary: list[str]  # index -> word; 0 "<pad>", 1 "<start>", 2 "<oov>", words from 3
+    num_words: int
+    fingerprint: str  # identifies exactly this data (source, tokeniser, limit/seed if any)
+    source: str  # human-readable description of where the data came from
+    cache_key: str = ""  # fingerprint of the full (unlimited) encoding = cache file key
+    skipped_empty: int = 0
+    skipped_invalid_utf8: int = 0
+    n_train_full: int = 0  # reviews per split before `limit`
+    n_test_full: int = 0
+    limit: int | None = None
+    from_cache: bool = False
+    movie_train: np.ndarray | None = None  # int64 IMDb movie (tt number) per review; None: no links
+    movie_test: np.ndarray | None = None
+    val_split: str = "random"  # validation carved by "movie" or "random": data.val_split resolved
+
+    @property
+    def skipped(self) -> int:
+        """Total reviews skipped while reading (empty or not UTF-8)."""
+        return self.skipped_empty + self.skipped_invalid_utf8
+
+    @property
+    def vocab_size(self) -> int:
+        """Embedding input size: every token index is < this (and <= num_words)."""
+        return len(self.vocabulary)
+
+    def word_index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.vocabulary) if i >= INDEX_FROM}
+
+    def decode(self, sequence: Sequence[int]) -> str:
+        """Turn indices back into text (debugging / sanity checks)."""
+        vocab = self.vocabulary
+        return " ".join(vocab[i] if 0 <= i < len(vocab) else "<oov>" for i in map(int, sequence))
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase word tokens; ``<br />`` counts as whitespace. Kept simple and fast."""
+    return _TOKEN_RE.findall(text.lower().replace("<br />", " "))
+
+
+class _AutoIds(dict):
+    """word -> provisional id, assigned on first sight (C-speed lookups for known words)."""
+
+    def __missing__(self, key: str) -> int:
+        value = self[key] = len(self)
+        return value
+
+
+def encode(texts: Sequence[str], n_train: int, num_words: int) -> tuple[Ragged, list[str]]:
+    """Tokenise every text once; the vocabulary comes from the first ``n_train`` (training) only.
+
+    Words get provisional ids while scanning; training counts come from ``np.bincount`` and a
+    remap table turns provisional ids into final ones, so no token strings are kept around.
+    """
+    ids = _AutoIds()
+    get_id = ids.__getitem__
+    flat = array("i")
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        tokens = _TOKEN_RE.findall(text.lower().replace("<br />", " "))  # tokenize(), inlined
+        flat.extend(map(get_id, tokens))
+        lengths[i] = len(tokens)
+    provisional = np.frombuffer(flat, dtype=np.int32) if flat else np.zeros(0, np.int32)
+
+    words = list(ids)
+    train_end = int(lengths[:n_train].sum())
+    counts = np.bincount(provisional[:train_end], minlength=len(words)).tolist()
+    seen = [i for i, c in enumerate(counts) if c > 0]
+    seen.sort(key=lambda i: (-counts[i], words[i]))  # frequency, ties alphabetical
+    top = seen[: max(num_words - INDEX_FROM, 0)]
+
+    remap = np.full(len(words), OOV, dtype=np.int32)
+    remap[np.asarray(top, dtype=np.int64)] = np.arange(INDEX_FROM, INDEX_FROM + len(top))
+    vocabulary = [*SPECIAL_TOKENS, *(words[i] for i in top)]
+
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=offsets[1:])
+    values = np.empty(offsets[-1], dtype=np.int32)
+    is_word = np.ones(offsets[-1], dtype=bool)
+    is_word[offsets[:-1]] = False
+    values[~is_word] = START
+    values[is_word] = remap[provisional]
+    return Ragged(values, offsets), vocabulary
