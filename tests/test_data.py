@@ -372,7 +372,7 @@ def test_auto_without_path_and_without_keras_names_both_fixes(
     assert message.startswith("no IMDB data: pass data.path=")
     assert "aclImdb/ directory" in message
     assert "allow keras.datasets.imdb to download it (needs internet)" in message
-    assert message.endswith("URL fetch failure on https://storage.googleapis.com/imdb.npz: None")
+    assert message.endswith("URL fetch failure on https://storage.googleapis.com/imdb.npz:")
     with pytest.raises(DataError, match=r"keras\.datasets\.imdb could not load"):
         data.load_encoded(source="keras", cache_dir=cache)
     assert not cache.exists() or not list(cache.iterdir())
