@@ -38,7 +38,22 @@ def validate(cfg: DictConfig) -> None:
     the search space it declares (each searched value checked like a value in a file)."""
     schema.validate(cfg)
     if cfg.search is not None:
+        check_pruning(cfg)
         check_space(cfg)
+
+
+def check_pruning(cfg: DictConfig) -> None:
+    """Median pruning needs an epoch to stop at: it never stops a trial at its last epoch
+    (when train.epochs is searched, each trial's own epochs decide)."""
+    search = cfg.search
+    if search.pruning != "median" or "train.epochs" in (search.space or {}):
+        return
+    if search.pruning_min_epochs >= cfg.train.epochs:
+        raise ConfigError(
+            "search.pruning_min_epochs",
+            search.pruning_min_epochs,
+            f"must be less than train.epochs ({cfg.train.epochs}), else no trial is ever pruned",
+        )
 
 
 def compose_config(
@@ -111,48 +126,12 @@ def apply_space_overrides(cfg: DictConfig, edits: Sequence[Override]) -> DictCon
         raise ConfigError(first.key_or_group, _text(first), "needs a sweep (+experiment=NAME)")
     space: dict[str, Any] = OmegaConf.to_container(cfg.search.space)  # type: ignore[assignment]
     for edit in edits:
-        key, value = edit.key_or_group, None if edit.is_delete() else edit.value()
         if edit.is_sweep_override():
-            raise ConfigError(key, _text(edit), "a search space entry cannot be swept over")
-        path = key.removeprefix("search.space").removeprefix(".")
-        if not path:  # the whole space
-            if edit.is_delete():
-                space = {}
-            elif not isinstance(value, dict):
-                raise ConfigError(key, value, "expected {config.path: {type: ...}, ...}")
-            elif edit.is_add() or edit.is_force_add():
-                space.update(value)
-            else:
-                space = dict(value)
-            continue
-        entry, _, field = path.rpartition(".")
-        entries = ", ".join(space) or "none"
-        if entry in space and path not in space:  # one field of an entry
-            if field not in _FIELDS:
-                raise ConfigError(key, NO_VALUE, FIELD_REASON)
-            if edit.is_delete():
-                raise ConfigError(
-                    f"~{key}", NO_VALUE, f"remove whole entries: ~search.space.{entry}"
-                )
-            space[entry][field] = value
-        elif field in _FIELDS and path not in space and _entry_like(entry):
             raise ConfigError(
-                key,
-                NO_VALUE if edit.is_delete() else value,
-                f"search.space has no entry {entry} (entries: {entries}); add one with "
-                f"+search.space.{entry}={{type: ..., ...}}",
+                edit.key_or_group, _text(edit), "a search space entry cannot be swept over"
             )
-        elif edit.is_delete():
-            if path not in space:
-                raise ConfigError(f"~{key}", NO_VALUE, f"not an entry of search.space ({entries})")
-            del space[path]
-        elif isinstance(value, dict):
-            unknown = [f for f in value if f not in _FIELDS]
-            if unknown:
-                raise ConfigError(f"{key}.{unknown[0]}", NO_VALUE, FIELD_REASON)
-            space[path] = value
-        else:
-            raise ConfigError(key, value, ENTRY_REASON)
+        path = edit.key_or_group.removeprefix("search.space").removeprefix(".")
+        space = _edit_entry(space, path, edit) if path else _edit_space(space, edit)
     edited = OmegaConf.merge(cfg, {})
     OmegaConf.set_struct(edited, False)
     edited.search.space = {}
@@ -162,6 +141,50 @@ def apply_space_overrides(cfg: DictConfig, edits: Sequence[Override]) -> DictCon
         raise as_config_error(err) from None
     OmegaConf.set_struct(edited, True)
     return edited  # type: ignore[return-value]
+
+
+def _edit_space(space: dict[str, Any], edit: Override) -> dict[str, Any]:
+    """The whole space set, added to, or removed by one override."""
+    value = None if edit.is_delete() else edit.value()
+    if edit.is_delete():
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(edit.key_or_group, value, "expected {config.path: {type: ...}, ...}")
+    if edit.is_add() or edit.is_force_add():
+        return {**space, **value}
+    return dict(value)
+
+
+def _edit_entry(space: dict[str, Any], path: str, edit: Override) -> dict[str, Any]:
+    """One entry (or one field of an entry) added, changed or removed by one override."""
+    key, value = edit.key_or_group, None if edit.is_delete() else edit.value()
+    entry, _, field = path.rpartition(".")
+    entries = ", ".join(space) or "none"
+    if entry in space and path not in space:  # one field of an entry
+        if field not in _FIELDS:
+            raise ConfigError(key, NO_VALUE, FIELD_REASON)
+        if edit.is_delete():
+            raise ConfigError(f"~{key}", NO_VALUE, f"remove whole entries: ~search.space.{entry}")
+        space[entry][field] = value
+    elif field in _FIELDS and path not in space and _entry_like(entry):
+        raise ConfigError(
+            key,
+            NO_VALUE if edit.is_delete() else value,
+            f"search.space has no entry {entry} (entries: {entries}); add one with "
+            f"+search.space.{entry}={{type: ..., ...}}",
+        )
+    elif edit.is_delete():
+        if path not in space:
+            raise ConfigError(f"~{key}", NO_VALUE, f"not an entry of search.space ({entries})")
+        del space[path]
+    elif isinstance(value, dict):
+        unknown = [f for f in value if f not in _FIELDS]
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}", NO_VALUE, FIELD_REASON)
+        space[path] = value
+    else:
+        raise ConfigError(key, value, ENTRY_REASON)
+    return space
 
 
 #: Why a search space entry's key or value cannot be; the same whichever way it was given.

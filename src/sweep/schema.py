@@ -16,6 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sweep.data import SOURCES, VAL_SPLITS
 from sweep.errors import ConfigError
 
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
@@ -67,7 +68,7 @@ def _range(
 @dataclass
 class DataConfig:
     # where reviews come from: auto (path if given, else keras.datasets.imdb), files, keras
-    source: str = field(default="auto", metadata=_range(choices=("auto", "files", "keras")))
+    source: str = field(default="auto", metadata=_range(choices=SOURCES))
     # the aclImdb .tar.gz or an extracted aclImdb/ directory
     path: str | None = None
     # vocabulary size including the 3 reserved indices (0 pad, 1 start, 2 out-of-vocabulary)
@@ -78,7 +79,7 @@ class DataConfig:
     val_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
     # movie: each movie wholly in training or validation (needs the archive's movie links);
     # random: a stratified random split; auto: movie where the links exist, else random
-    val_split: str = field(default="auto", metadata=_range(choices=("auto", "movie", "random")))
+    val_split: str = field(default="auto", metadata=_range(choices=VAL_SPLITS))
     # stratified slice of N reviews per split, for smoke runs and tests
     limit: int | None = field(default=None, metadata=_range(ge=2))
     padding: str = field(default="pre", metadata=_range(choices=("pre", "post")))
@@ -278,24 +279,8 @@ def validate(cfg: DictConfig) -> None:
             "has them) or use data.val_split=random",
         )
     check_distributed(cfg)
-    if cfg.search is not None:
-        if cfg.search.time_budget is not None:
-            parse_duration("search.time_budget", cfg.search.time_budget)
-        check_pruning(cfg)
-
-
-def check_pruning(cfg: DictConfig) -> None:
-    """Median pruning needs an epoch to stop at: it never stops a trial at its last epoch
-    (when train.epochs is searched, each trial's own epochs decide)."""
-    search = cfg.search
-    if search.pruning != "median" or "train.epochs" in (search.space or {}):
-        return
-    if search.pruning_min_epochs >= cfg.train.epochs:
-        raise ConfigError(
-            "search.pruning_min_epochs",
-            search.pruning_min_epochs,
-            f"must be less than train.epochs ({cfg.train.epochs}), else no trial is ever pruned",
-        )
+    if cfg.search is not None and cfg.search.time_budget is not None:
+        parse_duration("search.time_budget", cfg.search.time_budget)
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:

@@ -1,0 +1,121 @@
+"""The house rules, checked by machine: dependencies point one way (import-linter's contracts in
+pyproject.toml), modules and functions stay small, no import hides inside a function to dodge a
+cycle, and a sweep's config reads through the package top to bottom."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "sweep"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+#: Imports of the package's own modules made inside a function, and why each is not a cycle
+#: dodge: the module it loads is heavy (Keras) and only some runs of the caller need it.
+LAZY_ON_PURPOSE = {
+    ("sweep.export", "sweep.train"): "a final evaluation trains; exporting alone needs no Keras",
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found.append((name, path))
+    return found
+
+
+def test_the_dependency_contracts_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # import-linter reads pyproject.toml from the working directory
+    assert lint_imports(no_cache=True) == 0, "run `lint-imports` to see the broken contract"
+
+
+def test_modules_and_functions_stay_small() -> None:
+    too_long = []
+    for name, path in _modules():
+        source = path.read_text()
+        lines = source.count("\n")
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, too_long
+
+
+def test_no_import_of_the_package_hides_in_a_function() -> None:
+    hidden = []
+    for name, path in _modules():
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sweep"):
+                    if (name, node.module) not in LAZY_ON_PURPOSE:
+                        hidden.append(f"{name}.{function.name} imports {node.module}")
+                elif isinstance(node, ast.Import):
+                    hidden += [
+                        f"{name}.{function.name} imports {alias.name}"
+                        for alias in node.names
+                        if alias.name.startswith("sweep")
+                    ]
+    assert not hidden, hidden
+
+
+def returns_along(path: list[str]) -> int:
+    """How often a path of modules comes back to one it had already left."""
+    stays = [module for module, _ in itertools.groupby(path)]
+    return sum(1 for i, module in enumerate(stays) if module in stays[:i])
+
+
+def test_returns_are_counted_along_a_path() -> None:
+    assert returns_along(["a", "a", "b", "c"]) == 0
+    assert returns_along(["a", "b", "a", "b", "c", "a"]) == 3
+
+
+@pytest.mark.slow
+def test_a_sweeps_config_reads_top_to_bottom(
+    make_sweep: Callable[..., DictConfig],
+) -> None:
+    """Follow the sweep's config from `python -m sweep`'s entry: the package modules that get
+    it (or a section of it) as an argument, in call order, return to one already left only a
+    handful of times (23 before the layout of issue 15)."""
+    from sweep.__main__ import run
+
+    cfg = make_sweep(
+        {"model.attention.output_dim": {"type": "choice", "values": [4, 8]}},
+        "search.tuner=grid",
+        "train.epochs=1",
+    )
+    modules: list[str] = []
+
+    def follow(frame, event, arg):  # noqa: ANN001, ANN202 - sys.setprofile's signature
+        if event == "call" and frame.f_globals.get("__name__", "").startswith("sweep."):
+            for value in frame.f_locals.values():
+                if isinstance(value, DictConfig) and value._get_root() is cfg:
+                    modules.append(frame.f_globals["__name__"])
+                    break
+
+    sys.setprofile(follow)
+    try:
+        run(cfg)
+    finally:
+        sys.setprofile(None)
+    nouns = [module.split(".")[1] for module in modules]  # sweep.tuner.search: tuner
+    stays = [noun for noun, _ in itertools.groupby(nouns)]
+    # shown with -s: the figures the issue measures
+    print(f"config path ({returns_along(modules)} returns by file):", " > ".join(stays))
+    assert "tuner" in stays, stays
+    assert returns_along(nouns) <= 5, stays
