@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import pandas as pd
 from mlflow.entities import Run
 
+from sweep.objective import Objective
+
 #: Metrics a trial logs once, at its end, that a reader compares trials by.
 OUTCOME_METRICS = (
     "duration_s",
@@ -46,9 +48,9 @@ def frame(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    best = f"best_{objective}"
+    best = Objective(f"best_{objective}", direction)
     return table.sort_values(
-        [best, "trial_id"], ascending=[direction == "min", True], na_position="last"
+        [best.name, "trial_id"], ascending=[best.ascending, True], na_position="last"
     ).reset_index(drop=True)
 
 
@@ -74,7 +76,7 @@ def effects(
 ) -> pd.DataFrame:
     """For each hyperparameter, the objective's mean, std and count per value (or bin), with
     the best value marked: which settings matter, at a glance."""
-    parts = []
+    goal, parts = Objective(objective, direction), []
     for hp in hyperparameters:
         stats = (
             table.groupby(_grouping(table[hp]), observed=True)[objective]
@@ -82,9 +84,8 @@ def effects(
             .reset_index(names="value")
         )
         stats.insert(0, "hyperparameter", hp)
-        best = stats["mean"].idxmax() if direction == "max" else stats["mean"].idxmin()
-        stats["best"] = stats.index == best
-        parts.append(stats.sort_values("mean", ascending=direction == "min"))
+        stats["best"] = stats.index == (goal.sign * stats["mean"]).idxmax()  # the first of equals
+        parts.append(stats.sort_values("mean", ascending=goal.ascending))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -230,7 +231,7 @@ def description(
 
 def pareto_front(cost: pd.Series, score: pd.Series, direction: str = "max") -> pd.Series:
     """Trials no other trial beats on both cost (lower) and score: what each point costs."""
-    sign = 1 if direction == "max" else -1
+    sign = Objective(str(score.name or "score"), direction).sign
     order = cost.sort_values(kind="stable").index
     front, best = pd.Series(False, index=cost.index), float("-inf")
     for i in order:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from sweep import batches, data, tracking
 from sweep.model import build_model
+from sweep.tracking.callbacks import EpochMetrics, log_final, log_outcome
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,9 @@ def run(cfg: DictConfig) -> float:
         tracking.log_config(cfg)
         model = build_model(cfg)
         started = time.perf_counter()
-        history = fit(model, cfg, xy, callbacks=[tracking.EpochMetrics(), StopOnInterrupt()])
+        history = fit(model, cfg, xy, callbacks=[EpochMetrics(), StopOnInterrupt()])
         seconds = time.perf_counter() - started
-        tracking.log_outcome(
+        log_outcome(
             model,
             [history.history],
             seconds,
@@ -150,14 +151,14 @@ def final_evaluation(
     with tracking.tracked_run(run_name=f"{cfg.name}-final", tags=tags):
         tracking.log_config(cfg)
         model = build_model(cfg)
-        fit(model, cfg, xy, validation_data=None, callbacks=[tracking.EpochMetrics()])
+        fit(model, cfg, xy, validation_data=None, callbacks=[EpochMetrics()])
         if cfg.train.batching == "bucketed":
             test = batches.bucketed(xy.val, xy.y_val, cfg.train.batch_size, seq_len)
             loss, accuracy = model.evaluate(test, verbose=0)
         else:
             loss, accuracy = model.evaluate(xy.x_val, xy.y_val, batch_size=256, verbose=0)
         metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
-        tracking.log_final(model, metrics, registered_model, xy.x_val[:2])
+        log_final(model, metrics, registered_model, xy.x_val[:2])
     log.info(
         "final model: test_accuracy %.4f (registered as %s)",
         metrics["test_accuracy"],

@@ -1,0 +1,90 @@
+"""Closing runs a crash left RUNNING, so a restart never shows a dead run as live.
+
+A run is closed only when its writer is known gone: another sweep writing to the same
+experiment, or a live distributed worker, is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from mlflow.entities import Run, RunStatus
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+#: The tag saying which distributed worker ran a trial (a restarted worker closes its own).
+WORKER_TAG = "worker_id"
+
+
+def close_stale_runs(experiment: str) -> list[str]:
+    """Mark runs a crash left RUNNING as KILLED, so no run stays RUNNING after a restart.
+
+    Only runs whose process is known dead are closed (same host, pid gone, or no pid recorded):
+    another sweep or run writing to the same experiment at this moment is left alone.
+    """
+    host = socket.gethostname()
+
+    def dead(run: Run) -> bool:
+        tags = run.data.tags
+        if "pid" not in tags:
+            return True
+        return tags.get("host") == host and not _alive(int(tags["pid"]))
+
+    stale = [r for r in _running(experiment) if dead(r)]
+    return _kill(stale, "left RUNNING by a process that is gone")
+
+
+def close_stale_runs_outside(experiment: str, parent_run_id: str | None) -> list[str]:
+    """`close_stale_runs` for a distributed chief: the sweep's own parent and trials are left
+    alone, since live workers may still be running them while a restarted chief resumes."""
+    stale = [
+        r
+        for r in _running(experiment)
+        if parent_run_id is None
+        or (
+            r.info.run_id != parent_run_id
+            and r.data.tags.get("mlflow.parentRunId") != parent_run_id
+        )
+    ]
+    return _kill(stale, "left RUNNING by an earlier crash, outside this sweep")
+
+
+def close_open_trials(parent_run_id: str, worker_id: str | None = None) -> list[str]:
+    """Mark the sweep's RUNNING trial runs KILLED: those of `worker_id` (a restarted worker
+    closing what its dead predecessor left), or all of them (the chief, once no trial is on)."""
+    experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
+    where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    if worker_id is not None:
+        where += f" and tags.{WORKER_TAG} = '{worker_id}'"
+    why = f"trials of worker {worker_id} that died" if worker_id else "trials no worker finished"
+    return _kill(_running(experiment, where), why)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host still runs (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running(experiment: str, extra: str = "") -> list[Run]:
+    """The experiment's RUNNING runs, narrowed by an `extra` search filter."""
+    where = "attributes.status = 'RUNNING'" + (f" and {extra}" if extra else "")
+    return MlflowClient().search_runs([experiment], where, max_results=5000)
+
+
+def _kill(runs: list[Run], why: str) -> list[str]:
+    """Mark `runs` KILLED, saying `why` once; their ids."""
+    client = MlflowClient()
+    for run in runs:
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    if runs:
+        log.warning("marked %d run(s) KILLED: %s", len(runs), why)
+    return [r.info.run_id for r in runs]

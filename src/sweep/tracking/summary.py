@@ -1,0 +1,78 @@
+"""A sweep's standing on its parent run: the leaderboard CSV, summary plots, the best value,
+and the description (what the MLflow UI shows first) linking to the saved leaderboard view."""
+
+from __future__ import annotations
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from sweep import leaderboard, plots
+from sweep.tracking.queries import execution_scores, trial_runs
+from sweep.tracking.ui import LEADERBOARD_VIEW, leaderboard_view, runs_route, save_view
+
+#: The description of an experiment or run, as the UI shows and edits it (markdown).
+NOTE_TAG = "mlflow.note.content"
+#: Trials the leaderboard in a sweep's descriptions shows; the most text a description holds.
+DESCRIPTION_TOP, MAX_NOTE = 5, 8000
+
+
+def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
+    """Refresh the sweep's leaderboard CSV and summary plots on its parent run; the best value."""
+    search = cfg.search
+    table = leaderboard.frame(
+        trial_runs(parent_run_id), list(search.space), search.objective, search.direction
+    )
+    client = MlflowClient()
+    if table.empty:
+        return None
+    client.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
+    best_column = f"best_{search.objective}"
+    finished = table[table["status"] == "FINISHED"].dropna(subset=[best_column])
+    describe_sweep(parent_run_id, cfg, table, finished)
+    if finished.empty:
+        return None
+    client.log_figure(
+        parent_run_id,
+        plots.objective_by_hyperparameter(finished, list(search.space), best_column),
+        "objective_by_hyperparameter.png",
+    )
+    client.log_figure(
+        parent_run_id,
+        plots.parallel_coordinates(finished, list(search.space), best_column),
+        "parallel_coordinates.png",
+    )
+    best = float(finished[best_column].iloc[0])
+    client.log_metric(parent_run_id, best_column, best)
+    client.set_tag(parent_run_id, "best_run_id", finished["run_id"].iloc[0])
+    return best
+
+
+def describe_sweep(
+    parent_run_id: str, cfg: DictConfig, table: pd.DataFrame, finished: pd.DataFrame
+) -> str:
+    """The sweep's standing (best trial, top trials, verdicts) as the description of its parent
+    run and of its experiment, which is what the MLflow UI shows first; returns the markdown."""
+    search, client = cfg.search, MlflowClient()
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    executions = None
+    if search.executions_per_trial > 1:  # each trial's seeds: the noise the verdicts need
+        executions = {run: execution_scores(run, search.objective) for run in finished["run_id"]}
+    text = leaderboard.description(
+        table,
+        list(search.space),
+        search.objective,
+        search.direction,
+        max_trials=search.max_trials if search.tuner != "hyperband" else None,
+        link=lambda run_id: (
+            f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+        ),
+        board=runs_route(experiment, LEADERBOARD_VIEW),
+        executions=executions,
+        top=DESCRIPTION_TOP,
+    )[:MAX_NOTE]
+    client.set_tag(parent_run_id, NOTE_TAG, text)
+    client.set_experiment_tag(experiment, NOTE_TAG, text)
+    view = leaderboard_view(parent_run_id, cfg)
+    save_view(experiment, LEADERBOARD_VIEW, f"{cfg.name} leaderboard", view)
+    return text

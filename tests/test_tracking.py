@@ -1,0 +1,77 @@
+"""sweep.tracking's own contracts: a lost server is told by exception type, the package loads
+without Keras, and "best" follows the objective's direction."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sweep import tracking
+
+
+def _refused_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_server_that_stopped_answering_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as caught:
+        MlflowClient(_refused_uri()).get_experiment("0")
+    assert tracking.unreachable(caught.value)
+    assert "MLflow tracking server stopped answering" in tracking.gone_message(caught.value)
+
+
+def test_unreachable_reads_types_not_text(tmp_path: Path) -> None:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(MlflowException) as caught:
+        client.get_run("0" * 32)  # a bad request: the store answered
+    assert not tracking.unreachable(caught.value)
+    assert not tracking.unreachable(MlflowException("API request to x failed with exception y"))
+    try:
+        try:
+            raise requests.exceptions.ReadTimeout("slow")
+        except requests.exceptions.Timeout as err:
+            raise MlflowException("timed out") from err
+    except MlflowException as wrapped:
+        assert tracking.unreachable(wrapped)
+    try:
+        try:
+            raise requests.exceptions.ConnectionError("refused")
+        except requests.exceptions.ConnectionError:
+            raise ValueError("unrelated") from None  # said not to be caused by it
+    except ValueError as suppressed:
+        assert not tracking.unreachable(suppressed)
+
+
+def test_importing_tracking_loads_no_keras() -> None:
+    code = (
+        "import sys, sweep.tracking, sweep.tracking.queries, sweep.tracking.summary; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("direction", "value", "epochs"), [("max", 0.9, 2), ("min", 0.6, 1)])
+def test_best_follows_the_direction(
+    tmp_path: Path, direction: str, value: float, epochs: int
+) -> None:
+    history = {"val_loss": [0.6, 0.9, float("nan"), 0.7]}
+    assert tracking.best_value(history, "val_loss", direction) == value
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run("0").info.run_id
+    for step, v in enumerate(history["val_loss"][:2]):
+        client.log_metric(run_id, "val_loss", v, step=step)
+    mlflow.set_tracking_uri(uri)
+    assert tracking.best_epochs(run_id, "val_loss", direction) == epochs
