@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
 
-#: The experiment tag MLflow's UI types experiments by: model training ("Machine learning",
-#: its runs table), not GenAI development (traces). Values: mlflow/server/js, `experimentKind`.
+#: The experiment's type, model training ("Machine learning"), not GenAI development, for
+#: clients and UIs that read it. MLflow 3.17.2's UI does not: which page a clicked experiment
+#: opens on follows its GenAI / Model training switch (tests/test_ui.py).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 #: What requests raises when a server stops answering (MLflow wraps it in an MlflowException).
 _GONE = (
