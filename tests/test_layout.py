@@ -101,7 +101,7 @@ def test_a_sweeps_config_reads_top_to_bottom(
     )
     modules: list[str] = []
 
-    def follow(frame, event, arg):  # noqa: ANN001, ANN202 - sys.setprofile's signature
+    def follow(frame, event, arg):
         if event == "call" and frame.f_globals.get("__name__", "").startswith("sweep."):
             for value in frame.f_locals.values():
                 if isinstance(value, DictConfig) and value._get_root() is cfg:
