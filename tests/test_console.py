@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep import leaderboard, quiet, tracking
-from sweep.tuner import TrialTracking, _span
+from sweep.tuner.trials import TrialTracking, _span
 from tests.conftest import PYTHON, run_cli, tiny_overrides
 
 #: Lines TensorFlow 2.21 logs while its libraries load (seen on a 2-core CPU machine).

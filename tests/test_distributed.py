@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from sweep import distributed
+from sweep import cluster, distributed
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema import check_single_run
@@ -105,17 +105,17 @@ def test_roles_set_keras_tuners_environment(monkeypatch: pytest.MonkeyPatch) -> 
     where = "distributed.oracle=10.0.0.5:8000"
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name, raising=False)
-    assert distributed.activate(compose_config([*base, "distributed.role=chief", where])) == "chief"
+    assert cluster.activate(compose_config([*base, "distributed.role=chief", where])) == "chief"
     assert os.environ["KERASTUNER_TUNER_ID"] == "chief"
     assert (os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]) == (
         "10.0.0.5",
         "8000",
     )
     worker = compose_config([*base, "distributed.role=worker", where, "distributed.worker_id=gpu1"])
-    assert distributed.activate(worker) == "worker"
+    assert cluster.activate(worker) == "worker"
     assert os.environ["KERASTUNER_TUNER_ID"] == "gpu1"
     # a plain run must not be turned into a worker by a leftover environment
-    assert distributed.activate(compose_config(base)) == "none"
+    assert cluster.activate(compose_config(base)) == "none"
     assert "KERASTUNER_ORACLE_IP" not in os.environ and "KERASTUNER_TUNER_ID" not in os.environ
 
 
@@ -174,7 +174,7 @@ def test_worker_gives_up_clearly_when_no_chief_answers() -> None:
         ]
     )
     with pytest.raises(SweepError, match=r"no chief answered at distributed\.oracle=127\.0\.0\.1:"):
-        distributed.wait_for_chief(cfg)
+        cluster.wait_for_chief(cfg)
 
 
 def test_each_process_closes_only_runs_it_may_close(tmp_path: Path) -> None:

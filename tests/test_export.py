@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import tuner as tuner_module
+from sweep import train
 from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.errors import ExportError
@@ -88,7 +88,7 @@ def test_export_without_finished_trials_says_so_and_writes_nothing(
     def broken(*args, **kwargs):
         raise RuntimeError("broken")
 
-    monkeypatch.setattr(tuner_module.train, "fit", broken)
+    monkeypatch.setattr(train, "fit", broken)
     cfg = make_sweep(
         DIMS, "search.tuner=grid", "search.max_trials=3", "search.max_consecutive_failures=5"
     )

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import tuner as tuner_module
+from sweep import train
 from sweep.config import compose_config
 from sweep.errors import ConfigError, SweepError
 from sweep.pruning import MedianStop, median_curve
@@ -228,7 +228,7 @@ def test_a_resumed_sweep_does_not_rerun_a_pruned_trial(
         f"train.epochs={EPOCHS}",
         "search.pruning=median",
     )
-    monkeypatch.setattr(tuner_module.train, "fit", Interrupt(at_fit=4)(tuner_module.train.fit))
+    monkeypatch.setattr(train, "fit", Interrupt(at_fit=4)(train.fit))
     with pytest.raises(KeyboardInterrupt):  # in the trial after the pruned one
         sweep_run(cfg)
     monkeypatch.undo()

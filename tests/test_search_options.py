@@ -11,8 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import tracking
-from sweep import tuner as tuner_module
+from sweep import tracking, train
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema import parse_duration
@@ -109,7 +108,7 @@ def test_initial_points_come_first_and_are_not_repeated_on_resume(
         f"search.max_trials={trials}",
         f"search.initial=[base, {{{DIM}: 16}}]",
     )
-    monkeypatch.setattr(tuner_module.train, "fit", Interrupt(at_fit=2)(tuner_module.train.fit))
+    monkeypatch.setattr(train, "fit", Interrupt(at_fit=2)(train.fit))
     with pytest.raises(KeyboardInterrupt):  # in the second initial point's trial
         sweep_run(cfg)
     monkeypatch.undo()

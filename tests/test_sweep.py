@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import tracking
-from sweep import tuner as tuner_module
+from sweep import tracking, train
 from sweep.errors import SweepError
+from sweep.tuner import hypermodel
 from sweep.tuner import run as sweep_run
 from tests.conftest import PYTHON, RUN_ARTIFACTS, tiny_overrides
 
@@ -104,14 +104,14 @@ def test_nan_trial_fails_and_the_sweep_goes_on(make_sweep: Callable[..., DictCon
 def test_raising_trial_fails_with_its_error_and_the_sweep_goes_on(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_build = tuner_module.build_model
+    real_build = hypermodel.build_model
 
     def build(cfg: DictConfig):
         if cfg.model.attention.output_dim == 8:
             raise RuntimeError("out of memory building output_dim=8")
         return real_build(cfg)
 
-    monkeypatch.setattr(tuner_module, "build_model", build)
+    monkeypatch.setattr(hypermodel, "build_model", build)
     cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3")
     sweep_run(cfg)
     _, children = runs_of(cfg)
@@ -127,7 +127,7 @@ def test_consecutive_failures_stop_the_sweep_clearly(
     def broken(*args, **kwargs):
         raise RuntimeError("broken training code")
 
-    monkeypatch.setattr(tuner_module.train, "fit", broken)
+    monkeypatch.setattr(train, "fit", broken)
     cfg = make_sweep(
         DIMS, "search.tuner=grid", "search.max_trials=3", "search.max_consecutive_failures=2"
     )
@@ -172,7 +172,7 @@ def test_interrupted_sweep_resumes_without_repeating_trials(
 ) -> None:
     cfg = make_sweep(DIMS, f"search.tuner={tuner}", *extra)
     interrupt = Interrupt(at_fit=2)
-    monkeypatch.setattr(tuner_module.train, "fit", interrupt(tuner_module.train.fit))
+    monkeypatch.setattr(train, "fit", interrupt(train.fit))
     with pytest.raises(KeyboardInterrupt):
         sweep_run(cfg)
     monkeypatch.undo()

@@ -7,27 +7,23 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from sweep import cli
+from sweep import cli, distributed, tracking, train, tuner
 from sweep.config import validate
+from sweep.schema import check_single_run
 
 
 def run(cfg: DictConfig) -> float:
-    """A single run for the base config; a Keras Tuner sweep when an experiment sets `search`."""
+    """A single run for the base config; a Keras Tuner sweep when an experiment sets `search`:
+    in this process (or as one role of a distributed sweep), or, with `sweep.workers=N`, as a
+    chief and N workers started here."""
     validate(cfg)
-    from sweep import tracking
-
     if cfg.search is None:
-        from sweep.schema import check_single_run
-        from sweep.train import run as train_run
-
         check_single_run(cfg)
-
-        best = train_run(cfg)
+        best = train.run(cfg)
         tracking.show_runs_page(cfg)  # the last line: where to see it
         return best
-    from sweep.tuner import run as sweep_run
-
-    best = sweep_run(cfg)
+    # sweep.workers=N: a chief and N workers started here (the schema refuses it with a role)
+    best = distributed.launch(cfg) if cfg.sweep.workers else tuner.run(cfg)
     tracking.show_runs_page(cfg, view=tracking.LEADERBOARD_VIEW)
     return best
 

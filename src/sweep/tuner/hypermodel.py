@@ -1,0 +1,66 @@
+"""The hypermodel: one trial's values in, the classifier built and fitted; no MLflow here."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import keras_tuner
+from keras_tuner.errors import FailedTrialError
+from omegaconf import DictConfig
+
+from sweep import data, space, train
+from sweep.errors import ConfigError
+from sweep.model import build_model
+
+
+def searched_values(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+    """A trial's values for the space's keys, without Keras Tuner's own (`tuner/epochs`...)."""
+    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+
+
+class AttentionHyperModel(keras_tuner.HyperModel):
+    """Builds and fits the classifier for one trial's values; knows nothing of MLflow."""
+
+    def __init__(self, cfg: DictConfig, encoded: data.Encoded) -> None:
+        super().__init__(name="attention_classifier")
+        self.cfg, self.encoded = cfg, encoded
+        self._encoded = {cfg.data.num_words: encoded}
+        self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
+
+    def trial_config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
+        try:
+            return space.apply(self.cfg, self.cfg.search.space, searched_values(hp))
+        except ConfigError as err:
+            raise FailedTrialError(f"invalid combination: {err}") from None
+
+    def encoded_for(self, cfg: DictConfig) -> data.Encoded:
+        """The reviews tokenised for this trial's vocabulary (`data.num_words` is searchable):
+        each size read once per sweep, from the cache after its first sweep."""
+        if cfg.data.num_words not in self._encoded:
+            self._encoded[cfg.data.num_words] = train.load(cfg)
+        return self._encoded[cfg.data.num_words]
+
+    def arrays(self, cfg: DictConfig) -> train.Arrays:
+        """Cut once per vocabulary and sequence length per sweep: cheap, re-tokenising never."""
+        key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+        if key not in self._arrays:
+            self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg)
+        return self._arrays[key]
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        cfg = self.trial_config(hp)
+        keras.utils.set_random_seed(cfg.seed)
+        return build_model(cfg)
+
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> keras.callbacks.History:
+        cfg = self.trial_config(hp)
+        history = train.fit(model, cfg, self.arrays(cfg), **kwargs)
+        losses = history.history.get("loss", [])
+        if any(not math.isfinite(v) for v in losses):
+            epoch = next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1
+            raise FailedTrialError(f"loss became NaN at epoch {epoch}")
+        return history

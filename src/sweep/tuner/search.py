@@ -1,0 +1,63 @@
+"""The sweep, top to bottom: prepare (the store, the experiment, the sweep to resume, the data,
+the tuner), search (each trial built, fitted and logged under the parent run), summarise.
+
+Tuner state lives in `sweeps/<name>/`; re-running the same command resumes the sweep. MLflow is
+the record: a trial already logged FINISHED is never trained or logged again.
+"""
+
+from __future__ import annotations
+
+import keras
+from omegaconf import DictConfig
+
+from sweep import tracking, train
+from sweep.objective import Objective
+from sweep.tracking.callbacks import EpochMetrics
+from sweep.tuner.hypermodel import AttentionHyperModel
+from sweep.tuner.initial import initial_points
+from sweep.tuner.roles import role_of
+from sweep.tuner.state import sweep_dir
+from sweep.tuner.trials import SweepRun
+from sweep.tuner.tuners import build_tuner
+
+
+def run(cfg: DictConfig) -> float:
+    """Run (or resume) the sweep `cfg` declares; returns the best objective value.
+
+    `distributed.role` makes this process Keras Tuner's chief (it serves trials and owns the
+    parent run) or a worker (it trains trials the chief hands out); see `roles`.
+    """
+    role = role_of(cfg)  # decided once, before any tuner is built
+    role.connect()
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment(cfg.name, cfg.tracking)
+    parent_id = role.existing_parent(experiment)
+    initial = initial_points(cfg)
+    encoded = train.load(cfg)
+    role.close_leftovers(experiment, parent_id)
+    hypermodel = AttentionHyperModel(cfg, encoded)
+    tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), **role.tuner_options(parent_id, initial))
+    tags = {**tracking.standard_tags(cfg, encoded), **role.trial_tags()}
+    with role.parent_run(experiment, parent_id, tags) as parent_run_id:
+        objective = Objective(str(cfg.search.objective), str(cfg.search.direction))
+        sweep = SweepRun(cfg, parent_run_id, tags, objective, initial, shared=role.shared)
+        role.search(tuner, sweep, callbacks(cfg))
+        return role.summarise(tuner.oracle, parent_run_id)
+
+
+def callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:
+    """Every trial's: epoch metrics to MLflow, stop on NaN or Ctrl-C, early stopping."""
+    chosen: list[keras.callbacks.Callback] = [
+        EpochMetrics(),
+        keras.callbacks.TerminateOnNaN(),
+        train.StopOnInterrupt(),
+    ]
+    if cfg.search.patience:
+        chosen.append(
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.search.objective,
+                mode=cfg.search.direction,
+                patience=cfg.search.patience,
+            )
+        )
+    return chosen

@@ -1,0 +1,241 @@
+"""Each trial a nested MLflow run under the sweep's parent, and one console line per trial
+(its values and outcome, the best so far, time spent and left)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import keras_tuner
+from keras_tuner.errors import FatalError
+from omegaconf import DictConfig
+
+from sweep import leaderboard, pruning, space, tracking
+from sweep.objective import Objective
+from sweep.tracking.callbacks import log_outcome
+from sweep.tuner.hypermodel import AttentionHyperModel, searched_values
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What a tuner's trials are logged under; given to the tuner when its search starts."""
+
+    cfg: DictConfig
+    parent_run_id: str
+    #: every trial run's tags: the data, the code, and on a distributed worker who ran it
+    tags: Mapping[str, str]
+    #: `search.objective` and `search.direction`: what a better trial is
+    objective: Objective
+    #: (label, Keras Tuner values) of the sweep's initial points, to tag their trials
+    initial_labels: Sequence[tuple[str, dict[str, Any]]] = ()
+    #: other processes (distributed workers) log trials under the same parent
+    shared: bool = False
+
+
+class TrialTracking:
+    """Mixed into a Keras Tuner tuner: each trial a nested MLflow run, one console line each."""
+
+    sweep: SweepRun
+    hypermodel: AttentionHyperModel
+    oracle: keras_tuner.Oracle
+
+    def search_in(self, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]) -> None:
+        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`."""
+        self.sweep = sweep
+        self.search(callbacks=callbacks)  # type: ignore[attr-defined]
+
+    def _populate_initial_space(self) -> None:
+        """Keras Tuner builds models here to find conditional hyperparameters (its hook for such
+        overrides); the space is declared whole up front, so no model is built before a trial."""
+
+    def on_search_begin(self) -> None:
+        super().on_search_begin()  # type: ignore[misc]
+        self._pruned: dict[str, int] = {}  # trial id -> the epoch median pruning stopped it at
+        search = self.sweep.cfg.search
+        self._pruner = None
+        if search.get("pruning", "none") == "median":
+            self._pruner = pruning.Pruner(
+                self.sweep.parent_run_id, self.oracle.objective, search.pruning_min_epochs
+            )
+        self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
+        self._best = self._best_so_far()
+
+    def _best_so_far(self) -> float | None:
+        """The sweep's best score yet: any worker's when shared, else this oracle's trials'
+        (a resumed sweep's earlier ones)."""
+        objective = self.sweep.objective
+        scores = [t.score for t in self._trials().values() if t.score is not None]
+        if self.sweep.shared:
+            logged = tracking.best_finished(
+                self.sweep.parent_run_id, objective.name, objective.direction
+            )
+            scores += [logged] if logged is not None else []
+        return objective.best(s for s in scores if math.isfinite(s))
+
+    def _trials(self) -> dict[str, Any]:
+        """The oracle's trials; none on a distributed worker, whose oracle is a gRPC client."""
+        return getattr(self.oracle, "trials", None) or {}
+
+    def on_epoch_end(
+        self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None
+    ) -> None:
+        super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        self._model = model
+
+    def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
+        """The trial in its own MLflow run. Losing the tracking server stops the sweep instead of
+        failing the trial: the oracle keeps it open, so re-running the command retries it."""
+        try:
+            return self._tracked_trial(trial, *args, **kwargs)
+        except Exception as err:
+            if tracking.unreachable(err):
+                raise FatalError(tracking.gone_message(err)) from None
+            raise
+
+    def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        logged = tracking.finished_trial(
+            self.sweep.parent_run_id, trial.trial_id, self.sweep.objective.name
+        )
+        if logged is not None:
+            log.info(
+                "trial %s was logged FINISHED before an interruption; not re-run", trial.trial_id
+            )
+            return logged
+        tags = {**self.sweep.tags, "trial_id": trial.trial_id, **self._initial_tag(trial)}
+        with tracking.tracked_run(
+            nested=True,
+            parent_run_id=self.sweep.parent_run_id,
+            run_name=f"trial-{trial.trial_id}",
+            tags=tags,
+        ):
+            try:
+                cfg = self.hypermodel.trial_config(trial.hyperparameters)
+                tracking.log_config(cfg)
+                tracking.log_hyperparameters(searched_values(trial.hyperparameters))
+                histories, seconds = self._fit(trial, *args, **kwargs)
+            except Exception as err:
+                tracking.log_failure(err)
+                raise
+            self._log_outcome(cfg, [h.history for h in histories], seconds)
+        return histories
+
+    def _fit(self, trial: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """Keras Tuner's fit of the trial (each execution), its seconds; with median pruning,
+        stopped early (and tagged so) when it falls below the earlier trials' median."""
+        stop = self._pruner.callback() if self._pruner is not None else None
+        if stop is not None:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), stop]
+        started = time.perf_counter()
+        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        seconds = time.perf_counter() - started
+        if stop is not None and stop.pruned_at is not None:
+            tracking.log_pruned(stop.pruned_at)
+            self._pruned[trial.trial_id] = stop.pruned_at
+        return histories, seconds
+
+    def _log_outcome(
+        self, cfg: DictConfig, runs: list[dict[str, list[float]]], seconds: float
+    ) -> None:
+        """The trial's score (the mean over its executions), curves and figures; its model too
+        when `tracking.log_models` asks and it is the best so far (ties count)."""
+        objective = self.sweep.objective
+        score = sum(tracking.best_value(h, objective.name, objective.direction) for h in runs)
+        score /= len(runs)
+        if self.sweep.shared:  # the best so far may be another worker's
+            self._best = tracking.best_finished(
+                self.sweep.parent_run_id, objective.name, objective.direction
+            )
+        is_best = self._best is None or objective.better(self._best, score) == score
+        log_models = self.sweep.cfg.tracking.log_models
+        log_outcome(
+            self._model,
+            runs,
+            seconds,
+            self.hypermodel.arrays(cfg).x_val,
+            self.hypermodel.encoded_for(cfg).vocabulary,
+            log_model=log_models == "all" or (log_models == "best" and is_best),
+            objective=objective.name,
+            direction=objective.direction,
+        )
+        if is_best:
+            self._best = score
+
+    def _initial_tag(self, trial: Any) -> dict[str, str]:
+        """`initial`: base, best_of=NAME or given, for a trial that is a `search.initial` point."""
+        values = searched_values(trial.hyperparameters)
+        labels = self.sweep.initial_labels
+        label = next((name for name, point in labels if point == values), None)
+        return {"initial": label} if label else {}
+
+    def _done(self) -> int:
+        """Trials ended (finished or failed) in this sweep so far, by any process."""
+        trials = self._trials()
+        if trials:
+            return sum(t.status in ("COMPLETED", "FAILED") for t in trials.values())
+        return tracking.trials_done(self.sweep.parent_run_id)
+
+    def on_trial_end(self, trial: Any) -> None:
+        """One line: trial i/N, its values and outcome, the best so far, time spent and left
+        (the mean time per trial this command has seen, times the trials left)."""
+        super().on_trial_end(trial)  # type: ignore[misc]
+        done, total = self._done(), self.sweep.cfg.search.max_trials
+        values = ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={leaderboard.shown(space.label(v))}"
+            for k, v in searched_values(trial.hyperparameters).items()
+        )
+        best = f"{self._best:.4f}" if self._best is not None else "-"
+        elapsed = time.monotonic() - self._clock
+        log.info(
+            "trial %d/%d  %s  ->  %s  (best %s)  elapsed %s, ETA %s",
+            done,
+            total,
+            values,
+            self._outcome(trial.trial_id),
+            best,
+            _span(elapsed),
+            self._eta(max(total - done, 0), elapsed, done - self._done_before),
+        )
+        tracking.log_leaderboard(self.sweep.parent_run_id, self.sweep.cfg)
+
+    def _outcome(self, trial_id: str) -> str:
+        """The trial's score (and where pruning stopped it), or why it did not finish."""
+        stored = self.oracle.get_trial(trial_id)
+        if stored.status != "COMPLETED":
+            why = (stored.message or "").strip().splitlines()
+            return f"{stored.status}: {why[-1] if why else '?'}"
+        outcome = f"{self.sweep.objective.name}={stored.score:.4f}"
+        if trial_id in self._pruned:
+            outcome += f", pruned at epoch {self._pruned[trial_id]}"
+        return outcome
+
+    def _eta(self, left: int, elapsed: float, ended: int) -> str:
+        """The `left` trials at the mean time of the `ended` ones; no later than the time budget
+        allows (no trial starts after it, the one started before it ends is waited for)."""
+        if not left:
+            return "0s"
+        if not ended:
+            return "-"
+        mean = elapsed / ended
+        seconds = mean * left
+        budget, clock = getattr(self.oracle, "budget", None), getattr(self.oracle, "clock", None)
+        if budget is not None and clock is not None:
+            remaining = budget[1] - (time.monotonic() - clock)
+            seconds = min(seconds, remaining + mean if remaining > 0 else 0.0)
+        return _span(seconds)
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: 45s, 3m05s, 2h07m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
