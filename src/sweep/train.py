@@ -6,7 +6,6 @@ A sweep's trials fit through the same `fit`, so a trial costs what a plain run c
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweep import batches, data, tracking
+from sweep.interrupt import INTERRUPTED
 from sweep.model import build_model
 from sweep.tracking.callbacks import EpochMetrics, log_final, log_outcome
 
@@ -165,10 +165,6 @@ def final_evaluation(
         registered_model,
     )
     return metrics
-
-
-#: Set when the user pressed Ctrl-C; see `StopOnInterrupt`.
-INTERRUPTED = threading.Event()
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
