@@ -63,3 +63,7 @@ def show(value: Any) -> str:
     if isinstance(value, DictConfig | dict):
         return str(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)
     return repr(value) if isinstance(value, str) and value == "" else str(value)
+
+
+class ReportError(UserError, RuntimeError):
+    """No answer page to write (empty store, unknown experiment, bases that cannot be pooled)."""

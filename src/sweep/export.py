@@ -129,23 +129,30 @@ def _write_configs(
     """Each top trial's logged config as a complete Hydra config, and the command re-running it."""
     paths, commands = [], []
     for rank, (_, row) in enumerate(top.iterrows(), 1):
-        config: dict[str, Any] = tracking.run_config(row["run_id"])
-        config["search"] = None
         name = f"rank{rank}"
-        command = (
-            f"python -m sweep --config-dir {shlex.quote(str(final_dir.resolve()))} "
-            f"--config-name {name}"
-        )
-        header = (
-            f"# Trial {row['trial_id']} (MLflow run {row['run_id']}), rank {rank}.\n"
-            f"# Re-run it: {command}\n"
-        )
-        body = {"defaults": ["base_config", "_self_"], **config, "hydra": HYDRA_SETTINGS}
+        command = rerun_command(final_dir, name)
         path = staging / f"{name}.yaml"
-        path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+        write_config(row["run_id"], f"Trial {row['trial_id']}", f"rank {rank}", command, path)
         paths.append(path)
         commands.append(command)
     return paths, commands
+
+
+def rerun_command(directory: Path, name: str) -> str:
+    """The one command that re-runs the config `directory/name.yaml`."""
+    return (
+        f"python -m sweep --config-dir {shlex.quote(str(directory.resolve()))} --config-name {name}"
+    )
+
+
+def write_config(run_id: str, what: str, rank: str, command: str, path: Path) -> None:
+    """A run's logged config as a complete Hydra config (no search), headed by where it came
+    from and the command that re-runs it."""
+    config: dict[str, Any] = tracking.run_config(run_id)
+    config["search"] = None
+    header = f"# {what} (MLflow run {run_id}), {rank}.\n# Re-run it: {command}\n"
+    body = {"defaults": ["base_config", "_self_"], **config, "hydra": HYDRA_SETTINGS}
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
 
 
 def _write_effects(

@@ -22,6 +22,8 @@ OUTCOME_METRICS = (
 FINAL_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 #: Tags of a trial run that median pruning stopped early (`search.pruning`).
 PRUNED_TAG, PRUNED_AT_TAG = "pruned", "pruned_at_epoch"
+#: Tags of a seed repeat (`search.replicates`): the trial run it repeats, and that trial's id.
+REPLICATE_OF_TAG, REPLICATE_TRIAL_TAG = "replicate_of", "replicate_trial_id"
 
 
 def frame(

@@ -3,7 +3,7 @@ render off the training thread's back and never need closing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -122,4 +122,48 @@ def cost_pareto(table: pd.DataFrame, objective: str, front_by: dict[str, pd.Seri
         ax.set_ylabel(objective)
         ax.grid(alpha=0.3)
         ax.legend()
+    return fig
+
+
+#: One panel of `knob_panels`: a knob, its values in order, each value's seeds, its estimate.
+Panel = tuple[str, Sequence[str], Sequence[Sequence[float]], Sequence[float]]
+
+
+def knob_panels(panels: Sequence[Panel], ylabel: str) -> Figure:
+    """Per knob: every seed's score at each value (dots) and the model's estimate (bar)."""
+    fig = Figure(figsize=(4.5 * max(len(panels), 1), 4), layout="constrained")
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (knob, values, seeds, estimates) in zip(axes, panels, strict=False):
+        for x, (ys, estimate) in enumerate(zip(seeds, estimates, strict=True)):
+            ax.plot([x] * len(ys), ys, "o", color="tab:blue", alpha=0.6)
+            ax.hlines(estimate, x - 0.3, x + 0.3, color="tab:red", linewidth=2)
+        ax.set_xticks(range(len(values)), [v[:18] for v in values], rotation=30, ha="right")
+        ax.set_title(knob)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def diagnostics(
+    scales: Sequence[str],
+    by_scale: Mapping[str, Sequence[Sequence[float]]],
+    saturation: Sequence[float],
+    score: Sequence[float],
+    ylabel: str,
+) -> Figure:
+    """Attention entropy and saturation per scale value (left panels, when the scale was
+    searched) and saturation against the objective (right)."""
+    fig = Figure(figsize=(4.5 * (len(by_scale) + 1), 4), layout="constrained")
+    axes = fig.subplots(1, len(by_scale) + 1, squeeze=False)[0]
+    for ax, (metric, seeds) in zip(axes, by_scale.items(), strict=False):
+        for x, ys in enumerate(seeds):
+            ax.plot([x] * len(ys), ys, "o", color="tab:purple", alpha=0.6)
+        ax.set_xticks(range(len(scales)), list(scales), rotation=30, ha="right")
+        ax.set_title(f"{metric} by scale")
+        ax.grid(alpha=0.3)
+    axes[-1].plot(saturation, score, "o", alpha=0.6)
+    axes[-1].set_xlabel("attention_saturation")
+    axes[-1].set_ylabel(ylabel)
+    axes[-1].set_title("does saturation predict the score?")
+    axes[-1].grid(alpha=0.3)
     return fig

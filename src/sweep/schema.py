@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sweep.data import SOURCES, VAL_SPLITS
+from sweep.durations import parse_duration
 from sweep.errors import ConfigError
 
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
@@ -29,40 +30,9 @@ BATCHING = ("bucketed", "fixed")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-#: One duration part: a number and its unit (seconds when the unit is left out).
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
-
-
-def parse_duration(key: str, value: Any) -> float:
-    """Seconds in a duration such as `90s`, `30m`, `2h`, `1h30m` or `45` (seconds)."""
-    text = str(value).strip().lower()
-    parts = list(_DURATION_PART.finditer(text))
-    joined = "".join(m.group(0) for m in parts).replace(" ", "")
-    if (
-        isinstance(value, bool)
-        or not parts
-        or joined != text.replace(" ", "")
-        or (len(parts) > 1 and any(not m.group(2) for m in parts))
-    ):
-        raise ConfigError(key, value, "expected a duration such as 90s, 30m, 2h or 1h30m")
-    seconds = sum(float(m.group(1)) * _UNIT_SECONDS[m.group(2)] for m in parts)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(key, value, "must be a positive duration")
-    return seconds
-
-
-def _range(
-    *,
-    gt: float | None = None,
-    ge: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    choices: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    return {
-        k: v for k, v in dict(gt=gt, ge=ge, le=le, lt=lt, choices=choices).items() if v is not None
-    }
+def _range(**rules: Any) -> dict[str, Any]:
+    """A field's rules for `validate`: bounds gt, ge, le, lt and choices (None: no rule)."""
+    return {k: v for k, v in rules.items() if v is not None}
 
 
 @dataclass
@@ -152,6 +122,19 @@ class SearchParam:
 
 
 @dataclass
+class ReplicatesConfig:
+    # re-run the leaders with fresh seeds until best vs runner-up is decided (docs/replicates.md)
+    enabled: bool = False
+    top: int = field(default=2, metadata=_range(ge=2))  # leading configurations compared
+    min_seeds: int = field(default=3, metadata=_range(ge=2))  # seeds each has before a verdict
+    max_seeds: int = field(default=6, metadata=_range(ge=2))  # most seeds of one configuration
+    max_runs: int = field(default=12, metadata=_range(ge=1))  # most repeats per command
+    time_budget: str | None = None  # no repeat starts after it (90s, 30m, 2h; per command)
+    alpha: float = field(default=0.05, metadata=_range(gt=0.0, lt=1.0))
+    margin: float = field(default=0.01, metadata=_range(gt=0.0))  # "no difference" below it
+
+
+@dataclass
 class SearchConfig:
     tuner: str = field(
         default="random", metadata=_range(choices=("random", "bayesian", "hyperband", "grid"))
@@ -179,6 +162,7 @@ class SearchConfig:
     # points tried before the tuner's own: base (the config's own values, when they are points
     # of the space), {best_of: EXPERIMENT} (another sweep's best trial), {config.path: value}
     initial: list[Any] = field(default_factory=lambda: ["base"])
+    replicates: ReplicatesConfig = field(default_factory=ReplicatesConfig)
 
 
 @dataclass
@@ -220,6 +204,15 @@ class ExportConfig:
 
 
 @dataclass
+class ReportConfig:
+    experiments: list[str] = field(default_factory=list)  # to pool; default: every sweep
+    dir: str = "reports"  # the page and its figures
+    experiment: str = "answers"  # the MLflow experiment the page is logged to
+    alpha: float = field(default=0.05, metadata=_range(gt=0.0, lt=1.0))
+    margin: float = field(default=0.01, metadata=_range(gt=0.0))
+
+
+@dataclass
 class Config:
     # MLflow experiment name and sweeps/ subdirectory; experiments set their own
     name: str = "base"
@@ -233,6 +226,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def register() -> None:
@@ -279,8 +273,18 @@ def validate(cfg: DictConfig) -> None:
             "has them) or use data.val_split=random",
         )
     check_distributed(cfg)
-    if cfg.search is not None and cfg.search.time_budget is not None:
-        parse_duration("search.time_budget", cfg.search.time_budget)
+    if cfg.search is not None:
+        _check_search(cfg.search)
+
+
+def _check_search(search: DictConfig) -> None:
+    if search.time_budget is not None:
+        parse_duration("search.time_budget", search.time_budget)
+    again = search.get("replicates")
+    if again is not None and again.time_budget is not None:
+        parse_duration("search.replicates.time_budget", again.time_budget)
+    if again is not None and again.min_seeds > again.max_seeds:
+        raise ConfigError("search.replicates.min_seeds", again.min_seeds, "more than max_seeds")
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:

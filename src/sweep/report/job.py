@@ -1,0 +1,165 @@
+"""`python -m sweep.report`: one answer to "which attention settings matter?" across sweeps.
+
+Reads the MLflow store only (no Keras): pools the finished trials and seed repeats of sibling
+experiments that share their base configuration, answers per knob, and writes
+`reports/answers.md` with its figures, also logged to MLflow (experiment `report.experiment`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import export, tracking
+from sweep.errors import ReportError
+from sweep.report import page, pool
+from sweep.report.answer import Answer, Best, answer
+
+log = logging.getLogger(__name__)
+
+PAGE = "answers.md"
+#: What the page says about its statistics, once, above the answers.
+METHOD = """\
+**How to read it.** Each observation is one finished run (a trial, or a seed repeat of one:
+`search.replicates`); runs of one configuration with one seed count once. An additive linear
+model (statsmodels OLS, every knob a categorical factor against its base value) is fitted to
+them: a value's *estimate* is the model's {objective} at that value with every other knob at its
+base (with one knob varied at a time, the mean of that configuration's seeds), and the *noise*
+is its residual, i.e. the seed-to-seed spread of configurations run with several seeds. Per
+knob, the best value is compared with the runner-up (a t-test of the model's contrast): the
+knob **matters** when the Holm-adjusted p-value (across the knobs of a table) is below
+alpha = {alpha}; there is **no difference** when the gap is shown smaller than ±{margin}
+(two one-sided tests at alpha / number of knobs, Bonferroni); else it is **undecided**. The
+*share of variance* is the drop in the residual sum of squares when the knob is removed, over
+the total (ANOVA's eta squared), with the F-test that no value differs. Two knobs *interact*
+when their interaction term explains variance beyond noise, measured only where trials cross
+them. Every number cites observations (#N), listed with their MLflow run ids at the end of
+each section. Pruned trials are left out (stopped early, their scores are not comparable)."""
+
+
+def report(cfg: DictConfig) -> Path:
+    """Write the answer page for the sweeps `report.experiments` names (default: every sweep in
+    the store) and log it to MLflow; returns the page's path."""
+    uri, names = str(cfg.tracking.uri), list(cfg.report.experiments or [])
+    if not tracking.store_exists(uri):
+        raise ReportError(f"no sweep in the MLflow store at {uri}: there is no store there yet")
+    tracking.configure(cfg.tracking)
+    grouped = pool.groups(pool.sweeps(names, uri))
+    if names:
+        pool.refuse_mixed(grouped)
+    answers = [answer(group, cfg.report) for group in grouped]
+    directory = Path(cfg.report.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    best = max(answers, key=lambda a: a.objective.sign * a.best.mean)
+    rank_file, command = _rank_file(cfg, best.best, directory)
+    test = pool.test_accuracy(best.best.experiment, list(best.obs["run_id"]))
+    experiment = tracking.use_experiment(str(cfg.report.experiment), cfg.tracking)
+    with tracking.tracked_run(experiment_id=experiment, run_name="answers") as run:
+        text = _page(cfg, answers, best, (rank_file, command, test), run.info.run_id)
+        for index, found in enumerate(answers, 1):
+            for name, figure in page.figures(found, index).items():
+                figure.savefig(directory / name)
+        (directory / PAGE).write_text(text)
+        mlflow.log_params(
+            {f"pool.{s.name}": s.parent.info.run_id for a in answers for s in a.sweeps}
+        )
+        mlflow.set_tag(tracking.NOTE_TAG, text[: tracking.MAX_NOTE])
+        mlflow.log_artifacts(str(directory))
+    for found in answers:
+        for effect, verdict in zip(found.effects, found.verdicts, strict=True):
+            log.info("%s: %s (%s)", effect.knob, verdict, found.names)
+    log.info("answer page: %s (MLflow run %s)", directory / PAGE, run.info.run_id)
+    shown = OmegaConf.merge(cfg, {"name": str(cfg.report.experiment)})
+    tracking.show_runs_page(shown)  # the last line: where to see it
+    return directory / PAGE
+
+
+def _rank_file(cfg: DictConfig, best: Best, directory: Path) -> tuple[str, str]:
+    """The exported rank file of the best configuration's trial, if export wrote one; else
+    `best.yaml` beside the page, written the way export writes its rank files."""
+    exported = Path(cfg.sweep.dir) / best.experiment / export.EXPORT_DIR
+    for path in sorted(exported.glob("rank*.yaml")):
+        if f"(MLflow run {best.trial_run})" in path.read_text():
+            return str(path), export.rerun_command(path.parent, path.stem)
+    path = directory / "best.yaml"
+    command = export.rerun_command(directory, path.stem)
+    export.write_config(
+        best.trial_run, "The best configuration", "from the answer page", command, path
+    )
+    return str(path), command
+
+
+def _page(
+    cfg: DictConfig,
+    answers: Sequence[Answer],
+    best: Answer,
+    found: tuple[str, str, tuple[float, str] | None],
+    run_id: str,
+) -> str:
+    first = answers[0]
+    today = datetime.date.today().isoformat()
+    args = " ".join(sys.argv[1:])
+    lines = [
+        "# Which attention settings matter?",
+        "",
+        f"Written {today} by `python -m sweep.report{' ' + args if args else ''}` from the MLflow "
+        f"store `{cfg.tracking.uri}`; logged as run `{run_id}` of experiment "
+        f"`{cfg.report.experiment}`.",
+        "",
+        METHOD.format(objective=first.objective.name, alpha=first.alpha, margin=first.margin),
+        "",
+    ]
+    for index, each in enumerate(answers, 1):
+        lines += _section(each, index, heading=len(answers) > 1)
+    lines += [
+        "## The best configuration found",
+        "",
+        page.best_section(best.best, best.objective.name, *found),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _section(found: Answer, index: int, heading: bool) -> list[str]:
+    sweeps = ", ".join(
+        f"{s.name} (sweep run `{s.parent.info.run_id}`: "
+        f"{int((found.obs['experiment'] == s.name).sum())} runs)"
+        for s in found.sweeps
+    )
+    lines = [f"## {found.names}", ""] if heading else []
+    lines += [
+        f"Pooled: {sweeps}; {len(found.obs)} finished runs. They share every other setting "
+        "(and the data's fingerprint).",
+        "",
+        page.noise_line(found),
+        "",
+        page.headline(found),
+        "",
+        f"![effects](effects_{index}.png)" if found.effects else "",
+        "",
+        "### Each knob",
+        "",
+        *page.knob_tables(found),
+        "### Which knobs interact",
+        "",
+        page.interaction_table(found),
+        "",
+        "### Attention diagnostics: does the scale change them, does saturation predict "
+        f"{found.objective.name}?",
+        "",
+        page.diagnostics_table(found),
+        "",
+        f"![diagnostics](diagnostics_{index}.png)" if found.diagnostics else "",
+        "",
+        "### The runs this rests on",
+        "",
+        page.runs_table(found),
+        "",
+    ]
+    return lines

@@ -1,0 +1,283 @@
+"""The answer page (`python -m sweep.report`): pooling sibling sweeps from MLflow, the linear
+model's estimates, noise and verdicts, interactions, diagnostics, and bad input in one line.
+
+Most tests write sweeps straight into a fresh MLflow store (as the tuner logs them: a parent
+run with its config and search settings, nested trial runs with params, tags and metrics), so
+the statistics are checked against numbers chosen here; the integration test runs the shipped
+experiments on a slice of the real data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import tracking
+from sweep.errors import ReportError
+from sweep.report import report
+from tests.conftest import REAL_DATA, own_lines, run_cli, tiny_overrides
+
+BASE = {
+    "model.attention.output_dim": 128,
+    "model.attention.scale": 8.0,
+    "train.epochs": 2,
+    "train.learning_rate": 0.0002,
+}
+
+
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def log_sweep(
+    where: DictConfig,
+    name: str,
+    knobs: Sequence[str],
+    trials: Sequence[tuple[Mapping[str, Any], Sequence[float]]],
+    base: Mapping[str, Any] = BASE,
+    diagnostics: Callable[[Mapping[str, Any], float], tuple[float, float]] | None = None,
+) -> list[str]:
+    """A sweep as the tuner logs one: each trial's values and its seeds' scores (the first the
+    trial, the rest seed repeats of it); returns the runs' ids."""
+    experiment = tracking.use_experiment(name, where.tracking)
+    ids = []
+    with mlflow.start_run(experiment_id=experiment, tags={"sweep": name, "data_fingerprint": "fp"}):
+        parent = mlflow.active_run().info.run_id
+        mlflow.log_params(
+            {"search.space": ", ".join(knobs), "search.objective": "val_accuracy"}
+            | {"search.direction": "max"}
+        )
+        mlflow.log_text(OmegaConf.to_yaml(_nested({"name": name, **base})), "config.yaml")
+        for number, (values, scores) in enumerate(trials):
+            config = {**base, **values}
+            for i, score in enumerate(scores):
+                tags = {"seed": str(42 + i), "mlflow.parentRunId": parent}
+                tags |= {"trial_id": str(number)} if i == 0 else {}
+                tags |= {} if i == 0 else {"replicate_of": "x", "replicate_trial_id": str(number)}
+                with mlflow.start_run(experiment_id=experiment, nested=True, tags=tags) as run:
+                    mlflow.log_params(config)
+                    mlflow.log_text(
+                        OmegaConf.to_yaml(_nested({"name": name, **config})), "config.yaml"
+                    )
+                    entropy, saturation = (diagnostics or (lambda c, s: (0.9, 0.1)))(config, score)
+                    mlflow.log_metrics(
+                        {"best_val_accuracy": score, "attention_entropy": entropy}
+                        | {"attention_saturation": saturation}
+                    )
+                    ids.append(run.info.run_id)
+    return ids
+
+
+@pytest.fixture
+def store(tmp_path: Path, make_config: Callable[..., DictConfig]) -> Callable[..., DictConfig]:
+    """A report config on a fresh store under tmp_path (sweeps are logged into it by the test)."""
+    cfg = make_config(f"report.dir={tmp_path / 'reports'}")
+    tracking.configure(cfg.tracking)
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+
+    def make(*overrides: str) -> DictConfig:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+
+    return make
+
+
+def _noisy(mean: float, n: int, sd: float, seed: int) -> list[float]:
+    return list(mean + np.random.default_rng(seed).normal(0, sd, n))
+
+
+def test_the_page_pools_siblings_and_every_run_is_cited(
+    store: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """dim-like and scale-like sweeps share a base: one pooled answer. Width makes no
+    difference (within a margin of 0.05), the scale does (0.30 apart, noise 0.01); the noise is
+    the seeds' pooled spread; every run id in the store is on the page."""
+    cfg = store()
+    dims = [({"model.attention.output_dim": d}, _noisy(0.80, 4, 0.01, d)) for d in (64, 128)]
+    scales = [
+        ({"model.attention.scale": s}, _noisy(m, 4, 0.01, i))
+        for i, (s, m) in enumerate([("sqrt_dk", 0.50), (8.0, 0.80)])
+    ]
+    ids = log_sweep(cfg, "dims", ["model.attention.output_dim"], dims)
+    ids += log_sweep(cfg, "scales", ["model.attention.scale"], scales)
+    path = report(store("report.margin=0.05"))
+    text = path.read_text()
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in text.splitlines()
+        if line.startswith("| model.")
+    }
+    assert "**matters**" in rows["model.attention.scale"], rows
+    assert "**no difference**" in rows["model.attention.output_dim"], rows
+    # the base (128, 8.0) was measured in both sweeps with the same seeds: one measurement each,
+    # so 3 configurations of 4 seeds, 3 parameters: 9 degrees of freedom, equal weights
+    base_seeds = np.mean([dims[1][1], scales[1][1]], axis=0)
+    spreads = [np.var(dims[0][1], ddof=1), np.var(scales[0][1], ddof=1), np.var(base_seeds, ddof=1)]
+    sigma = float(np.sqrt(np.mean(spreads)))
+    shown = re.search(r"sigma = ([0-9.]+) val_accuracy with (\d+) degrees", text)
+    assert shown and abs(float(shown.group(1)) - sigma) < 1e-4 and shown.group(2) == "9", shown
+    assert all(run_id in text for run_id in ids)
+    assert (path.parent / "effects_1.png").is_file() and (path.parent / "best.yaml").is_file()
+    logged = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("answers").experiment_id]
+    )
+    artifacts = {a.path for a in MlflowClient().list_artifacts(logged[0].info.run_id)}
+    assert {"answers.md", "effects_1.png", "diagnostics_1.png"} <= artifacts
+
+
+def test_knobs_crossed_in_the_trials_have_their_interaction_measured(
+    store: Callable[..., DictConfig],
+) -> None:
+    """A 2x2 grid with 3 seeds each where width helps only with learned scale: interaction
+    measured and found; a knob no trial crosses with the others is 'not measured'."""
+    cfg = store()
+    means = {(64, "learned"): 0.9, (64, "sqrt_dk"): 0.7, (128, "learned"): 0.7}
+    means[(128, "sqrt_dk")] = 0.7
+    grid = [
+        ({"model.attention.output_dim": d, "model.attention.scale": s}, _noisy(m, 3, 0.01, i))
+        for i, ((d, s), m) in enumerate(means.items())
+    ]
+    log_sweep(cfg, "grid", ["model.attention.output_dim", "model.attention.scale"], grid)
+    log_sweep(cfg, "lrs", ["train.learning_rate"], [({"train.learning_rate": 0.1}, [0.5, 0.52])])
+    text = report(store()).read_text()
+    crossed = next(
+        line for line in text.splitlines() if "output_dim x model.attention.scale" in line
+    )
+    assert "**interact**" in crossed, crossed
+    alone = next(line for line in text.splitlines() if "x train.learning_rate" in line)
+    assert "not measured" in alone, alone
+
+
+def test_the_diagnostics_table_says_whether_the_scale_moves_saturation(
+    store: Callable[..., DictConfig],
+) -> None:
+    """Saturation rises with the scale word learned (0.6 vs 0.1) and tracks the score."""
+    cfg = store()
+    scales = [
+        ({"model.attention.scale": s}, _noisy(m, 3, 0.01, i))
+        for i, (s, m) in enumerate([("learned", 0.9), ("sqrt_dk", 0.7)])
+    ]
+
+    def diag(config: Mapping[str, Any], score: float) -> tuple[float, float]:
+        return (0.5, (0.6 if config["model.attention.scale"] == "learned" else 0.1) + score / 100)
+
+    log_sweep(cfg, "scales", ["model.attention.scale"], scales, diagnostics=diag)
+    text = report(store()).read_text()
+    share = next(line for line in text.splitlines() if "scale's share of variance" in line)
+    saturation = share.split("|")[3]
+    assert "changes it" in saturation, share
+    said = next(line for line in text.splitlines() if "saturation predicts" in line)
+    assert re.search(r"rho = (0\.9\d|1\.00) \(p 0", said), said
+
+
+def test_named_experiments_with_different_bases_are_refused_in_one_line(
+    store: Callable[..., DictConfig],
+) -> None:
+    cfg = store()
+    log_sweep(
+        cfg, "dims", ["model.attention.output_dim"], [({"model.attention.output_dim": 64}, [0.8])]
+    )
+    other = {**BASE, "train.epochs": 5}
+    log_sweep(
+        cfg, "scales", ["model.attention.scale"], [({"model.attention.scale": 2.0}, [0.8])], other
+    )
+    with pytest.raises(ReportError) as raised:
+        report(store("report.experiments=[dims,scales]"))
+    message = str(raised.value)
+    assert "\n" not in message and "train.epochs (2 vs 5)" in message, message
+    # every sweep in the store: reported apart, one section each
+    text = report(store()).read_text()
+    assert "## dims" in text and "## scales" in text
+
+
+def test_the_best_configuration_shows_its_single_test_accuracy(
+    store: Callable[..., DictConfig],
+) -> None:
+    cfg = store()
+    ids = log_sweep(
+        cfg,
+        "dims",
+        ["model.attention.output_dim"],
+        [({"model.attention.output_dim": 64}, [0.7]), ({"model.attention.output_dim": 32}, [0.9])],
+    )
+    experiment = MlflowClient().get_experiment_by_name("dims").experiment_id
+    with mlflow.start_run(
+        experiment_id=experiment, tags={"final": "true", "source_run_id": ids[1]}
+    ):
+        mlflow.log_metric("test_accuracy", 0.8765)
+    text = report(store()).read_text()
+    best = text[text.index("## The best configuration found") :]
+    assert "model.attention.output_dim=32" in best and "**0.8765**" in best, best
+
+
+def test_an_unknown_experiment_is_refused_in_one_line(store: Callable[..., DictConfig]) -> None:
+    cfg = store()
+    log_sweep(
+        cfg, "dims", ["model.attention.output_dim"], [({"model.attention.output_dim": 64}, [0.8])]
+    )
+    with pytest.raises(ReportError, match=r"^no sweep named nope in sqlite:"):
+        report(store("report.experiments=[nope]"))
+
+
+def test_cli_report_on_an_empty_store_exits_2_with_one_line(
+    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+) -> None:
+    result = run_cli(tiny_overrides(tmp_path, tiny_imdb), tmp_path, cli_env, module="sweep.report")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = own_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("no sweep in the MLflow store"), lines
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
+def test_the_shipped_experiments_answer_on_a_slice_of_real_data(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """dim_search, scale_search and init_search on 400 real reviews, one epoch, then the page:
+    every run of the three sweeps is cited on it, and it names each knob."""
+    short = [
+        f"data.path={REAL_DATA}",
+        "data.limit=400",
+        "data.num_words=2000",
+        "data.seq_len=32",
+        "model.embedding_dim=16",
+        "train.epochs=1",
+        "train.verbose=0",
+        "search.max_trials=3",
+        "search.replicates.max_runs=2",
+        "tracking.log_models=none",
+    ]
+    for name in ("dim_search", "scale_search", "init_search"):
+        done = run_cli([f"+experiment={name}", *short], tmp_path, cli_env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    result = run_cli(
+        ["report.experiments=[dim_search,scale_search,init_search]"],
+        tmp_path,
+        cli_env,
+        module="sweep.report",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "reports" / "answers.md").read_text()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    for name in ("dim_search", "scale_search", "init_search"):
+        experiment = client.get_experiment_by_name(name).experiment_id
+        runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert children and all(r.info.run_id in text for r in children), name
+    for knob in ("output_dim", "scale", "initializer"):
+        assert f"| model.attention.{knob}" in text, knob
