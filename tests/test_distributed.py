@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from sweep import cluster, distributed
 from sweep.config import compose_config
+from sweep.distributed.child import load_child_config
 from sweep.errors import ConfigError
 from sweep.schema import check_single_run
 from tests.conftest import PYTHON, run_cli, tiny_overrides
@@ -126,7 +127,7 @@ def test_child_processes_get_the_launchers_exact_config(tmp_path: Path) -> None:
     OmegaConf.set_struct(cfg, False)
     cfg = OmegaConf.merge(cfg, {"search": {"space": space}})
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    child = distributed.load_child_config(
+    child = load_child_config(
         tmp_path / "config.yaml",
         [
             "distributed.role=worker",
@@ -140,7 +141,7 @@ def test_child_processes_get_the_launchers_exact_config(tmp_path: Path) -> None:
     assert child.search.space["train.batch_size"]["values"] == [16, 48]
     assert (child.distributed.role, child.distributed.worker_id) == ("worker", "worker1")
     with pytest.raises(Exception, match="no_such_key"):
-        distributed.load_child_config(tmp_path / "config.yaml", ["no_such_key=1"])
+        load_child_config(tmp_path / "config.yaml", ["no_such_key=1"])
 
 
 def test_server_recipe_binds_loopback_and_keeps_mlflows_protections() -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from sweep import cli, distributed, tracking, train, tuner
+from sweep import cli, tracking, train, tuner
 from sweep.config import validate
+from sweep.distributed.launcher import launch
 from sweep.schema import check_single_run
 
 
@@ -23,7 +24,7 @@ def run(cfg: DictConfig) -> float:
         tracking.show_runs_page(cfg)  # the last line: where to see it
         return best
     # sweep.workers=N: a chief and N workers started here (the schema refuses it with a role)
-    best = distributed.launch(cfg) if cfg.sweep.workers else tuner.run(cfg)
+    best = launch(cfg) if cfg.sweep.workers else tuner.run(cfg)
     tracking.show_runs_page(cfg, view=tracking.LEADERBOARD_VIEW)
     return best
 

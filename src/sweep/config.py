@@ -38,22 +38,7 @@ def validate(cfg: DictConfig) -> None:
     the search space it declares (each searched value checked like a value in a file)."""
     schema.validate(cfg)
     if cfg.search is not None:
-        check_pruning(cfg)
         check_space(cfg)
-
-
-def check_pruning(cfg: DictConfig) -> None:
-    """Median pruning needs an epoch to stop at: it never stops a trial at its last epoch
-    (when train.epochs is searched, each trial's own epochs decide)."""
-    search = cfg.search
-    if search.pruning != "median" or "train.epochs" in (search.space or {}):
-        return
-    if search.pruning_min_epochs >= cfg.train.epochs:
-        raise ConfigError(
-            "search.pruning_min_epochs",
-            search.pruning_min_epochs,
-            f"must be less than train.epochs ({cfg.train.epochs}), else no trial is ever pruned",
-        )
 
 
 def compose_config(

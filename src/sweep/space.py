@@ -172,8 +172,24 @@ def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> Dict
     return trial
 
 
+def check_pruning(cfg: DictConfig) -> None:
+    """Median pruning needs an epoch to stop at: it never stops a trial at its last epoch
+    (when train.epochs is searched, each trial's own epochs decide)."""
+    search = cfg.search
+    if search.pruning != "median" or "train.epochs" in (search.space or {}):
+        return
+    if search.pruning_min_epochs >= cfg.train.epochs:
+        raise ConfigError(
+            "search.pruning_min_epochs",
+            search.pruning_min_epochs,
+            f"must be less than train.epochs ({cfg.train.epochs}), else no trial is ever pruned",
+        )
+
+
 def check_space(cfg: DictConfig) -> None:
-    """Reject a malformed space before the first trial, naming the bad entry."""
+    """Reject a malformed space (or search settings that contradict it) before the first trial,
+    naming the bad entry."""
+    check_pruning(cfg)
     space = cfg.search.space
     if cfg.search.objective not in TRIAL_METRICS:
         raise ConfigError(

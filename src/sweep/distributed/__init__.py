@@ -7,10 +7,11 @@ behind a local tracking server when the store is SQLite.
 
     python -m sweep.distributed serve [--port 5000 ...]   # a tracking server (the script)
     python -m sweep.distributed child CONFIG KEY=VALUE... # one process of local parallel mode
+
+Only the server is imported here: `serve` starts without loading TensorFlow, which `launcher`
+and `child` (they run the tuner) import.
 """
 
-from sweep.distributed.child import load_child_config
-from sweep.distributed.launcher import launch
 from sweep.distributed.server import (
     SERVER_START_S,
     TrackingServer,
@@ -25,8 +26,6 @@ __all__ = [
     "SERVER_START_S",
     "TrackingServer",
     "free_port",
-    "launch",
-    "load_child_config",
     "local_store_uri",
     "server_command",
     "server_env",

@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sweep.cluster import LOCAL_HOSTS, LOOPBACK
-from sweep.distributed import child
 from sweep.distributed.server import local_store_uri, server_command, server_env
 from sweep.errors import USER_ERROR_EXIT
 
@@ -93,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         return _serve(args)
+    from sweep.distributed import child  # lazy: it loads TensorFlow, which `serve` never needs
+
     return child.main(args.config, args.overrides)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -59,7 +60,11 @@ def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any])
     now = int(time.time() * 1000)
     packed = base64.b64encode(zlib.compress(text.encode())).decode()
     view = {"name": name, "createdAt": now, "updatedAt": now, "state": f"deflate;{packed}"}
-    MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(view))
+    try:
+        MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(view))
+    except MlflowException:  # another process of the sweep inserted it first: now it updates
+        time.sleep(0.2)
+        MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(view))
     _saved_views[where] = text
 
 
