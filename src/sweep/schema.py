@@ -189,6 +189,10 @@ class DistributedConfig:
     threads: int | None = field(default=None, metadata=_range(ge=1))
     # sweep.workers: how often a worker that died is restarted (it then retries its trial)
     max_restarts: int = field(default=3, metadata=_range(ge=0))
+    # a worker silent this long loses its trial: its run is KILLED, the trial queued again
+    heartbeat_timeout_s: float = field(default=60.0, metadata=_range(ge=1.0))
+    # how often one trial may lose its worker that way before it counts as FAILED
+    max_requeues: int = field(default=3, metadata=_range(ge=0))
 
 
 @dataclass
@@ -357,7 +361,8 @@ CHIEF_WORD = "chief"
 
 
 def check_distributed(cfg: DictConfig) -> None:
-    """Roles need an oracle address, a sweep and a shared tracking server; ids must be usable."""
+    """Roles need an oracle address and a sweep (a shared tracking server: `config`); worker
+    ids must be usable."""
     dist, workers = cfg.get("distributed"), cfg.sweep.get("workers", 0)
     if dist is None:
         return
@@ -370,14 +375,6 @@ def check_distributed(cfg: DictConfig) -> None:
     host, _, port = str(dist.oracle or "").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError("distributed.oracle", dist.oracle, "expected HOST:PORT of the chief")
-    uri = str(cfg.tracking.uri)
-    if not uri.startswith(("http://", "https://")):
-        raise ConfigError(
-            "tracking.uri",
-            uri,
-            "a distributed sweep logs to one MLflow tracking server: give "
-            "tracking.uri=http://HOST:PORT (scripts/mlflow-server starts one)",
-        )
     if dist.role == "worker":
         worker = str(dist.worker_id or "")
         if not NAME_PATTERN.match(worker) or CHIEF_WORD in worker.lower():
