@@ -30,10 +30,16 @@ def frame(
     runs: Iterable[Run], hyperparameters: Sequence[str], objective: str, direction: str = "max"
 ) -> pd.DataFrame:
     """One row per trial run: status (and `PRUNED at epoch N` for a trial pruning stopped),
-    every hyperparameter, final and best metrics, cost, run id; sorted best first (failed and
-    killed trials last)."""
+    every hyperparameter, final and best metrics, cost, run id, and its configuration's seeds
+    (the trial and its seed repeats: `seeds`, their mean and std, `seed_scores`); sorted best
+    first by that mean (failed and killed trials last)."""
+    runs = list(runs)
+    best = Objective(f"best_{objective}", direction)
+    repeats = repeat_scores(runs, best.name)
     rows = []
     for run in runs:
+        if REPLICATE_OF_TAG in run.data.tags:
+            continue
         metrics, params = run.data.metrics, run.data.params
         row: dict[str, object] = {
             "trial_id": run.data.tags.get("trial_id"),
@@ -41,7 +47,8 @@ def frame(
             "pruned": pruned(run.data.tags),
         }
         row.update({hp: params.get(hp) for hp in hyperparameters})
-        row[f"best_{objective}"] = metrics.get(f"best_{objective}")
+        row[best.name] = metrics.get(best.name)
+        row.update(_seed_columns(row[best.name], repeats.get(run.info.run_id, []), best.name))
         row.update({f"final_{m}": metrics.get(m) for m in FINAL_METRICS})
         row.update({m: metrics.get(m) for m in OUTCOME_METRICS})
         row["error"] = run.data.tags.get("error")
@@ -50,10 +57,30 @@ def frame(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    best = Objective(f"best_{objective}", direction)
     return table.sort_values(
-        [best.name, "trial_id"], ascending=[best.ascending, True], na_position="last"
+        [f"mean_{best.name}", "trial_id"], ascending=[best.ascending, True], na_position="last"
     ).reset_index(drop=True)
+
+
+def repeat_scores(runs: Iterable[Run], metric: str) -> dict[str, list[float]]:
+    """Trial run id -> the scores of its finished seed repeats (`search.replicates`)."""
+    found: dict[str, list[float]] = {}
+    for run in runs:
+        owner = run.data.tags.get(REPLICATE_OF_TAG)
+        if owner and run.info.status == "FINISHED" and metric in run.data.metrics:
+            found.setdefault(owner, []).append(run.data.metrics[metric])
+    return found
+
+
+def _seed_columns(own: object, repeats: Sequence[float], best: str) -> dict[str, object]:
+    """A configuration's seeds: how many, their mean and spread, and the scores themselves."""
+    scores = [float(own), *repeats] if isinstance(own, int | float) else []
+    return {
+        "seeds": len(scores) or None,
+        f"mean_{best}": float(pd.Series(scores).mean()) if scores else None,
+        f"std_{best}": float(pd.Series(scores).std()) if len(scores) > 1 else None,
+        "seed_scores": ";".join(f"{v:.6g}" for v in scores) or None,
+    }
 
 
 def pruned(tags: Mapping[str, str]) -> str | None:
@@ -146,14 +173,21 @@ def judged(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The effect table and its verdicts: the seed noise comes from each trial's executions
     (`executions`: run id -> each execution's best), else from trials that drew the same values."""
-    effect_table = effects(finished, hyperparameters, objective, direction)
-    runs = list((executions or {}).values())
-    repeats = max((len(v) for v in runs), default=1) or 1
-    noise = seed_noise(runs)
+    per_run = dict(executions or {})
+    if "seeds" in finished and (finished["seeds"].fillna(1) > 1).any():  # fresh seeds win
+        for run_id, scores in zip(finished["run_id"], finished["seed_scores"], strict=True):
+            if isinstance(scores, str) and ";" in scores:
+                per_run[run_id] = [float(v) for v in scores.split(";")]
+    each = finished.assign(
+        **{objective: finished["run_id"].map(per_run).where(finished["run_id"].isin(per_run))}
+    ).explode(objective)
+    each[objective] = each[objective].fillna(finished[objective]).astype(float)
+    effect_table = effects(each, hyperparameters, objective, direction)
+    noise = seed_noise(list(per_run.values()))
     if noise is None:
         same = finished.groupby([finished[h].astype(str) for h in hyperparameters])[objective]
         noise = seed_noise(list(v) for _, v in same)
-    return effect_table, verdicts(effect_table, noise, repeats)
+    return effect_table, verdicts(effect_table, noise)
 
 
 def shown(value: object) -> str:
@@ -208,7 +242,9 @@ def description(
     names = short_names(hyperparameters)
     first = finished.iloc[0]
     values = ", ".join(f"{names[hp]}={shown(first[hp])}" for hp in hyperparameters)
-    headline = f"Best {objective} {first[best]:.4f}: trial-{first['trial_id']} ({values}); {done}."
+    headline = (
+        f"Best {objective} {_seeds(first, best)}: trial-{first['trial_id']} ({values}); {done}."
+    )
     lines = [
         f"{headline} [All trials, best first]({board})" if board else headline,
         "",
@@ -220,7 +256,7 @@ def description(
         trial = f"trial-{row['trial_id']}"
         cells = {"rank": str(rank), "trial": f"[{trial}]({link(row['run_id'])})" if link else trial}
         cells.update({names[hp]: shown(row[hp]) for hp in hyperparameters})
-        cells[objective] = f"{row[best]:.4f}"
+        cells[objective] = _seeds(row, best)
         seconds = row.get("seconds_per_epoch")
         cells["s/epoch"] = "" if seconds is None or pd.isna(seconds) else f"{seconds:.1f}"
         rows.append(cells)
@@ -229,6 +265,14 @@ def description(
         _, said = judged(finished, hyperparameters, best, direction, executions)
         lines += ["", "**Which hyperparameters matter**", "", *(f"- {line}" for line in said)]
     return "\n".join(lines) + "\n"
+
+
+def _seeds(row: pd.Series, best: str) -> str:
+    """A trial's score, or its configuration's mean ± std over its seeds when repeated."""
+    n = row.get("seeds")
+    if n is None or pd.isna(n) or n < 2:
+        return f"{row[best]:.4f}"
+    return f"{row[f'mean_{best}']:.4f} ± {row[f'std_{best}']:.4f} ({int(n)} seeds)"
 
 
 def pareto_front(cost: pd.Series, score: pd.Series, direction: str = "max") -> pd.Series:

@@ -15,6 +15,7 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from sweep import leaderboard
 from sweep.objective import Objective
 
 #: The tag that lets a distributed worker find the parent run of the chief on that oracle port.
@@ -51,8 +52,13 @@ def finished_trial(parent_run_id: str, trial_id: str, objective: str) -> dict[st
     return {objective: runs[0].data.metrics[f"best_{objective}"]}
 
 
+def _repeat(run: Run) -> bool:
+    """A seed repeat of a trial (`search.replicates`), not a trial of the search."""
+    return leaderboard.REPLICATE_OF_TAG in run.data.tags
+
+
 def trial_runs(parent_run_id: str) -> list[Run]:
-    """Every child run of a sweep, whatever its status."""
+    """Every child run of a sweep, whatever its status (trials and their seed repeats)."""
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
     return client.search_runs(
@@ -70,7 +76,7 @@ def objective_curves(
     client = MlflowClient()
     curves: dict[str, dict[int, float]] = {}
     for run in trial_runs(parent_run_id):
-        if run.info.status != "FINISHED" or run.info.run_id in known:
+        if run.info.status != "FINISHED" or run.info.run_id in known or _repeat(run):
             continue
         by_step: dict[int, list[float]] = {}
         for point in client.get_metric_history(run.info.run_id, metric):
@@ -140,7 +146,9 @@ def best_finished(parent_run_id: str, objective: str, direction: str) -> float |
     values = [
         r.data.metrics[key]
         for r in trial_runs(parent_run_id)
-        if r.info.status == "FINISHED" and np.isfinite(r.data.metrics.get(key, np.nan))
+        if r.info.status == "FINISHED"
+        and np.isfinite(r.data.metrics.get(key, np.nan))
+        and not _repeat(r)
     ]
     return Objective(objective, direction).best(values)
 
@@ -151,7 +159,7 @@ def trials_done(parent_run_id: str) -> int:
         {
             r.data.tags.get("trial_id")
             for r in trial_runs(parent_run_id)
-            if r.info.status in ("FINISHED", "FAILED")
+            if r.info.status in ("FINISHED", "FAILED") and not _repeat(r)
         }
     )
 

@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 
 from sweep import cluster, tracking
 from sweep.errors import SweepError, first_line
+from sweep.tuner import replicates
+from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.oracles import ConsecutiveFailures, SweepOracle
 from sweep.tuner.state import SweepState, resume_or_start
 from sweep.tuner.trials import SweepRun, TrialTracking
@@ -77,6 +79,12 @@ class Role(ABC):
         self, tuner: TrialTracking, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]
     ) -> None:
         """Keras Tuner's search; what stops it for good becomes a SweepError."""
+
+    def replicate(
+        self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
+    ) -> None:
+        """Seed repeats of the leaders (`search.replicates`): run by a lone process only."""
+        return
 
     @abstractmethod
     def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
@@ -138,6 +146,11 @@ class Alone(Role):
                 raise SweepError(f"sweep stopped: {tracking.gone_message(err)}") from None
             raise
 
+    def replicate(
+        self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
+    ) -> None:
+        replicates.run(sweep, hypermodel, callbacks)
+
     def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
         """Why the search ended (a tag; a line when re-running goes on), the leaderboard."""
         cfg = self.cfg
@@ -168,6 +181,15 @@ class Chief(Alone):
 
     def parent_tags(self) -> dict[str, str]:
         return cluster.parent_tags(self.cfg)
+
+    def replicate(
+        self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
+    ) -> None:
+        if self.cfg.search.replicates.enabled:  # the chief trains nothing
+            log.info(
+                "search.replicates: the chief trains no model; once the sweep is done, re-run "
+                "the same command without distributed.role to repeat the leaders' seeds"
+            )
 
     def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
         # every trial has ended: one still RUNNING lost its worker

@@ -41,7 +41,9 @@ def run(cfg: DictConfig) -> float:
     with role.parent_run(experiment, parent_id, tags) as parent_run_id:
         objective = Objective(str(cfg.search.objective), str(cfg.search.direction))
         sweep = SweepRun(cfg, parent_run_id, tags, objective, initial, shared=role.shared)
-        role.search(tuner, sweep, callbacks(cfg))
+        chosen = callbacks(cfg)
+        role.search(tuner, sweep, chosen)
+        role.replicate(sweep, hypermodel, chosen)
         return role.summarise(tuner.oracle, parent_run_id)
 
 

@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = (
     "train.verbose",
     "search.time_budget",
     "search.initial",
+    "search.replicates",  # seed repeats come after the trials and change none of them
 )
 
 
