@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from mlflow.entities import Run
@@ -46,7 +47,7 @@ def frame(
             "status": run.info.status,
             "pruned": pruned(run.data.tags),
         }
-        row.update({hp: params.get(hp) for hp in hyperparameters})
+        row.update({hp: param_value(params, hp) for hp in hyperparameters})
         row[best.name] = metrics.get(best.name)
         row.update(_seed_columns(row[best.name], repeats.get(run.info.run_id, []), best.name))
         row.update({f"final_{m}": metrics.get(m) for m in FINAL_METRICS})
@@ -60,6 +61,20 @@ def frame(
     return table.sort_values(
         [f"mean_{best.name}", "trial_id"], ascending=[best.ascending, True], na_position="last"
     ).reset_index(drop=True)
+
+
+def param_value(params: Mapping[str, Any], key: str) -> str | None:
+    """A config value from a run's dotted params: as logged, or, for a mapping logged key by
+    key (a Keras initializer's config), as `Name(key=value,...)`; None when never logged."""
+    if key in params:
+        return str(params[key])
+    prefix = key + "."
+    nested = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+    if not nested:
+        return None
+    name = nested.pop("class_name", "")
+    args = ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(nested.items()))
+    return f"{name}({args})"
 
 
 def repeat_scores(runs: Iterable[Run], metric: str) -> dict[str, list[float]]:

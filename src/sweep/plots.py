@@ -52,8 +52,9 @@ def _numeric(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
     as_numbers = pd.to_numeric(column, errors="coerce")
     if as_numbers.notna().all():
         return as_numbers.to_numpy(float), None
-    labels = sorted(column.astype(str).unique())
-    return column.astype(str).map(labels.index).to_numpy(float), labels
+    words = column.map(str)  # None as "None" (astype(str) may keep it missing)
+    labels = sorted(words.unique())
+    return words.map(labels.index).to_numpy(float), labels
 
 
 def objective_by_hyperparameter(

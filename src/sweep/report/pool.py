@@ -135,16 +135,9 @@ def refuse_mixed(grouped: Sequence[Sequence[Sweep]]) -> None:
 
 def knob_value(flat: Mapping[str, Any], knob: str) -> str | None:
     """A knob's value for people, from a run's params or a flattened config: a plain value as
-    `leaderboard.shown` writes it; a Keras initializer config as `Name(key=value, ...)`."""
-    if knob in flat:
-        return leaderboard.shown(str(flat[knob]))
-    prefix = knob + "."
-    nested = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
-    if not nested:
-        return None
-    name = nested.pop("class_name", "")
-    args = ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(nested.items()))
-    return f"{name}({args})"
+    `leaderboard.shown` writes it; a Keras initializer config as `Name(key=value,...)`."""
+    value = leaderboard.param_value(flat, knob)
+    return None if value is None else leaderboard.shown(value)
 
 
 def observations(group: Sequence[Sweep], knobs: Sequence[str]) -> pd.DataFrame:
