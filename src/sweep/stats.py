@@ -128,8 +128,11 @@ class Decision:
     def words(self, objective: str) -> str:
         if self.gap is None or self.runner_up is None:
             return f"{self.best} is the only configuration: nothing to compare"
-        low, high = self.gap.interval(1 - self.alpha)
-        span = f"gap {self.gap.gap:+.4f} {objective} (CI {low:+.4f} .. {high:+.4f})"
+        # the interval each claim rests on: two-sided at alpha for "different", the TOST's
+        # 1 - 2 alpha for "no difference"
+        level = 1 - 2 * self.alpha if self.verdict == SAME else 1 - self.alpha
+        low, high = self.gap.interval(level)
+        span = f"gap {self.gap.gap:+.4f} {objective} ({level:.1%} CI {low:+.4f} .. {high:+.4f})"
         return {
             DIFFERENT: f"{self.best} beats {self.runner_up}: {span}",
             SAME: f"no difference between {self.best} and {self.runner_up}: {span}",

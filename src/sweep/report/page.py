@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sweep import leaderboard, plots, stats
+from sweep.report.analysis import Effect
 from sweep.report.answer import DIAGNOSTICS, Answer, Best
 
 VERDICT_WORDS = {
@@ -52,7 +53,8 @@ def headline(answer: Answer) -> str:
                 "share of variance": f"{effect.importance:.0%}",
                 "verdict": VERDICT_WORDS[verdict].format(
                     best=best.value, other=other.value, margin=answer.margin
-                ),
+                )
+                + _overall(effect, answer.alpha),
             }
         )
     rows += [
@@ -60,6 +62,17 @@ def headline(answer: Answer) -> str:
         for knob, value in answer.fixed.items()
     ]
     return pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True)
+
+
+def _overall(effect: Effect, alpha: float) -> str:
+    """Where the F-test finds the values differ beyond the best two: the worst, by how much."""
+    if not (math.isfinite(effect.p) and effect.p < alpha) or len(effect.levels) < 3:
+        return ""
+    worst = effect.levels[-1]
+    return (
+        f"; yet the values differ overall (F-test p {_p(effect.p)}): {worst.value} is worst "
+        f"({_num(worst.estimate)}, {_num(worst.estimate - effect.levels[0].estimate)})"
+    )
 
 
 def knob_tables(answer: Answer) -> list[str]:
