@@ -1,18 +1,37 @@
-"""Shared fixtures: a tiny learnable IMDB tree, configs shrunk to seconds, isolated stores."""
+"""Shared fixtures: a tiny learnable IMDB tree, configs shrunk to seconds, isolated stores, and
+one tiny sweep per session whose MLflow record tests read instead of each running their own.
+
+What keeps the suite fast (issue 15): temporary directories in RAM where a tmpfs exists (the
+SQLite store syncs at every commit), an MLflow store migrated once and copied per test (a fresh
+one costs 1-3 s of schema migrations), the objects imports made frozen out of the garbage
+collector's walks (Keras runs a full collection at every trial), and one sweep per session
+(`swept`) read by the tests that only need a finished sweep's record.
+"""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as mlflow_tracking
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import compose_config, validate
+from sweep.config import compose_config
+from sweep.config import validate as validate_config
+from sweep.errors import USER_ERROR_EXIT
 
 #: The real dataset, beside the checkout (../shared/data), for integration tests.
 REAL_DATA = (
@@ -23,6 +42,39 @@ RUN_ARTIFACTS = {"config.yaml", "learning_curves.png", "attention_heatmap.png", 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste"]
 FILLER = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a"]
+#: The tag MLflow marks a nested (trial) run with.
+PARENT_TAG = "mlflow.parentRunId"
+#: A space of three attention widths, tried in this order by the grid tuner.
+DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
+#: The session sweep's space: two attention widths.
+SWEPT_DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 12]}}
+#: Where a tmpfs keeps temporary files in RAM (Linux).
+RAM_DISK = Path("/dev/shm")
+
+
+# --- the session -------------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """tmp_path in RAM where there is a tmpfs: MLflow's SQLite store syncs every commit, which
+    costs a sweep seconds of waiting on a disk (pyproject keeps only failed tests' dirs)."""
+    if (
+        config.option.basetemp is None
+        and "PYTEST_DEBUG_TEMPROOT" not in os.environ
+        and RAM_DISK.is_dir()
+        and os.access(RAM_DISK, os.W_OK)
+    ):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(RAM_DISK)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what importing TensorFlow, Keras and MLflow created: Keras' clear_session() runs a
+    full garbage collection at every trial, which otherwise walks all of it (~0.5 s a trial)."""
+    gc.collect()
+    gc.freeze()
+
+
+# --- data and configs ----------------------------------------------------------------------------
 
 
 def write_tiny_imdb(root: Path, per_class: int = 100, seed: int = 0) -> Path:
@@ -60,16 +112,28 @@ def tiny_overrides(work: Path, data_path: Path) -> list[str]:
         "train.batch_size=32",
         "train.learning_rate=0.03",
         "train.verbose=0",
-        f"tracking.uri=sqlite:///{work / 'mlruns' / 'mlflow.db'}",
+        f"tracking.uri=sqlite:///{store_path(work)}",
         f"tracking.artifact_root={work / 'mlruns' / 'artifacts'}",
         "tracking.log_models=none",
         f"sweep.dir={work / 'sweeps'}",
     ]
 
 
+def with_space(cfg: DictConfig, space: dict) -> DictConfig:
+    """`cfg` with `space` as its whole search space, validated like a composed config."""
+    cfg.search.space = {}
+    OmegaConf.set_struct(cfg, False)
+    cfg = OmegaConf.merge(cfg, {"search": {"space": space}})
+    OmegaConf.set_struct(cfg, True)
+    validate_config(cfg)
+    return cfg
+
+
 @pytest.fixture
-def make_config(tmp_path: Path, tiny_imdb: Path) -> Callable[..., DictConfig]:
-    """Compose `conf/` like `python -m sweep`, shrunk to tiny data under tmp_path."""
+def make_config(tmp_path: Path, tiny_imdb: Path, migrated_store: Path) -> Callable[..., DictConfig]:
+    """Compose `conf/` like `python -m sweep`, shrunk to tiny data under tmp_path, whose MLflow
+    store is a copy of the migrated empty one."""
+    copy_store(migrated_store, tmp_path)
 
     def make(*overrides: str) -> DictConfig:
         return compose_config([*tiny_overrides(tmp_path, tiny_imdb), *overrides])
@@ -82,15 +146,189 @@ def make_sweep(make_config: Callable[..., DictConfig]) -> Callable[..., DictConf
     """The smoke experiment on tiny data with `space` as its whole search space."""
 
     def make(space: dict, *overrides: str) -> DictConfig:
-        cfg = make_config("+experiment=smoke", "search.patience=0", *overrides)
-        cfg.search.space = {}
-        OmegaConf.set_struct(cfg, False)
-        cfg = OmegaConf.merge(cfg, {"search": {"space": space}})
-        OmegaConf.set_struct(cfg, True)
-        validate(cfg)
-        return cfg
+        return with_space(make_config("+experiment=smoke", "search.patience=0", *overrides), space)
 
     return make
+
+
+# --- MLflow stores and records -------------------------------------------------------------------
+
+
+def store_path(work: Path) -> Path:
+    """The SQLite file of `work`'s MLflow store (tiny_overrides' tracking.uri)."""
+    return work / "mlruns" / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, its schema migrated once (1-3 s) for every test to copy."""
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
+def copy_store(template: Path, work: Path) -> str:
+    """Give `work` a ready MLflow store, a copy of `template` (milliseconds); its tracking URI."""
+    store_path(work).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, store_path(work))
+    return f"sqlite:///{store_path(work)}"
+
+
+def runs_of(uri: str, experiment: str) -> tuple[list[Run], list[Run]]:
+    """(parents, children) of an experiment, read back from the store at `uri`; ([], []) while
+    the experiment does not exist."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return [], []
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    return (
+        [r for r in runs if PARENT_TAG not in r.data.tags],
+        [r for r in runs if PARENT_TAG in r.data.tags],
+    )
+
+
+def sweep_runs(cfg: DictConfig) -> tuple[list[Run], list[Run]]:
+    """(parents, children) of the sweep `cfg` names, in the store it logs to."""
+    return runs_of(str(cfg.tracking.uri), str(cfg.name))
+
+
+def assert_complete_record(cfg: DictConfig, expected_trials: int) -> None:
+    """One parent; each of `expected_trials` trials FINISHED exactly once; nothing left RUNNING."""
+    parents, children = sweep_runs(cfg)
+    assert len(parents) == 1
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    ids = Counter(r.data.tags["trial_id"] for r in finished)
+    assert len(ids) == expected_trials, ids
+    assert max(ids.values()) == 1, f"a finished trial was logged twice: {ids}"
+    assert not [r for r in [*parents, *children] if r.info.status == "RUNNING"]
+
+
+class Interrupt:
+    """Ctrl-C in the middle of the n-th fit, as a user would press it."""
+
+    def __init__(self, at_fit: int) -> None:
+        self.calls, self.at_fit = 0, at_fit
+
+    def __call__(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def fit(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == self.at_fit:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return fit
+
+
+def relocate_store(db: Path, old: str, new: str) -> None:
+    """Rewrite every path under `old` that an MLflow SQLite store holds (artifact locations and
+    URIs, in whatever table) to lie under `new`, so a copied store is self-contained."""
+    with sqlite3.connect(db) as connection:
+        tables = [
+            t for (t,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            columns = connection.execute(f'PRAGMA table_info("{table}")').fetchall()
+            for column in (
+                c[1] for c in columns if any(t in c[2].upper() for t in ("CHAR", "TEXT"))
+            ):
+                connection.execute(
+                    f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                    f'WHERE instr("{column}", ?) > 0',
+                    (old, new, old),
+                )
+    connection.close()
+
+
+#: Files a run's artifacts or a sweep's state hold paths in (configs, tables, tuner state).
+TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".txt", ".csv", ".md", ""}
+
+
+def relocate_files(work: Path, old: str, new: str) -> None:
+    """Rewrite the paths under `old` in the text files under `work` (a logged config.yaml
+    names its store, for one) to lie under `new`."""
+    for path in work.rglob("*"):
+        if path.is_file() and path.suffix in TEXT_SUFFIXES and path != store_path(work):
+            text = path.read_bytes()
+            if old.encode() in text:
+                path.write_bytes(text.replace(old.encode(), new.encode()))
+
+
+def forget_artifact_locations() -> None:
+    """MLflow caches each run's (and logged model's) artifact location by id for the whole
+    process; a copied store holds the same ids at another place."""
+    mlflow_tracking._artifact_repos_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _artifact_locations_per_test() -> Iterator[None]:
+    """No test resolves a run's artifacts to where another test's copy of a store put them."""
+    yield
+    forget_artifact_locations()
+
+
+# --- the session's sweep -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Swept:
+    """A finished sweep: its config, the best score `tuner.run` returned, and its work dir."""
+
+    cfg: DictConfig
+    best: float
+    work: Path
+    data: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def uri(self) -> str:
+        return str(self.cfg.tracking.uri)
+
+    def runs(self) -> tuple[list[Run], list[Run]]:
+        return sweep_runs(self.cfg)
+
+    def config(self, work: Path, *overrides: str, space: dict | None = None) -> DictConfig:
+        """The same sweep's config with its files under `work`, `overrides` on top, and its
+        space (or `space`) as the whole search space."""
+        composed = compose_config([*tiny_overrides(work, self.data), *self.overrides, *overrides])
+        return with_space(composed, space or OmegaConf.to_container(self.cfg.search.space))
+
+    def copy(self, work: Path, *overrides: str, space: dict | None = None) -> DictConfig:
+        """A copy of the whole sweep (store, artifacts, tuner state, cache) under `work`, for a
+        test that writes to it; the config that resumes it there."""
+        shutil.copytree(self.work, work, dirs_exist_ok=True)
+        relocate_store(store_path(work), str(self.work), str(work))
+        relocate_files(work, str(self.work), str(work))
+        forget_artifact_locations()
+        return self.config(work, *overrides, space=space)
+
+
+#: How the session's sweep is configured (beyond tiny_overrides and SWEPT_DIMS).
+SWEPT = (
+    "+experiment=smoke",
+    "search.patience=0",
+    "search.tuner=grid",
+    "search.max_trials=2",
+    "search.executions_per_trial=2",
+    "tracking.log_models=best",
+)
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path, migrated_store: Path) -> Swept:
+    """One tiny sweep for the whole session: the smoke experiment as a grid over two attention
+    widths, two executions (seeds) each, the best model logged. Tests only READ its record; a
+    test that writes to a sweep works on `swept.copy(tmp_path)`."""
+    from sweep.tuner import run as sweep_run
+
+    work = tmp_path_factory.mktemp("swept")
+    copy_store(migrated_store, work)
+    cfg = with_space(compose_config([*tiny_overrides(work, tiny_imdb), *SWEPT]), SWEPT_DIMS)
+    best = sweep_run(cfg)
+    return Swept(cfg, best, work, tiny_imdb, SWEPT)
+
+
+# --- processes -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -110,7 +348,11 @@ PYTHON = sys.executable
 
 
 def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str], module: str = "sweep", timeout: int = 300
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str],
+    module: str = "sweep",
+    timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` as a user runs it, output captured."""
     return subprocess.run(
@@ -127,3 +369,58 @@ def own_lines(stderr: str) -> list[str]:
     """The non-blank stderr lines: the harness's own, since TensorFlow's start-up chatter is
     kept off the console (`sweep.quiet`); any that came back would count against a test."""
     return [line for line in stderr.splitlines() if line.strip()]
+
+
+def user_experiment(work: Path, name: str, body: str) -> Path:
+    """A user's own experiment file in a --config-dir beside conf/; the dir."""
+    folder = work / "my_conf" / "experiment"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /search: tuner\n" + body
+    )
+    return folder.parent
+
+
+def assert_nothing_ran(work: Path) -> None:
+    """Bad input costs nothing: no MLflow store or run, no data read (tiny_overrides' paths)."""
+    assert not (work / "mlruns").exists(), "no MLflow run may be created for bad input"
+    assert not (work / "cache").exists(), "no data may be read for bad input"
+
+
+def assert_rejected(result: subprocess.CompletedProcess, starts: str, work: Path) -> None:
+    """A real process refused its command line: exit 2, one stderr line, nothing ran."""
+    lines = own_lines(result.stderr)
+    assert result.returncode == USER_ERROR_EXIT, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(starts), lines[0]
+    assert_nothing_ran(work)
+
+
+@pytest.fixture
+def refused(
+    tmp_path: Path,
+    tiny_imdb: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., str]:
+    """`python -m sweep [OPTIONS] ARGS` (tiny_overrides before ARGS) in this process, for a
+    command line that must be refused: `sweep.cli` exits 2 with one stderr line and starts no
+    job; returns the line. What only a real process shows (no TensorFlow line) has its own
+    tests (test_reliability)."""
+    from sweep import cli
+
+    def refuse(*args: str, options: Sequence[str] = ()) -> str:
+        monkeypatch.chdir(tmp_path)
+        argv = ["sweep", *options, *tiny_overrides(tmp_path, tiny_imdb), *args]
+        monkeypatch.setattr(sys, "argv", argv)
+        jobs: list[DictConfig] = []
+        with pytest.raises(SystemExit) as exited:
+            cli.main(jobs.append)
+        lines = own_lines(capsys.readouterr().err)
+        assert exited.value.code == USER_ERROR_EXIT, lines
+        assert len(lines) == 1, lines
+        assert not jobs, "a job started"
+        assert_nothing_ran(tmp_path)
+        return lines[0]
+
+    return refuse
