@@ -13,7 +13,6 @@ import tensorflow as tf
 from sweep import batches, data
 from sweep.config import compose_config
 from sweep.model import build_model
-from tests.conftest import own_lines, run_cli
 
 BATCH = 8
 
@@ -96,23 +95,6 @@ def test_a_prediction_does_not_depend_on_its_padding(tmp_path: Path) -> None:
     predictions = [model.predict(x, verbose=0) for x in (short, long_post, long_pre)]
     np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-5)
     np.testing.assert_allclose(predictions[2], predictions[0], atol=1e-5)
-
-
-def test_bucketed_needs_masking_and_is_refused_before_data_is_read(
-    tmp_path: Path, cli_env: dict[str, str]
-) -> None:
-    missing = tmp_path / "no_such_archive.tar.gz"
-    result = run_cli(
-        [f"data.path={missing}", "model.mask_padding=false", "train.batching=bucketed"],
-        tmp_path,
-        cli_env,
-    )
-    assert result.returncode == 2
-    assert own_lines(result.stderr) == [
-        "config error: train.batching=bucketed: needs model.mask_padding=true "
-        "(else results depend on each batch's padding)"
-    ]
-    assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())
 
 
 def test_reviews_that_fill_seq_len_make_one_bucket() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,16 +13,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep import batches, train
+from sweep.__main__ import run as main_run
+from sweep.errors import USER_ERROR_EXIT, DataError
 from sweep.train import run as train_run
-from tests.conftest import REAL_DATA, RUN_ARTIFACTS, own_lines, run_cli, tiny_overrides
+from tests.conftest import REAL_DATA, RUN_ARTIFACTS, own_lines, run_cli, runs_of, tiny_overrides
 
 
 def only_run(uri: str, experiment: str) -> mlflow.entities.Run:
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    assert len(runs) == 1
-    return runs[0]
+    parents, children = runs_of(uri, experiment)
+    assert len(parents) == 1 and not children
+    return parents[0]
 
 
 def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> None:
@@ -34,7 +33,7 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     assert len(batches.boundaries(48, train.arrays(train.load(cfg), cfg).train.lengths)) > 1
     best = train_run(cfg)
     run = only_run(cfg.tracking.uri, "base")
-    client = MlflowClient()
+    client = MlflowClient(cfg.tracking.uri)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["model.attention.output_dim"] == "8"
@@ -65,36 +64,25 @@ def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> N
     assert model.predict(tokens, verbose=0).shape == (1, 2)  # any length: batches vary
 
 
-def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_cli(args, cwd, env)
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("model.attention.output_dim=0", "config error: model.attention.output_dim=0:"),
-        ("data.seq_len=-5", "config error: data.seq_len=-5:"),
-        ("model.attention.scale=0", "config error: model.attention.scale=0:"),
-        ("+experiment=nope", "config error: experiment=nope: no such experiment"),
-    ],
-)
-def test_cli_rejects_bad_input_in_one_line_before_training(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str], override: str, expected: str
+def test_missing_data_is_one_clear_line_before_any_run(
+    make_config: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    result = cli([*tiny_overrides(tmp_path, tiny_imdb), override], tmp_path, cli_env)
-    assert result.returncode == 2
-    assert len(own_lines(result.stderr)) == 1, result.stderr
-    assert own_lines(result.stderr)[0].startswith(expected), result.stderr
-    assert not (tmp_path / "mlruns").exists(), "nothing may be logged for bad input"
-    assert not (tmp_path / "cache").exists(), "no data may be read for bad input"
+    cfg = make_config(f"data.path={tmp_path / 'nowhere.tar.gz'}")
+    with pytest.raises(DataError) as err:
+        main_run(cfg)
+    assert "\n" not in str(err.value) and "nowhere.tar.gz does not exist" in str(err.value)
+    assert runs_of(cfg.tracking.uri, "base") == ([], [])
 
 
+@pytest.mark.slow
 def test_cli_missing_data_is_one_clear_line(
     tmp_path: Path, cli_env: dict[str, str], tiny_imdb: Path
 ) -> None:
+    """A user error raised inside the job (not by the command line's checks), as a real
+    process shows it: exit 2, one line."""
     args = [*tiny_overrides(tmp_path, tiny_imdb), f"data.path={tmp_path / 'nowhere.tar.gz'}"]
-    result = cli(args, tmp_path, cli_env)
-    assert result.returncode == 2
+    result = run_cli(args, tmp_path, cli_env)
+    assert result.returncode == USER_ERROR_EXIT
     lines = own_lines(result.stderr)
     assert len(lines) == 1 and "nowhere.tar.gz does not exist" in lines[0], result.stderr
 
@@ -114,7 +102,7 @@ def test_original_model_on_a_slice_of_real_imdb(tmp_path: Path, cli_env: dict[st
         "train.epochs=2",
         "tracking.log_models=best",
     ]
-    result = cli(args, tmp_path, cli_env)
+    result = run_cli(args, tmp_path, cli_env)
     assert result.returncode == 0, result.stderr[-2000:]
     run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "base")
     assert run.info.status == "FINISHED"
