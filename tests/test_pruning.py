@@ -17,12 +17,18 @@ from omegaconf import DictConfig
 
 from sweep import train
 from sweep.config import compose_config
-from sweep.errors import ConfigError, SweepError
+from sweep.errors import ConfigError
 from sweep.pruning import MedianStop, median_curve
 from sweep.tuner import run as sweep_run
-from tests.conftest import run_cli, tiny_overrides
-from tests.test_distributed import _runs
-from tests.test_sweep import Interrupt, assert_complete_record, runs_of
+from tests.conftest import (
+    Interrupt,
+    assert_complete_record,
+    copy_store,
+    run_cli,
+    runs_of,
+    sweep_runs,
+    tiny_overrides,
+)
 
 LR = "train.learning_rate"
 #: Learning rates the tiny data learns at, and ones at which it learns nothing in a few epochs.
@@ -49,15 +55,15 @@ def good_first(make_config: Callable[..., DictConfig], *overrides: str) -> DictC
 def by_lr(cfg: DictConfig) -> dict[float, list]:
     """Learning rate -> the FINISHED trial runs that trained at it."""
     found: dict[float, list] = {}
-    for run in runs_of(cfg)[1]:
+    for run in sweep_runs(cfg)[1]:
         if run.info.status == "FINISHED":
             found.setdefault(float(run.data.params[LR]), []).append(run)
     return found
 
 
 def leaderboard_csv(cfg: DictConfig) -> pd.DataFrame:
-    parent = runs_of(cfg)[0][0]
-    text = MlflowClient().download_artifacts(parent.info.run_id, "leaderboard.csv")
+    parent = sweep_runs(cfg)[0][0]
+    text = MlflowClient(cfg.tracking.uri).download_artifacts(parent.info.run_id, "leaderboard.csv")
     return pd.read_csv(io.StringIO(Path(text).read_text()), dtype={"trial_id": str})
 
 
@@ -167,6 +173,7 @@ def test_pruning_defaults_to_none() -> None:
 # --- sweeps -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruning", ["median", "none"])
 def test_a_clearly_worse_trial_is_pruned_and_shown_pruned(
     make_sweep: Callable[..., DictConfig],
@@ -213,10 +220,11 @@ def test_a_clearly_worse_trial_is_pruned_and_shown_pruned(
     assert f"pruned at epoch {epochs_run}" in lines[-1]
     stored = Path(cfg.sweep.dir) / cfg.name / "tuner" / f"trial_{trial_id}" / "trial.json"
     assert json.loads(stored.read_text())["status"] == "COMPLETED"
-    parent = runs_of(cfg)[0][0]
+    parent = sweep_runs(cfg)[0][0]
     assert "3 finished (1 pruned)" in parent.data.tags["mlflow.note.content"]
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_does_not_rerun_a_pruned_trial(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,20 +246,13 @@ def test_a_resumed_sweep_does_not_rerun_a_pruned_trial(
     sweep_run(cfg)
     assert_complete_record(cfg, 4)
     trial_id = pruned[0].data.tags["trial_id"]
-    again = [r for r in runs_of(cfg)[1] if r.data.tags["trial_id"] == trial_id]
+    again = [r for r in sweep_runs(cfg)[1] if r.data.tags["trial_id"] == trial_id]
     assert [r.info.run_id for r in again] == [pruned[0].info.run_id], "re-run after resume"
-    killed = [r for r in runs_of(cfg)[1] if r.info.status == "KILLED"]
+    killed = [r for r in sweep_runs(cfg)[1] if r.info.status == "KILLED"]
     assert [float(r.data.params[LR]) for r in killed] == [0.003]
 
 
-def test_resume_with_pruning_changed_is_refused(make_sweep: Callable[..., DictConfig]) -> None:
-    cfg = make_sweep(lr_space(*GOOD), "search.tuner=grid", "search.max_trials=1")
-    sweep_run(cfg)
-    changed = make_sweep(lr_space(*GOOD), "search.tuner=grid", "search.pruning=median")
-    with pytest.raises(SweepError, match=r"search.pruning: None -> median"):
-        sweep_run(changed)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("tuner", ["random", "bayesian"])
 def test_every_tuner_prunes(make_config: Callable[..., DictConfig], tuner: str) -> None:
     """The tuner's own picks after the initial points can only be the bad rates (no point is
@@ -261,7 +262,7 @@ def test_every_tuner_prunes(make_config: Callable[..., DictConfig], tuner: str) 
     )
     sweep_run(cfg)
     found = by_lr(cfg)
-    assert not [r for r in runs_of(cfg)[1] if r.info.status != "FINISHED"]
+    assert not [r for r in sweep_runs(cfg)[1] if r.info.status != "FINISHED"]
     first = [r for lr in GOOD for r in found[lr] if r.data.tags["trial_id"] in ("0", "1")]
     assert [r.data.tags.get("pruned") for r in first] == [None, None], "nothing to judge by yet"
     bad = [r for lr in BAD for r in found.get(lr, [])]
@@ -271,6 +272,7 @@ def test_every_tuner_prunes(make_config: Callable[..., DictConfig], tuner: str) 
         assert run.data.metrics["epochs_run"] < EPOCHS
 
 
+@pytest.mark.slow
 def test_hyperband_prunes_from_scratch_trials(make_config: Callable[..., DictConfig]) -> None:
     """Hyperband (3 epochs, factor 3): three 1-epoch trials (the good rates first, never judged:
     one epoch is their last), the best continued to 3 epochs, then 3-epoch trials from scratch,
@@ -278,7 +280,7 @@ def test_hyperband_prunes_from_scratch_trials(make_config: Callable[..., DictCon
     cfg = good_first(make_config, "search.tuner=hyperband", "search.hyperband_factor=3")
     cfg.train.epochs = 3
     sweep_run(cfg)
-    children = runs_of(cfg)[1]
+    children = sweep_runs(cfg)[1]
     assert children and not [r for r in children if r.info.status != "FINISHED"]
     from_scratch_bad = []
     for run in children:
@@ -297,11 +299,11 @@ def test_hyperband_prunes_from_scratch_trials(make_config: Callable[..., DictCon
 
 @pytest.mark.slow
 def test_a_distributed_worker_prunes_from_the_shared_record(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
     """`sweep.workers=1`: a chief serving the grid, a worker training it, both logging to the
     sweep's MLflow server; the worker reads the earlier trials from there and prunes."""
-    db = tmp_path / "mlruns" / "mlflow.db"
+    uri = copy_store(migrated_store, tmp_path)  # the sweep's server starts on a ready store
     args = [
         *(o for o in tiny_overrides(tmp_path, tiny_imdb) if not o.startswith("tracking.uri=")),
         "+experiment=dim_search",
@@ -312,12 +314,12 @@ def test_a_distributed_worker_prunes_from_the_shared_record(
         "search.initial=[]",
         f"train.epochs={EPOCHS}",
         "search.pruning=median",
-        f"tracking.uri=sqlite:///{db}",
+        f"tracking.uri={uri}",
         "sweep.workers=1",
     ]
     result = run_cli(args, tmp_path, cli_env)
     assert result.returncode == 0, result.stderr[-4000:]
-    _, children = _runs(f"sqlite:///{db}", "dim_search")
+    _, children = runs_of(uri, "dim_search")
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 3
     pruned = {float(r.data.params[LR]): r.data.tags.get("pruned") for r in children}
     assert pruned == {GOOD[0]: None, GOOD[1]: None, BAD[1]: "true"}

@@ -7,19 +7,28 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import tracking, train
+from sweep import train
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema import parse_duration
 from sweep.tuner import initial_points
 from sweep.tuner import run as sweep_run
-from tests.conftest import own_lines, run_cli, tiny_overrides
-from tests.test_reliability import assert_rejected, user_experiment
-from tests.test_sweep import Interrupt, assert_complete_record, runs_of
+from tests.conftest import (
+    Interrupt,
+    Swept,
+    assert_complete_record,
+    copy_store,
+    own_lines,
+    run_cli,
+    runs_of,
+    sweep_runs,
+    tiny_overrides,
+    user_experiment,
+)
 
 DIM = "model.attention.output_dim"
 #: Four widths; the tiny config's own (8) is one of them, so `base` is a point of the space.
@@ -28,13 +37,14 @@ DIMS = f"search.space={{{DIM}: {{type: choice, values: [4, 8, 12, 16]}}}}"
 
 def by_trial(cfg: DictConfig, status: str = "FINISHED") -> dict[str, object]:
     """trial_id -> the trial's run, for the runs of one status."""
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     return {r.data.tags["trial_id"]: r for r in children if r.info.status == status}
 
 
 # --- search.time_budget -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_time_budget_stops_new_trials_and_the_parent_says_why(
     make_config: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -44,28 +54,28 @@ def test_time_budget_stops_new_trials_and_the_parent_says_why(
         f"search.space={{{DIM}: {{type: choice, values: [4, 8, 12, 16, 20]}}}}",
         "search.max_trials=5",
         "search.time_budget=1s",
+        "train.epochs=1",
     )
     with caplog.at_level(logging.INFO, logger="sweep.tuner"):
         sweep_run(cfg)
-    parents, children = runs_of(cfg)
+    parents, children = sweep_runs(cfg)
     assert [r.info.status for r in children] == ["FINISHED"], "one trial, then the budget ends it"
     assert parents[0].info.status == "FINISHED", "the sweep stops cleanly"
     assert parents[0].data.tags["stop_reason"] == "time budget 1s spent after 1 trial"
     assert any("time budget 1s spent after 1 trial" in r.getMessage() for r in caplog.records)
 
     sweep_run(cfg)  # each command gets a fresh budget: one more trial
-    parents, children = runs_of(cfg)
+    parents, children = sweep_runs(cfg)
     assert_complete_record(cfg, 2)
     assert parents[0].data.tags["stop_reason"] == "time budget 1s spent after 1 trial"
 
 
-def test_without_a_budget_the_parent_says_the_trials_ran_out(
-    make_config: Callable[..., DictConfig],
-) -> None:
-    cfg = make_config("+experiment=smoke", "search.patience=0", DIMS, "search.max_trials=1")
-    sweep_run(cfg)
-    parents, _ = runs_of(cfg)
-    assert parents[0].data.tags["stop_reason"] == "max_trials 1 reached"
+def test_without_a_budget_the_parent_says_the_trials_ran_out(swept: Swept) -> None:
+    assert swept.cfg.search.time_budget is None
+    parents, _ = swept.runs()
+    assert (
+        parents[0].data.tags["stop_reason"] == f"max_trials {swept.cfg.search.max_trials} reached"
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,6 +103,7 @@ def test_time_budget_forms(value: str, seconds: float) -> None:
 # --- search.initial -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("tuner", "trials"), [("grid", 4), ("random", 3), ("bayesian", 3)])
 def test_initial_points_come_first_and_are_not_repeated_on_resume(
     make_config: Callable[..., DictConfig],
@@ -107,6 +118,7 @@ def test_initial_points_come_first_and_are_not_repeated_on_resume(
         f"search.tuner={tuner}",
         f"search.max_trials={trials}",
         f"search.initial=[base, {{{DIM}: 16}}]",
+        "train.epochs=1",
     )
     monkeypatch.setattr(train, "fit", Interrupt(at_fit=2)(train.fit))
     with pytest.raises(KeyboardInterrupt):  # in the second initial point's trial
@@ -126,6 +138,7 @@ def test_initial_points_come_first_and_are_not_repeated_on_resume(
         assert dims == {"0": "8", "1": "16", "2": "4", "3": "12"}
 
 
+@pytest.mark.slow
 def test_hyperband_starts_with_the_initial_points(make_config: Callable[..., DictConfig]) -> None:
     cfg = make_config(
         "+experiment=smoke",
@@ -202,46 +215,44 @@ def test_bad_initial_point_is_one_line_naming_the_key(initial: str, message: str
 
 
 def test_best_of_warm_starts_from_another_sweeps_best_trial(
-    make_config: Callable[..., DictConfig],
+    swept: Swept, make_config: Callable[..., DictConfig]
 ) -> None:
-    first = make_config(
-        "+experiment=smoke",
-        "name=warm_a",
-        "search.patience=0",
-        f"search.space={{{DIM}: {{type: choice, values: [4, 8, 12]}}}}",
-        "search.tuner=grid",
-        "search.max_trials=2",
-    )
-    sweep_run(first)
-    runs = list(by_trial(first).values())
-    best = max(runs, key=lambda r: r.data.metrics["best_val_accuracy"]).data.params[DIM]
+    """`best_of: smoke`: the session's sweep, read where a sweep reads it (the store the global
+    tracking URI names once the sweep has configured it)."""
+    scores = {r.data.params[DIM]: r.data.metrics["best_val_accuracy"] for r in swept.runs()[1]}
+    best = {dim for dim, score in scores.items() if score == max(scores.values())}
+    store = f"tracking.uri={swept.uri}"
+    mlflow.set_tracking_uri(swept.uri)
 
     second = make_config(
         "+experiment=smoke",
         "name=warm_b",
-        "search.initial=[{best_of: warm_a}]",
+        store,
+        "search.initial=[{best_of: smoke}]",
         f"search.space={{{DIM}: {{type: choice, values: [4, 8, 12]}}, "
         "model.attention.scale: {type: choice, values: [sqrt_dk, learned]}}",
     )
     # the scale the first sweep did not search: the config's (8.0) is no point here, so the
     # entry's first value
-    assert initial_points(second) == [
-        ("best_of=warm_a", {DIM: int(best), "model.attention.scale": "sqrt_dk"})
-    ]
+    [(label, point)] = initial_points(second)
+    assert label == "best_of=smoke"
+    assert point["model.attention.scale"] == "sqrt_dk" and str(point[DIM]) in best, (point, scores)
+    found = point[DIM]
 
     narrow = make_config(
         "+experiment=smoke",
         "name=warm_c",
-        "search.initial=[{best_of: warm_a}]",
+        store,
+        "search.initial=[{best_of: smoke}]",
         f"search.space={{{DIM}: {{type: choice, values: [32, 64]}}}}",
     )
     with pytest.raises(ConfigError) as err:
         initial_points(narrow)
     assert str(err.value) == (
-        f"config error: search.initial[0].best_of=warm_a: its best trial's {DIM}={best} is not "
+        f"config error: search.initial[0].best_of=smoke: its best trial's {DIM}={found} is not "
         "one of the entry's values (32, 64)"
     )
-    nobody = make_config("+experiment=smoke", "search.initial=[{best_of: nobody}]")
+    nobody = make_config("+experiment=smoke", store, "search.initial=[{best_of: nobody}]")
     with pytest.raises(
         ConfigError, match=r"^config error: search.initial\[0\].best_of=nobody: no sweep"
     ):
@@ -301,6 +312,7 @@ def test_space_entries_are_added_changed_and_removed_on_the_command_line(
         assert cfg.search.space[DIM]["values"] is None
 
 
+@pytest.mark.slow
 def test_a_space_key_added_on_the_command_line_is_searched(
     make_config: Callable[..., DictConfig],
 ) -> None:
@@ -312,9 +324,10 @@ def test_a_space_key_added_on_the_command_line_is_searched(
         f"~search.space.{DIM}",
         "~search.space.model.attention.scale",
         "+search.space.data.seq_len={type: choice, values: [12, 20]}",
+        "train.epochs=1",
     )
     sweep_run(cfg)
-    parents, children = runs_of(cfg)
+    parents, children = sweep_runs(cfg)
     assert parents[0].data.params["search.space"] == "data.seq_len"
     assert sorted(r.data.params["data.seq_len"] for r in children) == ["12", "20"]
     assert {r.data.tags["hyperparameters"] for r in children} == {"data.seq_len"}
@@ -386,28 +399,21 @@ def test_space_override_errors_name_the_culprit(override: str, message: str) -> 
 
 @pytest.mark.slow
 def test_command_line_space_runs_end_to_end(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
+    """Dotted space keys through a real `python -m sweep`: Hydra's parser, then each job's own
+    edits (bad ones are refused before Hydra: tests/test_config.py)."""
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=smoke",
         "search.patience=0",
         "search.tuner=grid",
         "search.max_trials=2",
+        "train.epochs=1",
         "search.space={data.seq_len: {type: choice, values: [12, 20]}}",
     ]
-    bad = run_cli(
-        [*args, "+search.space.data.seq_len={type: choice, values: [16, 0]}"], tmp_path, cli_env
-    )
-    assert_rejected(
-        bad, "config error: search.space.data.seq_len.values=0: data.seq_len:", tmp_path
-    )
-
+    uri = copy_store(migrated_store, tmp_path)
     result = run_cli(args, tmp_path, cli_env)
     assert result.returncode == 0, "\n".join(own_lines(result.stderr))[-3000:]
-    tracking.configure(compose_config(args).tracking)
-    experiment = MlflowClient().get_experiment_by_name("smoke").experiment_id
-    children = [
-        r for r in MlflowClient().search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags
-    ]
+    _, children = runs_of(uri, "smoke")
     assert sorted(r.data.params["data.seq_len"] for r in children) == ["12", "20"]

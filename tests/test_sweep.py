@@ -8,49 +8,37 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sweep import tracking, train
+from sweep import train
 from sweep.errors import SweepError
 from sweep.tuner import hypermodel
 from sweep.tuner import run as sweep_run
-from tests.conftest import PYTHON, RUN_ARTIFACTS, tiny_overrides
-
-DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
-
-
-def runs_of(cfg: DictConfig) -> tuple[list, list]:
-    """(parents, children) of the sweep's MLflow experiment."""
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
-
-
-def assert_complete_record(cfg: DictConfig, expected_trials: int) -> None:
-    parents, children = runs_of(cfg)
-    assert len(parents) == 1
-    finished = [r for r in children if r.info.status == "FINISHED"]
-    ids = Counter(r.data.tags["trial_id"] for r in finished)
-    assert len(ids) == expected_trials, ids
-    assert max(ids.values()) == 1, f"a finished trial was logged twice: {ids}"
-    assert not [r for r in [*parents, *children] if r.info.status == "RUNNING"]
+from tests.conftest import (
+    DIMS,
+    PARENT_TAG,
+    PYTHON,
+    RUN_ARTIFACTS,
+    Interrupt,
+    Swept,
+    assert_complete_record,
+    copy_store,
+    runs_of,
+    sweep_runs,
+    tiny_overrides,
+)
 
 
-def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., DictConfig]) -> None:
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3", "tracking.log_models=best")
-    best = sweep_run(cfg)
-    assert 0.5 < best <= 1.0  # the tiny data is learnable: better than chance
-    assert_complete_record(cfg, 3)
-    parents, children = runs_of(cfg)
-    client = MlflowClient()
+def test_a_sweep_logs_a_parent_and_one_child_per_trial(swept: Swept) -> None:
+    """The session's sweep: a grid of two widths, two executions each, the best model logged."""
+    assert 0.5 < swept.best <= 1.0  # the tiny data is learnable: better than chance
+    assert_complete_record(swept.cfg, 2)
+    parents, children = swept.runs()
+    client = MlflowClient(swept.uri)
     parent = parents[0]
     assert parent.data.params["search.tuner"] == "grid"
     assert "model.attention.output_dim" in parent.data.params["search.space"]
@@ -60,14 +48,19 @@ def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., Dic
         "parallel_coordinates.png",
         "search.yaml",
     } <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(swept.best)
+    assert sorted(c.data.params["model.attention.output_dim"] for c in children) == ["12", "4"]
     for child in children:
         assert child.data.tags["hyperparameters"] == "model.attention.output_dim"
-        assert child.data.params["model.attention.output_dim"] in {"4", "8", "12"}
         for tag in ("trial_id", "seed", "data_fingerprint", "version.keras", "version.mlflow"):
-            assert tag in child.data.tags
+            assert child.data.tags[tag], tag
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
-        assert sorted(m.step for m in history) == [0, 1]
+        assert sorted(m.step for m in history) == [0, 0, 1, 1]  # each execution, each epoch
+        scores = client.get_metric_history(child.info.run_id, "execution_best_val_accuracy")
+        assert sorted(m.step for m in scores) == [0, 1]
+        assert child.data.metrics["best_val_accuracy"] == pytest.approx(
+            sum(m.value for m in scores) / 2
+        ), "a trial scores the mean of its executions"
         for metric in (
             "duration_s",
             "seconds_per_epoch",
@@ -80,27 +73,78 @@ def test_sweep_logs_parent_and_one_child_per_trial(make_sweep: Callable[..., Dic
         assert 0.0 <= child.data.metrics["attention_entropy"] <= 1.0 + 1e-6
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= RUN_ARTIFACTS
+    assert len({c.data.metrics["param_count"] for c in children}) == 2, "two widths built"
     best_run = parent.data.tags["best_run_id"]
+    assert best_run in {c.info.run_id for c in children}
     assert client.search_logged_models(
         [parent.info.experiment_id], filter_string=f"source_run_id = '{best_run}'"
     )
 
 
+def snapshot(swept: Swept) -> list[tuple[str, str, int | None]]:
+    """(run id, status, end time) of every run of the sweep."""
+    parents, children = swept.runs()
+    return sorted((r.info.run_id, r.info.status, r.info.end_time) for r in [*parents, *children])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "space", "change"),
+    [
+        (
+            [],
+            {"model.attention.output_dim": {"type": "choice", "values": [4, 16]}},
+            r"values.*\[4, 12\] -> \[4, 16\]",
+        ),
+        (["search.pruning=median"], None, r"search\.pruning: None -> median"),
+        (["search.tuner=random"], None, r"search\.tuner: grid -> random"),
+    ],
+    ids=["space", "pruning", "tuner"],
+)
+def test_resuming_with_changed_settings_is_refused_and_writes_nothing(
+    swept: Swept, overrides: list[str], space: dict | None, change: str
+) -> None:
+    state_file = Path(swept.cfg.sweep.dir) / swept.cfg.name / "sweep.json"
+    state = state_file.read_text()
+    before = snapshot(swept)
+    with pytest.raises(SweepError, match=change):
+        sweep_run(swept.config(swept.work, *overrides, space=space))
+    assert state_file.read_text() == state
+    assert snapshot(swept) == before
+
+
+@pytest.mark.slow
+def test_overwrite_starts_a_new_parent_and_keeps_the_old_record(
+    swept: Swept, tmp_path: Path
+) -> None:
+    swept.copy(tmp_path)
+    other = {"model.attention.output_dim": {"type": "choice", "values": [4, 16]}}
+    fresh = swept.config(tmp_path, "search.max_trials=1", "sweep.overwrite=true", space=other)
+    sweep_run(fresh)
+    parents, children = sweep_runs(fresh)
+    assert len(parents) == 2, "overwrite starts a new parent and keeps the old record"
+    per_parent = Counter(c.data.tags[PARENT_TAG] for c in children)
+    assert sorted(per_parent.values()) == [1, 2]
+    assert {p.info.status for p in parents} == {"FINISHED"}
+
+
+@pytest.mark.slow
 def test_nan_trial_fails_and_the_sweep_goes_on(make_sweep: Callable[..., DictConfig]) -> None:
     cfg = make_sweep(
-        {"train.learning_rate": {"type": "choice", "values": [0.01, 1e38]}},
+        {"train.learning_rate": {"type": "choice", "values": [1e38, 0.01]}},  # the NaN one first
         "search.tuner=grid",
         "search.max_trials=2",
         "train.optimizer=sgd",
+        "train.epochs=1",
     )
     sweep_run(cfg)
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     status = {r.data.params["train.learning_rate"]: r for r in children}
     assert status["0.01"].info.status == "FINISHED"
     assert status["1e+38"].info.status == "FAILED"
     assert "NaN" in status["1e+38"].data.tags["error"]
 
 
+@pytest.mark.slow
 def test_raising_trial_fails_with_its_error_and_the_sweep_goes_on(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,13 +156,14 @@ def test_raising_trial_fails_with_its_error_and_the_sweep_goes_on(
         return real_build(cfg)
 
     monkeypatch.setattr(hypermodel, "build_model", build)
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=3")
+    space = {"model.attention.output_dim": {"type": "choice", "values": [8, 4]}}  # failing first
+    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=2", "train.epochs=1")
     sweep_run(cfg)
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     by_dim = {r.data.params.get("model.attention.output_dim"): r for r in children}
     assert by_dim["8"].info.status == "FAILED"
     assert "out of memory building output_dim=8" in by_dim["8"].data.tags["error"]
-    assert by_dim["4"].info.status == by_dim["12"].info.status == "FINISHED"
+    assert by_dim["4"].info.status == "FINISHED"
 
 
 def test_consecutive_failures_stop_the_sweep_clearly(
@@ -133,33 +178,19 @@ def test_consecutive_failures_stop_the_sweep_clearly(
     )
     with pytest.raises(SweepError, match="consecutive failures"):
         sweep_run(cfg)
-    parents, children = runs_of(cfg)
+    parents, children = sweep_runs(cfg)
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
+    assert all("broken training code" in r.data.tags["error"] for r in children)
     assert parents[0].info.status == "FAILED"
 
 
-class Interrupt:
-    """Ctrl-C in the middle of the n-th fit, as a user would press it."""
-
-    def __init__(self, at_fit: int) -> None:
-        self.calls, self.at_fit = 0, at_fit
-
-    def __call__(self, real):
-        def fit(*args, **kwargs):
-            self.calls += 1
-            if self.calls == self.at_fit:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
-        return fit
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tuner", "extra", "trials"),
     [
-        ("grid", ["search.max_trials=3"], 3),
-        ("random", ["search.max_trials=3"], 3),
-        ("bayesian", ["search.max_trials=3"], 3),
+        ("grid", ["search.max_trials=3", "train.epochs=1"], 3),
+        ("random", ["search.max_trials=3", "train.epochs=1"], 3),
+        ("bayesian", ["search.max_trials=3", "train.epochs=1"], 3),
         ("hyperband", ["train.epochs=2", "search.hyperband_factor=2"], None),
     ],
 )
@@ -176,11 +207,11 @@ def test_interrupted_sweep_resumes_without_repeating_trials(
     with pytest.raises(KeyboardInterrupt):
         sweep_run(cfg)
     monkeypatch.undo()
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
 
     sweep_run(cfg)
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     finished = [r for r in children if r.info.status == "FINISHED"]
     expected = trials or len({r.data.tags["trial_id"] for r in children})
     assert_complete_record(cfg, expected)
@@ -192,52 +223,36 @@ def test_interrupted_sweep_resumes_without_repeating_trials(
     )
 
     sweep_run(cfg)  # a finished sweep re-run logs nothing new
-    assert len(runs_of(cfg)[1]) == len(children)
-
-
-def test_resume_with_a_changed_space_is_refused(make_sweep: Callable[..., DictConfig]) -> None:
-    cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=1")
-    sweep_run(cfg)
-    other = {"model.attention.output_dim": {"type": "choice", "values": [4, 16]}}
-    changed = make_sweep(other, "search.tuner=grid", "search.max_trials=1")
-    with pytest.raises(SweepError, match=r"values.*\[4, 8, 12\] -> \[4, 16\]"):
-        sweep_run(changed)
-    fresh = make_sweep(other, "search.tuner=grid", "search.max_trials=1", "sweep.overwrite=true")
-    sweep_run(fresh)
-    parents, _ = runs_of(cfg)
-    assert len(parents) == 2, "overwrite starts a new parent and keeps the old record"
+    assert len(sweep_runs(cfg)[1]) == len(children)
 
 
 def statuses(uri: str, experiment: str) -> list[tuple[str, str, bool]]:
     """(trial_id, status, is_parent) of every run, read from the store another process writes."""
-    tracking.configure(
-        OmegaConf.create(
-            {"uri": uri, "artifact_root": uri.removeprefix("sqlite:///") + "-artifacts"}
-        )
-    )
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    return [
-        (r.data.tags.get("trial_id", ""), r.info.status, "mlflow.parentRunId" not in r.data.tags)
-        for r in client.search_runs([found.experiment_id], max_results=1000)
+    parents, children = runs_of(uri, experiment)
+    return [("", r.info.status, True) for r in parents] + [
+        (r.data.tags["trial_id"], r.info.status, False) for r in children
     ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_signal_mid_trial_then_resume_completes_without_duplicates(
-    tmp_path, tiny_imdb, cli_env, kill: signal.Signals
+    tmp_path: Path,
+    tiny_imdb: Path,
+    migrated_store: Path,
+    cli_env: dict[str, str],
+    kill: signal.Signals,
 ) -> None:
+    """A real process killed while its second trial trains (20 epochs: long enough to be seen
+    RUNNING), then the same command run again."""
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=dim_search",
-        "search.max_trials=3",
+        "search.max_trials=2",
         "search.patience=0",
-        "train.epochs=40",
+        "train.epochs=20",
     ]
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    uri = copy_store(migrated_store, tmp_path)  # read while the sweep writes: no migration race
     command = [PYTHON, "-m", "sweep", *args]
     process = subprocess.Popen(
         command, cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -245,11 +260,7 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            children = (
-                [s for s in statuses(uri, "dim_search") if not s[2]]
-                if (tmp_path / "mlruns" / "mlflow.db").exists()
-                else []
-            )
+            children = [s for s in statuses(uri, "dim_search") if not s[2]]
             if any(s[1] == "FINISHED" for s in children) and any(
                 s[1] == "RUNNING" for s in children
             ):
@@ -263,12 +274,13 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
             process.kill()
     before = statuses(uri, "dim_search")
     finished_before = {s[0] for s in before if s[1] == "FINISHED" and not s[2]}
-    assert finished_before
+    assert finished_before == {"0"}
     if kill == signal.SIGINT:  # Ctrl-C: the harness closes its runs itself
         assert process.returncode == 130
         assert not [s for s in before if s[1] == "RUNNING"], before
         assert sum(1 for s in before if s[1] == "KILLED" and not s[2]) == 1
     else:  # kill -9: the runs stay RUNNING until the next start closes them
+        assert process.returncode == -signal.SIGKILL
         assert any(s[1] == "RUNNING" for s in before)
 
     result = subprocess.run(
@@ -278,12 +290,13 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     after = statuses(uri, "dim_search")
     assert not [s for s in after if s[1] == "RUNNING"], after
     finished = Counter(s[0] for s in after if s[1] == "FINISHED" and not s[2])
-    assert set(finished) == {"0", "1", "2"}, finished
+    assert set(finished) == {"0", "1"}, finished
     assert max(finished.values()) == 1, f"a finished trial was repeated: {finished}"
     assert sum(1 for s in after if s[1] == "KILLED" and not s[2]) == 1
     assert [s[1] for s in after if s[2]] == ["FINISHED"], "one parent, resumed and finished"
 
 
+@pytest.mark.slow
 def test_vocabulary_size_and_batching_are_searchable(
     make_sweep: Callable[..., DictConfig],
 ) -> None:
@@ -293,10 +306,12 @@ def test_vocabulary_size_and_batching_are_searchable(
         "data.num_words": {"type": "choice", "values": [16, 64]},
         "train.batching": {"type": "choice", "values": ["bucketed", "fixed"]},
     }
-    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=4", "data.seq_len=48")
+    cfg = make_sweep(
+        space, "search.tuner=grid", "search.max_trials=4", "data.seq_len=48", "train.epochs=1"
+    )
     sweep_run(cfg)
     assert_complete_record(cfg, 4)
-    _, children = runs_of(cfg)
+    _, children = sweep_runs(cfg)
     grid = {(r.data.params["data.num_words"], r.data.params["train.batching"]) for r in children}
     assert grid == {("16", "bucketed"), ("16", "fixed"), ("64", "bucketed"), ("64", "fixed")}
     sizes = {r.data.params["data.num_words"]: r.data.metrics["param_count"] for r in children}
