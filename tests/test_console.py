@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from sweep import leaderboard, quiet, tracking
 from sweep.tuner.trials import TrialTracking, _span
-from tests.conftest import PYTHON, run_cli, tiny_overrides
+from tests.conftest import PYTHON, copy_store, run_cli, tiny_overrides
 
 #: Lines TensorFlow 2.21 logs while its libraries load (seen on a 2-core CPU machine).
 STARTUP = [
@@ -82,6 +82,7 @@ def _import_tensorflow(env: dict[str, str], *args: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_tensorflow_is_quiet_unless_asked(cli_env: dict[str, str]) -> None:
     quiet_run = _import_tensorflow(cli_env)
     assert quiet_run.stdout == "2\n" and quiet_run.stderr == "", quiet_run.stderr
@@ -181,10 +182,13 @@ def _last_line(output: str) -> str:
     return output.rstrip("\n").splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_sweep_and_its_export_read_cleanly_and_end_with_the_runs_link(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
+    """What a user's terminal shows, so real processes: TensorFlow's lines are held back there."""
     overrides = [*tiny_overrides(tmp_path, tiny_imdb), "search.max_trials=2"]
+    copy_store(migrated_store, tmp_path)
     swept = run_cli(["+experiment=smoke", *overrides], tmp_path, cli_env)
     assert swept.returncode == 0, swept.stderr[-3000:]
     assert swept.stderr == ""  # nothing from TensorFlow, absl or MLflow

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -26,7 +25,7 @@ from sweep.config import compose_config
 from sweep.distributed.child import load_child_config
 from sweep.errors import ConfigError
 from sweep.schema import check_single_run
-from tests.conftest import PYTHON, run_cli, tiny_overrides
+from tests.conftest import PYTHON, copy_store, run_cli, runs_of, store_path, tiny_overrides
 
 #: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -53,7 +52,11 @@ def test_roles_default_to_one_process() -> None:
             "distributed.oracle",
             "HOST:PORT",
         ),
-        (["distributed.role=chief", "distributed.oracle=h:70000"], "distributed.oracle", ""),
+        (
+            ["distributed.role=chief", "distributed.oracle=h:70000"],  # no such port
+            "distributed.oracle",
+            "HOST:PORT",
+        ),
         (
             ["distributed.role=worker", "distributed.oracle=h:8000"],
             "distributed.worker_id",
@@ -84,6 +87,9 @@ def test_bad_distributed_settings_are_one_line_errors(
     with pytest.raises(ConfigError) as caught:
         compose_config(["+experiment=smoke", "tracking.uri=http://127.0.0.1:5000", *overrides])
     assert caught.value.key == key and reason in caught.value.reason, str(caught.value)
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    if named:  # the message names the value given (a missing one: the key alone)
+        assert str(caught.value).startswith(f"config error: {key}={named[-1]}: "), caught.value
 
 
 def test_a_single_run_refuses_roles_and_workers() -> None:
@@ -178,12 +184,12 @@ def test_worker_gives_up_clearly_when_no_chief_answers() -> None:
         cluster.wait_for_chief(cfg)
 
 
-def test_each_process_closes_only_runs_it_may_close(tmp_path: Path) -> None:
+def test_each_process_closes_only_runs_it_may_close(tmp_path: Path, migrated_store: Path) -> None:
     """Who may mark what KILLED: a restarted worker its own trials; a (re)starting chief only
     runs outside its sweep; the chief at the end every trial still open."""
     from sweep import tracking
 
-    cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    cfg = compose_config([f"tracking.uri={copy_store(migrated_store, tmp_path)}"])
     tracking.configure(cfg.tracking)
     experiment = tracking.use_experiment("dist", cfg.tracking)
     client = MlflowClient()
@@ -281,20 +287,6 @@ def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def _runs(uri: str, experiment: str) -> tuple[list, list]:
-    """(parents, children) of an experiment, read back from the store."""
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return [], []
-    runs = client.search_runs([found.experiment_id], max_results=1000)
-    return (
-        [r for r in runs if "mlflow.parentRunId" not in r.data.tags],
-        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
-    )
-
-
 def _sweep_args(work: Path, data: Path, *extra: str) -> list[str]:
     base = [o for o in tiny_overrides(work, data) if not o.startswith("tracking.uri=")]
     return [*base, "+experiment=dim_search", "search.patience=0", *extra]
@@ -310,14 +302,15 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     tiny_imdb: Path,
+    migrated_store: Path,
     cli_env: dict[str, str],
 ) -> None:
     store = (
         request.getfixturevalue("postgres_store")
         if backend == "postgresql"
-        else f"sqlite:///{tmp_path / 'server.db'}"
+        else copy_store(migrated_store, tmp_path)  # the server starts on a ready store
     )
-    trials = 4
+    trials = 3
     server = distributed.start_server(
         store, str(tmp_path / "server-artifacts"), log_path=tmp_path / "server.log"
     )
@@ -327,6 +320,7 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
             tmp_path,
             tiny_imdb,
             f"search.max_trials={trials}",
+            "train.epochs=1",
             f"tracking.uri={server.uri}",
             f"distributed.oracle=127.0.0.1:{distributed.free_port()}",
         )
@@ -348,7 +342,8 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
             code = process.wait(timeout=300)
             assert code == 0, f"{name} exited {code}:\n{_tail(tmp_path / f'{name}.log')}"
 
-        parents, children = _runs(server.uri, "dim_search")
+        parents, children = runs_of(server.uri, "dim_search")
+        client = MlflowClient(server.uri)
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].data.tags["sweep"] == "dim_search"
         ids = Counter(r.data.tags["trial_id"] for r in children)
@@ -356,10 +351,10 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
         assert all(r.info.status == "FINISHED" for r in children), [r.info.status for r in children]
         assert {r.data.tags["worker_id"] for r in children} <= {"worker-a", "worker-b"}
         assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
-        artifacts = {a.path for a in MlflowClient().list_artifacts(parents[0].info.run_id)}
+        artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
         assert "leaderboard.csv" in artifacts  # uploaded through the server to its artifact root
         assert any((tmp_path / "server-artifacts").rglob("leaderboard.csv"))
-        assert "val_accuracy" in MlflowClient().get_run(children[0].info.run_id).data.metrics
+        assert "val_accuracy" in client.get_run(children[0].info.run_id).data.metrics
 
         # the server's DNS-rebinding protection is on: a foreign Host header is refused
         request_ = urllib.request.Request(
@@ -380,7 +375,7 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
 def _running_trial(db: Path) -> tuple[str, str, int] | None:
     """(trial id, worker id, pid) of a trial that is RUNNING and already training."""
     try:
-        _, children = _runs(f"sqlite:///{db}", "dim_search")
+        _, children = runs_of(f"sqlite:///{db}", "dim_search")
     except Exception:  # the server holds the SQLite write lock a moment: look again
         return None
     for run in children:
@@ -396,21 +391,22 @@ def _running_trial(db: Path) -> tuple[str, str, int] | None:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_loses_only_that_trial(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
-    trials, db = 3, tmp_path / "mlruns" / "mlflow.db"
+    """Two workers, two trials of 30 epochs (long enough to be seen training): one worker is
+    killed mid-trial, restarted, and trains that trial again."""
+    trials, db = 2, store_path(tmp_path)
     args = _sweep_args(
         tmp_path,
         tiny_imdb,
         f"search.max_trials={trials}",
         f"tracking.uri=sqlite:///{db}",  # local parallel mode puts a server in front of it
-        "train.epochs=60",
+        "train.epochs=30",
         "sweep.workers=2",
     )
-    # This test reads the store while the sweep writes it: create it first, so the two never
+    # This test reads the store while the sweep writes it: a ready store, so the two never
     # race to migrate a fresh SQLite file (the sweep serialises its own processes with a lock).
-    db.parent.mkdir(parents=True)
-    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    copy_store(migrated_store, tmp_path)
     log_file = tmp_path / "launcher.log"
     with log_file.open("wb") as out:
         launcher = subprocess.Popen(
@@ -440,7 +436,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
                 launcher.kill()
 
     assert f"{worker_id} died (exit -9); restarting it" in log_file.read_text(errors="replace")
-    parents, children = _runs(f"sqlite:///{db}", "dim_search")
+    parents, children = runs_of(f"sqlite:///{db}", "dim_search")
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert not [r for r in children if r.info.status == "RUNNING"]
     finished = Counter(r.data.tags["trial_id"] for r in children if r.info.status == "FINISHED")
@@ -460,9 +456,10 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
 
 @pytest.mark.slow
 def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
-    db = tmp_path / "mlruns" / "mlflow.db"
+    db = store_path(tmp_path)
+    copy_store(migrated_store, tmp_path)
     args = _sweep_args(
         tmp_path,
         tiny_imdb,
@@ -477,6 +474,6 @@ def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
     assert result.returncode == 2, result.stderr[-4000:]
     assert "worker0 stopped with an error" in result.stderr.splitlines()[-1]
     assert "too many consecutive failures" in result.stderr
-    parents, children = _runs(f"sqlite:///{db}", "dim_search")
+    parents, children = runs_of(f"sqlite:///{db}", "dim_search")
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert [p.info.status for p in parents] == ["KILLED"], "the stopped chief closed its parent"

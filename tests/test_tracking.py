@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep import tracking
+from tests.conftest import copy_store
 
 
 def _refused_uri() -> str:
@@ -31,8 +32,8 @@ def test_a_server_that_stopped_answering_is_unreachable(monkeypatch: pytest.Monk
     assert "MLflow tracking server stopped answering" in tracking.gone_message(caught.value)
 
 
-def test_unreachable_reads_types_not_text(tmp_path: Path) -> None:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_unreachable_reads_types_not_text(tmp_path: Path, migrated_store: Path) -> None:
+    client = MlflowClient(copy_store(migrated_store, tmp_path))
     with pytest.raises(MlflowException) as caught:
         client.get_run("0" * 32)  # a bad request: the store answered
     assert not tracking.unreachable(caught.value)
@@ -64,11 +65,11 @@ def test_importing_tracking_loads_no_keras() -> None:
 
 @pytest.mark.parametrize(("direction", "value", "epochs"), [("max", 0.9, 2), ("min", 0.6, 1)])
 def test_best_follows_the_direction(
-    tmp_path: Path, direction: str, value: float, epochs: int
+    tmp_path: Path, migrated_store: Path, direction: str, value: float, epochs: int
 ) -> None:
     history = {"val_loss": [0.6, 0.9, float("nan"), 0.7]}
     assert tracking.best_value(history, "val_loss", direction) == value
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_store(migrated_store, tmp_path)
     client = MlflowClient(uri)
     run_id = client.create_run("0").info.run_id
     for step, v in enumerate(history["val_loss"][:2]):
