@@ -8,7 +8,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # pinned: hydra-core 1.3
@@ -32,63 +31,15 @@ from sweep.space import check_space
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-#: Tracking store schemes MLflow 3.17 opens without plugins ("": a plain path); a database's
-#: may name its driver (postgresql+psycopg).
-STORE_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https")
-#: Of those, the ones that name a tracking server.
-SERVER_SCHEMES = ("http", "https")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first bad value of a whole config: the schema's values, the
-    tracking store, then the search space it declares (each searched value checked like a value
-    in a file)."""
+    """Raise ConfigError for the first bad value of a whole config: the schema's values (the
+    tracking store's among them), then the search space it declares (each searched value
+    checked like a value in a file)."""
     schema.validate(cfg)
-    check_tracking_uri(cfg)
     if cfg.search is not None:
         check_space(cfg)
-
-
-def check_tracking_uri(cfg: DictConfig) -> None:
-    """A `tracking.uri` MLflow can open, and a server's for a distributed role: one line before
-    any data is read, not MLflow's traceback at the first run."""
-    uri = str(cfg.tracking.uri)
-    problem = _uri_problem(uri)
-    if problem is not None:
-        raise ConfigError("tracking.uri", uri, problem)
-    dist = cfg.get("distributed")
-    if dist is not None and dist.role != "none" and urlparse(uri).scheme not in SERVER_SCHEMES:
-        raise ConfigError(
-            "tracking.uri",
-            uri,
-            "a distributed sweep logs to one MLflow tracking server: give "
-            "tracking.uri=http://HOST:PORT (scripts/mlflow-server starts one)",
-        )
-
-
-def _uri_problem(uri: str) -> str | None:
-    """What keeps MLflow from using `uri` as a tracking store (None: nothing)."""
-    if not uri.strip() or any(c.isspace() or not c.isprintable() for c in uri):
-        return "empty, or has spaces or control characters: give a path or a URI"
-    try:
-        parts = urlparse(uri)
-        _ = parts.port  # raises for a port that is no number or out of range
-    except ValueError as err:
-        return f"not a valid URI ({first_line(err)})"
-    scheme = parts.scheme.lower().split("+", 1)[0]
-    if scheme not in STORE_SCHEMES:
-        known = ", ".join(f"{s}:" for s in STORE_SCHEMES if s)
-        return f"MLflow has no tracking store for '{parts.scheme}:' (it opens a path, {known})"
-    if scheme in SERVER_SCHEMES and not parts.hostname:
-        return f"names no server: expected {scheme}://HOST[:PORT]"
-    rest = uri.partition(":")[2]
-    if scheme == "sqlite" and not (rest.startswith("///") and parts.path != "/"):
-        return "expected sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db"
-    if scheme not in ("", "file", "sqlite", *SERVER_SCHEMES) and not rest.startswith("//"):
-        return f"expected {parts.scheme}://[USER@]HOST[:PORT]/DATABASE"
-    if scheme == "file" and not parts.path:
-        return "names no directory: expected file:///PATH"
-    return None
 
 
 def compose_config(

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from sweep.data import SOURCES, VAL_SPLITS
 from sweep.durations import parse_duration
 from sweep.errors import ConfigError
+from sweep.uris import check_tracking_uri
 
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
 MAX_SEQ_LEN = 4096
@@ -277,6 +278,8 @@ def validate(cfg: DictConfig) -> None:
             "has them) or use data.val_split=random",
         )
     check_distributed(cfg)
+    dist = cfg.get("distributed")
+    check_tracking_uri(str(cfg.tracking.uri), str(dist.role) if dist is not None else "none")
     if cfg.search is not None:
         _check_search(cfg.search)
 
