@@ -56,6 +56,9 @@ def test_a_sweep_logs_a_parent_and_one_child_per_trial(swept: Swept) -> None:
             assert child.data.tags[tag], tag
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [0, 0, 1, 1]  # each execution, each epoch
+        losses = client.get_metric_history(child.info.run_id, "val_loss")
+        first = [m.value for m in losses if m.step == 0]
+        assert len(first) == 2 and first[0] != first[1], "each execution: its own seed"
         scores = client.get_metric_history(child.info.run_id, "execution_best_val_accuracy")
         assert sorted(m.step for m in scores) == [0, 1]
         assert child.data.metrics["best_val_accuracy"] == pytest.approx(

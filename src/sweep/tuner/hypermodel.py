@@ -28,6 +28,10 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         self.cfg, self.encoded = cfg, encoded
         self._encoded = {cfg.data.num_words: encoded}
         self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
+        # Keras Tuner builds and fits each execution of a trial with the trial's one `hp`: the
+        # k-th execution of a trial trains with seed + k, so executions measure seed noise
+        self._hp: keras_tuner.HyperParameters | None = None
+        self._execution = 0
 
     def trial_config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
         try:
@@ -50,15 +54,27 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         return self._arrays[key]
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        if hp is self._hp:
+            self._execution += 1
+        else:
+            self._hp, self._execution = hp, 0
         cfg = self.trial_config(hp)
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(self.seed(cfg))
         return build_model(cfg)
+
+    def seed(self, cfg: DictConfig) -> int:
+        """This execution's seed for weights and batch order (the data and its validation split
+        keep the config's): the first execution's is the config's own, so a one-execution trial
+        trains exactly as a single run would."""
+        return int(cfg.seed) + self._execution
 
     def fit(
         self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
     ) -> keras.callbacks.History:
         cfg = self.trial_config(hp)
-        history = train.fit(model, cfg, self.arrays(cfg), **kwargs)
+        xy = self.arrays(cfg)
+        cfg.seed = self.seed(cfg)  # after the split: only weights and batch order vary
+        history = train.fit(model, cfg, xy, **kwargs)
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses):
             epoch = next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1
