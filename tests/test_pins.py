@@ -4,25 +4,36 @@ deep inside a sweep."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief, oracle_client
 
 from sweep.tuner.oracles import ConsecutiveFailures, RandomOracle
 
 #: (where, attribute): private methods the sweep's oracles and tuners override or call.
 METHODS = [
     (keras_tuner.Oracle, "_check_consecutive_failures"),  # SweepOracle raises a typed error
+    (keras_tuner.Oracle, "_retry"),  # SweepOracle retries only trials of silent workers
     (keras_tuner.oracles.GridSearchOracle, "_compare"),  # ResumableGridSearchOracle orders by it
     (keras_tuner.oracles.HyperbandOracle, "_random_values"),  # initial points come first
     (keras_tuner.Tuner, "_populate_initial_space"),  # TrialTracking builds no model up front
+    (keras_tuner.Tuner, "_run_and_update_trial"),  # a trial taken from a worker ends quietly
 ]
 #: Instance state of a fresh grid oracle that ResumableGridSearchOracle rebuilds on reload.
 GRID_STATE = ["_ordered_ids", "_populate_next", "start_order", "end_order", "trials"]
 #: Oracle state SweepOracle reads.
-ORACLE_STATE = ["ongoing_trials", "tuner_ids", "max_consecutive_failed_trials"]
+ORACLE_STATE = [
+    "ongoing_trials",
+    "tuner_ids",
+    "max_consecutive_failed_trials",
+    "max_retries_per_trial",
+    "_retry_queue",
+]
 
 
 def _grid() -> keras_tuner.Oracle:
@@ -77,3 +88,29 @@ def test_end_trial_still_checks_consecutive_failures(tmp_path: Path) -> None:
     trial.status, trial.message = TrialStatus.FAILED, "Traceback ...\nRuntimeError: broken"
     with pytest.raises(ConsecutiveFailures, match="RuntimeError: broken"):
         oracle.end_trial(trial)
+
+
+def test_the_chiefs_server_parts_exist() -> None:
+    """`liveness.serve` runs Keras Tuner's servicer itself, and gives a worker's oracle client a
+    channel of its own (`stub`)."""
+    servicer = getattr(oracle_chief, "OracleServicer", None)
+    assert servicer is not None and hasattr(servicer(None), "stop_triggered"), (
+        f"keras_tuner {keras_tuner.__version__}: oracle_chief.OracleServicer or its "
+        "stop_triggered is gone"
+    )
+    assert callable(getattr(oracle_chief, "exit_chief", None)), "oracle_chief.exit_chief is gone"
+    service = protos.get_service_grpc()
+    for name in ("add_OracleServicer_to_server", "OracleStub"):
+        assert callable(getattr(service, name, None)), f"keras_tuner's service lacks {name}"
+    assert "self.stub = " in inspect.getsource(oracle_client.OracleClient.__init__), (
+        "OracleClient no longer keeps its gRPC stub in .stub"
+    )
+
+
+def test_reload_still_queues_the_running_trials_again() -> None:
+    """SweepOracle.reload takes a restarted chief's running trials back out of the retry queue
+    Keras Tuner's reload puts them in."""
+    source = inspect.getsource(keras_tuner.Oracle.reload)
+    assert "_retry_queue.append" in source and "ongoing_trials" in source, (
+        "Oracle.reload no longer queues the trials that were running again"
+    )

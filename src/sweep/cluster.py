@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig
@@ -36,6 +37,8 @@ TUNER_ID_ENV, ORACLE_IP_ENV, ORACLE_PORT_ENV = (
 LOOPBACK = "127.0.0.1"
 #: Host names that reach only this machine.
 LOCAL_HOSTS = (LOOPBACK, "localhost", "::1")
+#: Longest wait, in ms, before a worker tries again to reach a chief that is not there.
+RECONNECT_MS = 1000
 
 
 def oracle_address(value: str) -> tuple[str, int]:
@@ -113,6 +116,22 @@ def worker_tags(cfg: DictConfig) -> dict[str, str]:
     }
 
 
+def oracle_channel(address: str) -> Any:
+    """A gRPC channel to the chief's oracle that tries a chief not (yet, or no longer) there
+    again within RECONNECT_MS: gRPC's default back-off grows to 2 minutes, so a worker would
+    notice a chief that started (or restarted) after it that much later."""
+    import grpc  # heavy; only a worker needs it, and Keras Tuner loads it then anyway
+
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MS),
+        ],
+    )
+
+
 def wait_for_chief(cfg: DictConfig) -> None:
     """Block until the chief's oracle accepts connections.
 
@@ -124,7 +143,7 @@ def wait_for_chief(cfg: DictConfig) -> None:
 
     address, timeout = str(cfg.distributed.oracle), float(cfg.distributed.connect_timeout_s)
     log.info("waiting for the chief's oracle at %s (up to %.0f s)", address, timeout)
-    channel = grpc.insecure_channel(address)
+    channel = oracle_channel(address)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:

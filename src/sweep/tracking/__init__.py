@@ -23,13 +23,16 @@ from sweep.tracking.queries import (
     trials_done,
 )
 from sweep.tracking.recovery import (
+    KILL_REASON_TAG,
     WORKER_TAG,
     close_open_trials,
     close_stale_runs,
     close_stale_runs_outside,
+    kill_trial_runs,
 )
 from sweep.tracking.runs import (
     PACKAGES,
+    Superseded,
     flatten,
     git_commit,
     log_config,
@@ -76,6 +79,7 @@ __all__ = [
     "DESCRIPTION_TOP",
     "EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TAG",
+    "KILL_REASON_TAG",
     "LEADERBOARD_VIEW",
     "LOCAL_UI",
     "MAX_NOTE",
@@ -84,6 +88,7 @@ __all__ = [
     "PACKAGES",
     "VIEW_TAG",
     "WORKER_TAG",
+    "Superseded",
     "artifact_location",
     "best_epochs",
     "best_finished",
@@ -101,6 +106,7 @@ __all__ = [
     "git_commit",
     "gone_message",
     "is_local_store",
+    "kill_trial_runs",
     "leaderboard_view",
     "log_config",
     "log_export",

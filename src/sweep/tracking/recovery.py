@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 #: The tag saying which distributed worker ran a trial (a restarted worker closes its own).
 WORKER_TAG = "worker_id"
+#: The tag saying why a run was marked KILLED (by a restart, or because its worker fell silent).
+KILL_REASON_TAG = "kill_reason"
 
 
 def close_stale_runs(experiment: str) -> list[str]:
@@ -63,6 +65,17 @@ def close_open_trials(parent_run_id: str, worker_id: str | None = None) -> list[
     return _kill(_running(experiment, where), why)
 
 
+def kill_trial_runs(parent_run_id: str, trial_id: str, worker_id: str, reason: str) -> list[str]:
+    """Mark KILLED, with `reason`, the RUNNING runs of one trial by one worker: the chief's
+    verdict on a worker that fell silent (a run already FINISHED is left alone)."""
+    experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
+    where = (
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}' "
+        f"and tags.{WORKER_TAG} = '{worker_id}'"
+    )
+    return _kill(_running(experiment, where), reason)
+
+
 def _alive(pid: int) -> bool:
     """Whether a process of this host still runs (one of another user's counts as alive)."""
     try:
@@ -81,9 +94,10 @@ def _running(experiment: str, extra: str = "") -> list[Run]:
 
 
 def _kill(runs: list[Run], why: str) -> list[str]:
-    """Mark `runs` KILLED, saying `why` once; their ids."""
+    """Mark `runs` KILLED, each with `why` as its kill reason, said once in the log; their ids."""
     client = MlflowClient()
     for run in runs:
+        client.set_tag(run.info.run_id, KILL_REASON_TAG, why)
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
     if runs:
         log.warning("marked %d run(s) KILLED: %s", len(runs), why)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import data, leaderboard
 from sweep.errors import first_line
+from sweep.tracking.recovery import KILL_REASON_TAG
 from sweep.tracking.store import unreachable
 
 log = logging.getLogger(__name__)
@@ -92,15 +93,28 @@ def standard_tags(cfg: DictConfig, dataset: str | data.Encoded) -> dict[str, str
     return tags
 
 
+class Superseded(Exception):
+    """Another process took over the active run's work (a distributed trial the chief took back
+    from a silent worker, or one another worker logged FINISHED): the run ends KILLED, with the
+    reason as tag `kill_reason`, not FAILED."""
+
+
 @contextmanager
 def tracked_run(**start_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, FAILED on error, KILLED on Ctrl-C — never RUNNING."""
+    """An MLflow run that ends FINISHED, FAILED on error, KILLED on Ctrl-C or when superseded
+    — never RUNNING."""
     run = mlflow.start_run(**start_kwargs)
     if start_kwargs.get("run_id") and start_kwargs.get("tags"):
         mlflow.set_tags(start_kwargs["tags"])  # a resumed run: now this process writes it
     try:
         yield run
     except KeyboardInterrupt:
+        _end(RunStatus.KILLED)
+        raise
+    except Superseded as why:
+        # the chief's reason, when it marked the run KILLED first, is the one to keep
+        if KILL_REASON_TAG not in MlflowClient().get_run(run.info.run_id).data.tags:
+            mlflow.set_tag(KILL_REASON_TAG, str(why))
         _end(RunStatus.KILLED)
         raise
     except BaseException:

@@ -3,7 +3,10 @@ each trial inside a nested MLflow run.
 
     hypermodel  one trial's values -> a fitted classifier
     trials      each trial a nested MLflow run; the console line per trial
-    oracles     initial points first, time budget, typed failure stop, resumable grid
+    oracles     initial points first, time budget, typed failure stop, resumable grid, and a
+                chief's bookkeeping of who holds which trial
+    liveness    distributed heartbeats: silent workers' trials back to the queue; the chief's
+                server loop
     tuners      the tuner `search.tuner` names (`build_tuner`)
     initial     `search.initial` resolved
     state       `sweeps/<name>/sweep.json`: resume or refuse a changed sweep

@@ -1,13 +1,15 @@
 """Keras Tuner's oracles with the sweep's rules: initial points first, no trial past the time
-budget, a typed error for too many failures in a row, and a grid that resumes where it was.
+budget, a typed error for too many failures in a row, a grid that resumes where it was, and on a
+distributed chief, trials taken back from workers that fell silent (`sweep.tuner.liveness`).
 
-Keras Tuner internals used here (`_check_consecutive_failures`, the grid's `_ordered_ids`,
-`_populate_next`, `_compare`, Hyperband's `_random_values`) are pinned by pyproject.toml and
-checked by tests/test_pins.py.
+Keras Tuner internals used here (`_check_consecutive_failures`, `_retry`, `_retry_queue`, the
+grid's `_ordered_ids`, `_populate_next`, `_compare`, Hyperband's `_random_values`) are pinned by
+pyproject.toml and checked by tests/test_pins.py.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from functools import cmp_to_key
@@ -18,6 +20,12 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from sweep.errors import SweepError, first_line
 from sweep.tuner.hypermodel import searched_values
+
+log = logging.getLogger(__name__)
+
+#: Between a worker's id and its trial's in a heartbeat: `create_trial("worker1@3")` says that
+#: worker1 is alive and still on trial 3 (worker ids are names, which never hold it).
+HEARTBEAT_MARK = "@"
 
 
 class ConsecutiveFailures(SweepError):
@@ -38,6 +46,21 @@ class SweepOracle:
     clock: float | None = None
     started = 0
     stop_reason: str | None = None
+    #: On a distributed chief (`watch`), how long a worker may stay silent before its trial is
+    #: taken back; None elsewhere.
+    heartbeat_timeout: float | None = None
+    #: The trial `requeue` is ending right now (its report is the chief's own).
+    _requeuing: str | None = None
+
+    def watch(self, timeout_s: float, max_requeues: int) -> None:
+        """Make this a distributed chief's oracle that takes trials back from silent workers
+        (each at most `max_requeues` times: Keras Tuner's retries), and keeps a restarted
+        chief's assignments."""
+        self.heartbeat_timeout = timeout_s
+        self.max_retries_per_trial = max_requeues
+        self._seen: dict[str, float] = {}  # worker -> when it was last heard of (monotonic)
+        self._taken: dict[str, str] = {}  # trial -> the silent worker it was taken from
+        self._assigned: dict[str, str] = {}  # worker -> trial, as a crashed chief left them
 
     def start_clock(self) -> None:
         self.clock, self.started, self.stop_reason = time.monotonic(), 0, None
@@ -51,6 +74,11 @@ class SweepOracle:
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
+        worker, heartbeat, trial_id = tuner_id.partition(HEARTBEAT_MARK)
+        if heartbeat:
+            return self._heartbeat(worker, trial_id)
+        if self.heartbeat_timeout is not None:
+            self._seen[tuner_id] = time.monotonic()
         ongoing = tuner_id in self.ongoing_trials  # type: ignore[attr-defined]
         if not ongoing and self._budget_spent():
             n = self.started
@@ -60,7 +88,110 @@ class SweepOracle:
         trial = super().create_trial(tuner_id)  # type: ignore[misc]
         if not ongoing and trial.status == TrialStatus.RUNNING:
             self.started += 1
+        if trial.status == TrialStatus.STOPPED and self._may_come_back():
+            # a silent worker's trial may yet come back to the queue: wait, do not leave
+            self.tuner_ids.add(tuner_id)  # type: ignore[attr-defined]
+            return Trial(self.get_space(), status=TrialStatus.IDLE)  # type: ignore[attr-defined]
         return trial
+
+    def _may_come_back(self) -> bool:
+        """Whether a trial may still return to the queue: on a chief, while any is running."""
+        return self.heartbeat_timeout is not None and bool(
+            self.ongoing_trials or self._taken  # type: ignore[attr-defined]
+        )
+
+    def _heartbeat(self, worker: str, trial_id: str) -> Trial:
+        """A worker says it is alive and on `trial_id`: the trial, if it is still that worker's
+        (the worker counts as heard of); else an IDLE trial: it was taken from the worker."""
+        trial = self.ongoing_trials.get(worker)  # type: ignore[attr-defined]
+        if self.heartbeat_timeout is not None and trial is not None and trial.trial_id == trial_id:
+            self._seen[worker] = time.monotonic()
+            return trial
+        return Trial(self.get_space(), status=TrialStatus.IDLE)  # type: ignore[attr-defined]
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
+        if self._refused(trial_id):
+            return self.trials[trial_id]  # type: ignore[attr-defined]
+        return super().update_trial(trial_id, metrics, step=step)  # type: ignore[misc]
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial: Trial) -> None:
+        if not self._refused(trial.trial_id):
+            super().end_trial(trial)  # type: ignore[misc]
+
+    def _refused(self, trial_id: str) -> bool:
+        """A chief ignores a report of a trial no worker holds: one taken from a worker that
+        fell silent and then woke up (it went to the queue, or another worker, meanwhile)."""
+        if self.heartbeat_timeout is None or trial_id == self._requeuing:
+            return False
+        held = {t.trial_id for t in self.ongoing_trials.values()}  # type: ignore[attr-defined]
+        if trial_id in held:
+            return False
+        log.warning("ignored a report of trial %s: it was taken from its worker", trial_id)
+        return True
+
+    @keras_tuner.synchronized
+    def take_from_silent(self) -> list[tuple[str, Trial]]:
+        """(worker, trial) of each worker silent for longer than `heartbeat_timeout`, its trial
+        taken out of its hands: no longer its own, not queued yet (`requeue` it next)."""
+        now, timeout = time.monotonic(), self.heartbeat_timeout
+        if timeout is None:
+            return []
+        ongoing = self.ongoing_trials  # type: ignore[attr-defined]
+        silent = [
+            (w, t) for w, t in ongoing.items() if now - self._seen.setdefault(w, now) > timeout
+        ]
+        for worker, trial in silent:
+            del ongoing[worker]
+            self._taken[trial.trial_id] = worker
+        return silent
+
+    @keras_tuner.synchronized
+    def requeue(self, trial: Trial, why: str) -> None:
+        """Send a trial `take_from_silent` took back to the queue by Keras Tuner's retry path:
+        it keeps its id, any worker may take it; FAILED once it has lost `max_requeues`
+        workers. The silent worker leaves the chief's count of workers to wait for."""
+        worker = self._taken.get(trial.trial_id)
+        self._requeuing = trial.trial_id
+        try:
+            self.end_trial(Trial(trial.hyperparameters, trial.trial_id, TrialStatus.INVALID, why))
+        finally:
+            self._requeuing = None
+            self._taken.pop(trial.trial_id, None)
+            self.tuner_ids.discard(worker)  # type: ignore[attr-defined]
+            self._seen.pop(str(worker), None)
+
+    def _retry(self, trial: Trial) -> bool:
+        """Keras Tuner's retry path serves `requeue` only: a trial that failed in training stays
+        FAILED, as in a one-process sweep."""
+        if trial.trial_id == self._requeuing:
+            return bool(super()._retry(trial))  # type: ignore[misc]
+        if trial.status == TrialStatus.INVALID:
+            trial.status = TrialStatus.FAILED
+        return False
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)  # type: ignore[misc]
+        if self.heartbeat_timeout is not None:
+            self._assigned = dict(state["ongoing_trials"])
+
+    def reload(self) -> None:
+        """Keras Tuner queues every trial that ran when the chief went down; a watching chief
+        gives each back to its worker instead (most likely still training it, and it reports
+        to the restarted chief), and takes it back only if that worker stays silent too."""
+        super().reload()  # type: ignore[misc]
+        if self.heartbeat_timeout is None:
+            return
+        queue = self._retry_queue  # type: ignore[attr-defined]
+        for worker, trial_id in self._assigned.items():
+            if trial_id not in queue:
+                continue
+            queue.remove(trial_id)
+            trial = self.trials[trial_id]  # type: ignore[attr-defined]
+            if trial.status == TrialStatus.RUNNING:  # not one that ended as the chief died
+                self.ongoing_trials[worker] = trial  # type: ignore[attr-defined]
+                self.tuner_ids.add(worker)  # type: ignore[attr-defined]
 
     def _check_consecutive_failures(self) -> None:
         """Keras Tuner's check as each trial ends, raising `ConsecutiveFailures` (its own raises

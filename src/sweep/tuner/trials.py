@@ -1,5 +1,10 @@
 """Each trial a nested MLflow run under the sweep's parent, and one console line per trial
-(its values and outcome, the best so far, time spent and left)."""
+(its values and outcome, the best so far, time spent and left).
+
+A trial is logged FINISHED once: a process trains it only when the store holds no FINISHED run
+of it, and a distributed worker checks again before it logs one, and that the chief still counts
+the trial as its own (`liveness`).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,14 @@ from omegaconf import DictConfig
 from sweep import leaderboard, pruning, space, tracking
 from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
+from sweep.tuner import liveness
 from sweep.tuner.hypermodel import AttentionHyperModel, searched_values
 
 log = logging.getLogger(__name__)
+
+#: How long a worker waits before asking again when the chief answers IDLE (a trial may yet come
+#: back to the queue); Keras Tuner itself asks again at once.
+IDLE_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,14 @@ class TrialTracking:
     oracle: keras_tuner.Oracle
 
     def search_in(self, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]) -> None:
-        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`."""
+        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; a
+        distributed chief serves its oracle to the workers instead (and trains nothing)."""
         self.sweep = sweep
+        dist = sweep.cfg.distributed
+        if dist.role == "chief":
+            self.save()  # type: ignore[attr-defined]
+            liveness.serve(self.oracle, sweep.parent_run_id, str(dist.oracle))  # type: ignore[arg-type]
+            return
         self.search(callbacks=callbacks)  # type: ignore[attr-defined]
 
     def _populate_initial_space(self) -> None:
@@ -66,6 +82,34 @@ class TrialTracking:
             )
         self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
         self._best = self._best_so_far()
+        self._asked = False  # asked the oracle for a trial, and got none yet
+        self._heartbeat: liveness.Heartbeat | None = None
+        if self.sweep.shared:  # a distributed worker: it proves it is alive while it trains
+            dist = self.sweep.cfg.distributed
+            timeout = float(dist.heartbeat_timeout_s)
+            liveness.reconnect_quickly(self.oracle, str(dist.oracle))
+            self._heartbeat = liveness.Heartbeat(self.oracle, str(dist.worker_id), timeout)
+            self._heartbeat.start()
+
+    def on_search_end(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        super().on_search_end()  # type: ignore[misc]
+
+    def pre_create_trial(self) -> None:
+        """Keras Tuner asks again at once when the oracle answers IDLE (it waits for trials that
+        others run): wait a moment first, so a waiting worker does not flood the chief."""
+        super().pre_create_trial()  # type: ignore[misc]
+        if self._asked:
+            time.sleep(IDLE_WAIT_S)
+        self._asked = True
+
+    def on_trial_begin(self, trial: Any) -> None:
+        super().on_trial_begin(trial)  # type: ignore[misc]
+        self._asked = False
+        self._unreported = False
+        if self._heartbeat is not None:
+            self._heartbeat.hold(trial.trial_id)
 
     def _best_so_far(self) -> float | None:
         """The sweep's best score yet: any worker's when shared, else this oracle's trials'
@@ -89,6 +133,16 @@ class TrialTracking:
         super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
         self._model = model
 
+    def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
+        """Keras Tuner's run and report of a trial. One the chief took back from this worker
+        ends here, neither reported nor logged (`on_trial_end` skips it): it did not fail, so
+        Keras Tuner prints no traceback for it."""
+        try:
+            super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        except liveness.TrialLost as lost:
+            self._unreported = True
+            log.warning("%s: not reported by this worker", lost)
+
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
         """The trial in its own MLflow run. Losing the tracking server stops the sweep instead of
         failing the trial: the oracle keeps it open, so re-running the command retries it."""
@@ -100,31 +154,53 @@ class TrialTracking:
             raise
 
     def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        logged = tracking.finished_trial(
-            self.sweep.parent_run_id, trial.trial_id, self.sweep.objective.name
-        )
+        logged = self._logged(trial.trial_id)
         if logged is not None:
-            log.info(
-                "trial %s was logged FINISHED before an interruption; not re-run", trial.trial_id
-            )
+            log.info("trial %s is logged FINISHED already; not run again", trial.trial_id)
             return logged
         tags = {**self.sweep.tags, "trial_id": trial.trial_id, **self._initial_tag(trial)}
-        with tracking.tracked_run(
-            nested=True,
-            parent_run_id=self.sweep.parent_run_id,
-            run_name=f"trial-{trial.trial_id}",
-            tags=tags,
-        ):
-            try:
-                cfg = self.hypermodel.trial_config(trial.hyperparameters)
-                tracking.log_config(cfg)
-                tracking.log_hyperparameters(searched_values(trial.hyperparameters))
-                histories, seconds = self._fit(trial, *args, **kwargs)
-            except Exception as err:
-                tracking.log_failure(err)
-                raise
-            self._log_outcome(cfg, [h.history for h in histories], seconds)
+        try:
+            with tracking.tracked_run(
+                nested=True,
+                parent_run_id=self.sweep.parent_run_id,
+                run_name=f"trial-{trial.trial_id}",
+                tags=tags,
+            ):
+                try:
+                    cfg = self.hypermodel.trial_config(trial.hyperparameters)
+                    tracking.log_config(cfg)
+                    tracking.log_hyperparameters(searched_values(trial.hyperparameters))
+                    histories, seconds = self._fit(trial, *args, **kwargs)
+                except tracking.Superseded:
+                    raise
+                except Exception as err:
+                    tracking.log_failure(err)
+                    raise
+                self._claim(trial.trial_id)
+                self._log_outcome(cfg, [h.history for h in histories], seconds)
+        except liveness.Duplicate as duplicate:
+            log.info("%s; reporting that result", duplicate)
+            return duplicate.result
         return histories
+
+    def _logged(self, trial_id: str) -> dict[str, float] | None:
+        """The objective of this trial's FINISHED run, if the store holds one (logged before an
+        interruption, or by another worker): it is reported instead of training again."""
+        return tracking.finished_trial(
+            self.sweep.parent_run_id, trial_id, self.sweep.objective.name
+        )
+
+    def _claim(self, trial_id: str) -> None:
+        """Before a distributed worker logs a trial FINISHED: the chief still counts the trial as
+        this worker's (else TrialLost), and no other run logged it FINISHED meanwhile (else
+        Duplicate, carrying that result)."""
+        if self._heartbeat is None:
+            return
+        if not self._heartbeat.still_holds():
+            raise liveness.TrialLost(trial_id)
+        logged = self._logged(trial_id)
+        if logged is not None:
+            raise liveness.Duplicate(trial_id, logged)
 
     def _fit(self, trial: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
         """Keras Tuner's fit of the trial (each execution), its seconds; with median pruning,
@@ -132,6 +208,9 @@ class TrialTracking:
         stop = self._pruner.callback() if self._pruner is not None else None
         if stop is not None:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), stop]
+        if self._heartbeat is not None:
+            lost = liveness.StopWhenLost(self._heartbeat, trial.trial_id)
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), lost]
         started = time.perf_counter()
         histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         seconds = time.perf_counter() - started
@@ -183,8 +262,14 @@ class TrialTracking:
 
     def on_trial_end(self, trial: Any) -> None:
         """One line: trial i/N, its values and outcome, the best so far, time spent and left
-        (the mean time per trial this command has seen, times the trials left)."""
-        super().on_trial_end(trial)  # type: ignore[misc]
+        (the mean time per trial this command has seen, times the trials left). A trial the
+        chief gave to another worker is not reported (nor counted) here."""
+        if not self._unreported:
+            super().on_trial_end(trial)  # type: ignore[misc]
+        if self._heartbeat is not None:  # held (and beating) until the chief has the report
+            self._heartbeat.hold(None)
+        if self._unreported:
+            return
         done, total = self._done(), self.sweep.cfg.search.max_trials
         values = ", ".join(
             f"{k.rsplit('.', 1)[-1]}={leaderboard.shown(space.label(v))}"

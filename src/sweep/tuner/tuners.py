@@ -98,6 +98,9 @@ def _oracle(cfg: DictConfig, initial: list[dict[str, Any]]) -> SweepOracle:
     else:
         oracle = BY_TRIALS[search.tuner][0](max_trials=search.max_trials, **common)
     oracle.initial = initial
+    dist = cfg.distributed
+    if dist.role == "chief":  # trials of workers that fall silent go back to the queue
+        oracle.watch(float(dist.heartbeat_timeout_s), int(dist.max_requeues))
     if search.get("time_budget") is not None:
         budget = parse_duration("search.time_budget", search.time_budget)
         oracle.budget = (str(search.time_budget), budget)

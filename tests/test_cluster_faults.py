@@ -1,0 +1,510 @@
+"""Faults in a distributed sweep (issue 14): a worker that dies or stops answering never stalls
+the sweep, a restarted chief never gets a trial logged twice, and a tracking URI MLflow cannot
+use is one line before any data is read.
+
+The chief's oracle is tested in this process first (its heartbeat bookkeeping, with the clock
+moved by hand); then real processes: an MLflow server on loopback, a chief and two workers,
+each a `python -m sweep ... distributed.role=...` process, with a heartbeat timeout of seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import keras_tuner
+import pytest
+from keras_tuner.engine.trial import TrialStatus
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweep import distributed, tracking
+from sweep.config import compose_config
+from sweep.errors import ConfigError
+from sweep.tuner.liveness import Heartbeat
+from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
+from tests.conftest import PYTHON, run_cli, tiny_overrides
+
+# --- tracking.uri -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("foo://bar", "no tracking store for 'foo:'"),
+        ("s3://bucket/mlruns", "no tracking store for 's3:'"),
+        ("http://", "names no server"),
+        ("http://127.0.0.1:notaport", "not a valid URI"),
+        ("http://127.0.0.1:99999", "not a valid URI"),
+        ("sqlite:/mlruns.db", "sqlite:///"),
+        ("sqlite://", "sqlite:///"),
+        ("postgresql:/mlflow", "postgresql://"),
+        ("file:", "names no directory"),
+        ("http://ml host:5000", "spaces"),
+    ],
+)
+def test_a_tracking_uri_mlflow_cannot_use_is_a_config_error(uri: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_config([f"tracking.uri={uri}"])
+    assert caught.value.key == "tracking.uri" and reason in caught.value.reason, caught.value
+    assert str(caught.value).startswith(f"config error: tracking.uri={uri}: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///mlruns/mlflow.db",
+        "sqlite:////tmp/mlflow.db",
+        "mlruns",
+        "/tmp/mlruns",
+        "file:///tmp/mlruns",
+        "http://127.0.0.1:5000",
+        "https://mlflow.lab.internal",
+        "postgresql+psycopg://mlflow@10.0.0.5:5432/mlflow",
+        "mysql://mlflow@db/mlflow",
+    ],
+)
+def test_tracking_uris_mlflow_opens_are_accepted(uri: str) -> None:
+    assert compose_config([f"tracking.uri={uri}"]).tracking.uri == uri
+
+
+def test_a_bad_tracking_uri_stops_the_command_in_one_line_before_the_data(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    missing = tmp_path / "no-such-archive.tar.gz"  # reading data first would complain of this
+    result = run_cli(
+        ["+experiment=smoke", f"data.path={missing}", "tracking.uri=mlflow://127.0.0.1:5000"],
+        tmp_path,
+        cli_env,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("config error: tracking.uri=mlflow://127.0.0.1:5000: "), lines
+    assert "Traceback" not in result.stderr and str(missing) not in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("distributed.heartbeat_timeout_s=0.5", "at least 1.0"),
+        ("distributed.max_requeues=-1", "at least 0"),
+    ],
+)
+def test_bad_heartbeat_settings_are_one_line_errors(override: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{override}: must be {reason}")):
+        compose_config(["+experiment=smoke", override])
+
+
+# --- the chief's oracle, in this process ---------------------------------------------------------
+
+
+def _chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3) -> RandomOracle:
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("x", [1, 2, 3, 4, 5, 6])
+    oracle = RandomOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"),
+        hyperparameters=hp,
+        max_trials=3,
+        seed=1,
+    )
+    oracle.watch(timeout_s, max_requeues)
+    oracle._set_project_dir(str(directory), "chief")
+    return oracle
+
+
+def _silence(oracle: RandomOracle, worker: str, seconds: float) -> None:
+    """Move the chief's memory of `worker` back in time, as if it had been silent so long."""
+    oracle._seen[worker] -= seconds
+
+
+def _beat(oracle: RandomOracle, worker: str, trial_id: str) -> bool:
+    answer = oracle.create_trial(f"{worker}{HEARTBEAT_MARK}{trial_id}")
+    return answer.trial_id == trial_id and answer.status == TrialStatus.RUNNING
+
+
+def _complete(oracle: RandomOracle, trial: keras_tuner.engine.trial.Trial) -> None:
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    trial.status = TrialStatus.COMPLETED
+    oracle.end_trial(trial)
+
+
+def test_a_silent_workers_trial_goes_back_to_the_queue_under_its_id(tmp_path: Path) -> None:
+    oracle = _chief_oracle(tmp_path)
+    a, b = oracle.create_trial("a"), oracle.create_trial("b")
+    assert _beat(oracle, "a", a.trial_id) and not _beat(oracle, "a", b.trial_id)
+    _silence(oracle, "b", 4.0)
+    assert oracle.take_from_silent() == [], "silent for less than the timeout"
+    _silence(oracle, "b", 2.0)
+    assert oracle.take_from_silent() == [("b", b)]
+    assert not _beat(oracle, "b", b.trial_id), "a taken trial is no longer its worker's"
+    oracle.requeue(b, "worker b was silent")
+    assert oracle._retry_queue == [b.trial_id] and "b" not in oracle.tuner_ids
+    assert oracle.get_trial(b.trial_id).status == TrialStatus.INVALID
+    # worker b wakes up: its heartbeat and its report of the trial are refused
+    assert not _beat(oracle, "b", b.trial_id)
+    late = keras_tuner.engine.trial.Trial(b.hyperparameters, b.trial_id, TrialStatus.COMPLETED)
+    oracle.update_trial(b.trial_id, {"val_accuracy": 0.9})
+    oracle.end_trial(late)
+    assert oracle._retry_queue == [b.trial_id] and oracle.end_order == []
+    assert oracle.get_trial(b.trial_id).status == TrialStatus.INVALID
+    assert not oracle.get_trial(b.trial_id).metrics.exists("val_accuracy")
+    _complete(oracle, a)
+    again = oracle.create_trial("a")
+    assert again.trial_id == b.trial_id and again.status == TrialStatus.RUNNING
+    _complete(oracle, again)
+    assert oracle.end_order == [a.trial_id, b.trial_id]
+    assert oracle.get_trial(b.trial_id).status == TrialStatus.COMPLETED
+
+
+def test_a_worker_with_nothing_to_do_waits_while_a_trial_may_come_back(tmp_path: Path) -> None:
+    oracle = _chief_oracle(tmp_path)
+    first, second, third = (oracle.create_trial(w) for w in ("a", "b", "a2"))
+    _complete(oracle, second)
+    _complete(oracle, third)
+    # max_trials reached, but trial `first` may still come back: b waits (IDLE), not STOPPED
+    assert oracle.create_trial("b").status == TrialStatus.IDLE and "b" in oracle.tuner_ids
+    _silence(oracle, "a", 10.0)
+    for _, trial in oracle.take_from_silent():
+        oracle.requeue(trial, "silent")
+    assert oracle.create_trial("b").trial_id == first.trial_id
+    _complete(oracle, first)
+    assert oracle.create_trial("b").status == TrialStatus.STOPPED
+    assert oracle.create_trial("a2").status == TrialStatus.STOPPED
+    assert not oracle.tuner_ids and not oracle.ongoing_trials
+
+
+def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
+    oracle = _chief_oracle(tmp_path, max_requeues=1)
+    trial = oracle.create_trial("a")
+    for worker in ("a", "b"):
+        if worker == "b":
+            assert oracle.create_trial("b").trial_id == trial.trial_id
+        _silence(oracle, worker, 10.0)
+        assert [t.trial_id for _, t in oracle.take_from_silent()] == [trial.trial_id]
+        oracle.requeue(trial, f"worker {worker} was silent")
+    assert oracle.get_trial(trial.trial_id).status == TrialStatus.FAILED
+    assert oracle._retry_queue == [] and oracle.end_order == [trial.trial_id]
+
+
+def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:
+    oracle = _chief_oracle(tmp_path, max_requeues=3)
+    trial = oracle.create_trial("a")
+    trial.status, trial.message = TrialStatus.INVALID, "Traceback ...\nValueError: broken"
+    oracle.end_trial(trial)
+    assert oracle.get_trial(trial.trial_id).status == TrialStatus.FAILED
+    assert oracle._retry_queue == []
+
+
+def test_a_restarted_chief_gives_running_trials_back_to_their_workers(tmp_path: Path) -> None:
+    oracle = _chief_oracle(tmp_path)
+    a, b = oracle.create_trial("a"), oracle.create_trial("b")
+    _complete(oracle, b)
+    c = oracle.create_trial("b")
+    restarted = _chief_oracle(tmp_path)
+    restarted.reload()
+    assert {w: t.trial_id for w, t in restarted.ongoing_trials.items()} == {
+        "a": a.trial_id,
+        "b": c.trial_id,
+    }
+    assert restarted._retry_queue == [] and restarted.tuner_ids == {"a", "b"}
+    assert _beat(restarted, "a", a.trial_id)
+    # without a heartbeat, Keras Tuner's own reload queues them for anyone
+    plain = RandomOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"),
+        hyperparameters=restarted.get_space(),
+        max_trials=3,
+    )
+    plain._set_project_dir(str(tmp_path), "chief")
+    plain.reload()
+    assert sorted(plain._retry_queue) == sorted([a.trial_id, c.trial_id])
+
+
+class _Chief:
+    """Answers heartbeats as the chief's oracle would: RUNNING while `holder` holds the trial."""
+
+    def __init__(self) -> None:
+        self.holder: str | None = "0"
+        self.asked: list[str] = []
+
+    def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
+        self.asked.append(tuner_id)
+        trial_id = tuner_id.partition(HEARTBEAT_MARK)[2]
+        status = TrialStatus.RUNNING if trial_id == self.holder else TrialStatus.IDLE
+        return keras_tuner.engine.trial.Trial(None, trial_id, status)
+
+
+def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
+    chief = _Chief()
+    heartbeat = Heartbeat(chief, "w1", timeout_s=5.0)  # its thread is not started here
+    heartbeat.hold("0")
+    first = heartbeat._holding
+    assert heartbeat.still_holds() and not heartbeat.lost()
+    assert chief.asked == [f"w1{HEARTBEAT_MARK}0"]
+    chief.holder = None  # taken back
+    assert not heartbeat.still_holds() and heartbeat.lost()
+    heartbeat.hold(None)
+    heartbeat.hold("0")  # the same trial, given to this worker again
+    chief.holder = "0"
+    assert not heartbeat.lost() and heartbeat.still_holds()
+    chief.holder = None
+    assert first is not None and not heartbeat._ask(first)  # a late answer about the old hold
+    assert not heartbeat.lost(), "an answer about an earlier hold does not mark this one"
+
+
+# --- a chief and two workers as processes -------------------------------------------------------
+
+T = TypeVar("T")
+
+#: The workers' heartbeat timeout: short, so a lost worker costs the tests seconds.
+HEARTBEAT_S = 4.0
+#: Epochs per trial: long enough that a worker is seen mid-trial (a few seconds on tiny data).
+EPOCHS = 8
+TRIALS = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[distributed.TrackingServer]:
+    """One MLflow tracking server on loopback for this module's sweeps (one experiment each)."""
+    root = tmp_path_factory.mktemp("faults-server")
+    server = distributed.start_server(
+        f"sqlite:///{root / 'server.db'}", str(root / "artifacts"), log_path=root / "server.log"
+    )
+    yield server
+    server.stop()
+
+
+@dataclass
+class Sweep:
+    """One sweep's chief and two workers, each a `python -m sweep` process of its own."""
+
+    work: Path
+    data: Path
+    env: dict[str, str]
+    uri: str
+    name: str
+    oracle: str = field(default_factory=lambda: f"127.0.0.1:{distributed.free_port()}")
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, who: str) -> None:
+        """Start the chief (`chief`, `chief-2` for a restart) or the worker `who`."""
+        base = [o for o in tiny_overrides(self.work, self.data) if not o.startswith("tracking.")]
+        role = (
+            ["distributed.role=chief"]
+            if who.startswith("chief")
+            else ["distributed.role=worker", f"distributed.worker_id={who}"]
+        )
+        args = [
+            *base,
+            "+experiment=dim_search",
+            f"name={self.name}",
+            "search.patience=0",
+            f"search.max_trials={TRIALS}",
+            f"train.epochs={EPOCHS}",
+            f"tracking.uri={self.uri}",
+            "tracking.log_models=none",
+            f"distributed.oracle={self.oracle}",
+            f"distributed.heartbeat_timeout_s={HEARTBEAT_S}",
+            *role,
+        ]
+        with (self.work / f"{who}.log").open("wb") as out:
+            self.processes[who] = subprocess.Popen(
+                [PYTHON, "-m", "sweep", *args],
+                cwd=self.work,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self, who: str) -> str:
+        path = self.work / f"{who}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {who}:\n{self.log(who)[-3000:]}" for who in self.processes)
+
+    def runs(self) -> tuple[list[Run], list[Run]]:
+        """(parents, trial runs) of this sweep's experiment on the server."""
+        client = MlflowClient(self.uri)
+        experiment = client.get_experiment_by_name(self.name)
+        if experiment is None:
+            return [], []
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        return [r for r in runs if r not in children], children
+
+    def training(self, *workers: str, trained: bool = True) -> dict[str, Run] | None:
+        """Each of `workers`' trial run, once every one is RUNNING (and, if `trained`, has
+        logged an epoch)."""
+        found = {}
+        for run in self.runs()[1]:
+            who = run.data.tags.get(tracking.WORKER_TAG)
+            epoch = "val_accuracy" in run.data.metrics or not trained
+            if run.info.status == "RUNNING" and who in workers and epoch:
+                found[who] = run
+        return found if len(found) == len(workers) else None
+
+    def wait_for(self, found: Callable[[], T | None], timeout_s: float, what: str) -> T:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = found()
+            if seen is not None:
+                return seen
+            if any(p.poll() is not None for p in self.processes.values()):
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"never saw {what}:\n{self.logs()}")
+
+    def finish(self, who: set[str], timeout_s: float = 240) -> dict[str, int]:
+        """Exit codes of the processes `who`, once they have all ended."""
+        deadline = time.monotonic() + timeout_s
+        codes = {}
+        for name in sorted(who):
+            try:
+                codes[name] = self.processes[name].wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"{name} still runs after {timeout_s} s:\n{self.logs()}"
+                ) from None
+        return codes
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a stopped process dies only once resumed
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def sweep(
+    request: pytest.FixtureRequest,
+    server: distributed.TrackingServer,
+    tmp_path: Path,
+    tiny_imdb: Path,
+    cli_env: dict[str, str],
+) -> Iterator[Sweep]:
+    name = re.sub(r"[^A-Za-z0-9]+", "_", request.node.name)[:60].strip("_")
+    started = Sweep(tmp_path, tiny_imdb, cli_env, server.uri, name)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _start_all(sweep: Sweep) -> None:
+    """Both workers, then the chief once both wait for it: they start their first trials
+    together (TensorFlow's start-up, which varies most, is behind them)."""
+    for who in ("worker-a", "worker-b"):
+        sweep.start(who)
+    deadline = time.monotonic() + 180
+    while not all("waiting for the chief" in sweep.log(w) for w in ("worker-a", "worker-b")):
+        assert time.monotonic() < deadline, f"the workers never got ready:\n{sweep.logs()}"
+        assert all(p.poll() is None for p in sweep.processes.values()), sweep.logs()
+        time.sleep(0.2)
+    sweep.start("chief")
+
+
+def _mid_trial(sweep: Sweep, worker: str) -> Run:
+    """`worker`'s trial run, once it has trained an epoch."""
+    return sweep.wait_for(lambda: sweep.training(worker), 180, f"{worker} mid-trial")[worker]
+
+
+def _finished_once(sweep: Sweep) -> list[Run]:
+    """Assert the sweep's record is whole: its parent FINISHED, every trial FINISHED exactly
+    once, nothing RUNNING; returns the trial runs."""
+    parents, children = sweep.runs()
+    assert [p.info.status for p in parents] == ["FINISHED"], sweep.logs()
+    finished = Counter(r.data.tags["trial_id"] for r in children if r.info.status == "FINISHED")
+    assert set(finished) == {str(i) for i in range(TRIALS)}, f"a trial is lost: {finished}"
+    assert max(finished.values()) == 1, f"a trial was logged FINISHED twice: {finished}"
+    running = [r.data.tags["trial_id"] for r in children if r.info.status == "RUNNING"]
+    assert not running, f"trial runs left RUNNING: {running}"
+    return children
+
+
+def _seconds(run: Run, since: float) -> float:
+    """Seconds of `run` spent after the wall-clock time `since`."""
+    return max(0.0, run.info.end_time / 1000 - max(run.info.start_time / 1000, since))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
+    sweep: Sweep,
+) -> None:
+    _start_all(sweep)
+    victim = _mid_trial(sweep, "worker-a")
+    os.kill(sweep.processes["worker-a"].pid, signal.SIGKILL)
+    killed_at = time.time()
+    codes = sweep.finish({"chief", "worker-b"})
+    took = time.time() - killed_at
+    assert codes == {"chief": 0, "worker-b": 0}, sweep.logs()
+
+    children = _finished_once(sweep)
+    lost = victim.data.tags["trial_id"]
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert [(r.data.tags["trial_id"], r.data.tags[tracking.WORKER_TAG]) for r in killed] == [
+        (lost, "worker-a")
+    ], "only the lost worker's trial run is KILLED"
+    assert "worker-a was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
+    redone = next(
+        r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == lost
+    )
+    assert redone.data.tags[tracking.WORKER_TAG] == "worker-b", "a live worker took it over"
+    # the sweep ended within the heartbeat timeout plus the work left (and a margin for
+    # two processes to wind down on a shared machine)
+    left = sum(_seconds(r, killed_at) for r in children if r.info.status == "FINISHED")
+    assert took < HEARTBEAT_S + left + 30, f"{took:.0f} s after the kill, {left:.0f} s of work"
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_past_the_timeout_then_resumed_does_not_log_its_old_trial(
+    sweep: Sweep,
+) -> None:
+    _start_all(sweep)
+    victim = _mid_trial(sweep, "worker-a")
+    lost = victim.data.tags["trial_id"]
+    os.kill(sweep.processes["worker-a"].pid, signal.SIGSTOP)
+
+    def taken() -> Run | None:
+        run = MlflowClient(sweep.uri).get_run(victim.info.run_id)
+        return run if run.info.status == "KILLED" else None
+
+    sweep.wait_for(taken, HEARTBEAT_S + 60, "the stopped worker's trial run marked KILLED")
+    os.kill(sweep.processes["worker-a"].pid, signal.SIGCONT)
+    codes = sweep.finish({"chief", "worker-a", "worker-b"})
+    assert codes == {"chief": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
+
+    children = _finished_once(sweep)
+    old = MlflowClient(sweep.uri).get_run(victim.info.run_id)
+    assert old.info.status == "KILLED", "the woken worker did not close its old run otherwise"
+    assert "worker-a was silent" in old.data.tags[tracking.KILL_REASON_TAG]
+    assert "best_val_accuracy" not in old.data.metrics, "the woken worker logged its old trial"
+    assert f"trial {lost} was taken back by the chief" in sweep.log("worker-a")
+    assert sum(r.data.tags["trial_id"] == lost for r in children if r.info.status == "FINISHED")
+
+
+@pytest.mark.slow
+def test_a_chief_killed_mid_sweep_and_restarted_logs_no_trial_twice(sweep: Sweep) -> None:
+    _start_all(sweep)
+    both = ("worker-a", "worker-b")
+    running = sweep.wait_for(lambda: sweep.training(*both, trained=False), 180, "both on a trial")
+    sweep.processes["chief"].kill()
+    sweep.processes["chief"].wait()
+    sweep.start("chief-2")  # the same command again
+    codes = sweep.finish({"chief-2", "worker-a", "worker-b"})
+    assert codes == {"chief-2": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
+
+    children = _finished_once(sweep)
+    assert not [r for r in children if r.info.status == "KILLED"], "no trial was run twice"
+    for worker, run in running.items():  # the restarted chief gave each its trial back
+        assert MlflowClient(sweep.uri).get_run(run.info.run_id).info.status == "FINISHED", worker
