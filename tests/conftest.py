@@ -48,6 +48,8 @@ PARENT_TAG = "mlflow.parentRunId"
 DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 #: The session sweep's space: two attention widths.
 SWEPT_DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 12]}}
+#: For tests of shipped experiments that re-run their leaders (dim_search) about something else.
+NO_REPLICATES = ("search.replicates.enabled=false",)
 #: Where a tmpfs keeps temporary files in RAM (Linux).
 RAM_DISK = Path("/dev/shm")
 

@@ -25,7 +25,15 @@ from sweep.config import compose_config
 from sweep.distributed.child import load_child_config
 from sweep.errors import ConfigError
 from sweep.schema import check_single_run
-from tests.conftest import PYTHON, copy_store, run_cli, runs_of, store_path, tiny_overrides
+from tests.conftest import (
+    NO_REPLICATES,
+    PYTHON,
+    copy_store,
+    run_cli,
+    runs_of,
+    store_path,
+    tiny_overrides,
+)
 
 #: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -289,7 +297,8 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 def _sweep_args(work: Path, data: Path, *extra: str) -> list[str]:
     base = [o for o in tiny_overrides(work, data) if not o.startswith("tracking.uri=")]
-    return [*base, "+experiment=dim_search", "search.patience=0", *extra]
+    # replicates (on in dim_search) are not what these tests are about: trials only
+    return [*base, "+experiment=dim_search", "search.patience=0", *NO_REPLICATES, *extra]
 
 
 # --- chief and workers ---------------------------------------------------------------------------

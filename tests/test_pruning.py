@@ -21,6 +21,7 @@ from sweep.errors import ConfigError
 from sweep.pruning import MedianStop, median_curve
 from sweep.tuner import run as sweep_run
 from tests.conftest import (
+    NO_REPLICATES,
     Interrupt,
     assert_complete_record,
     copy_store,
@@ -307,6 +308,7 @@ def test_a_distributed_worker_prunes_from_the_shared_record(
     args = [
         *(o for o in tiny_overrides(tmp_path, tiny_imdb) if not o.startswith("tracking.uri=")),
         "+experiment=dim_search",
+        *NO_REPLICATES,
         "search.patience=0",
         f"search.space={{{LR}: {{type: choice, values: [{GOOD[0]}, {GOOD[1]}, {BAD[1]}]}}}}",
         "search.tuner=grid",

@@ -22,6 +22,7 @@ from sweep import tracking
 from sweep.__main__ import run as main_run
 from sweep.errors import ConfigError
 from tests.conftest import (
+    NO_REPLICATES,
     PYTHON,
     assert_rejected,
     copy_store,
@@ -218,6 +219,7 @@ def test_tracking_server_going_away_mid_sweep_loses_nothing(
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=dim_search",
+        *NO_REPLICATES,
         "search.max_trials=2",
         "search.patience=0",
         "train.epochs=30",

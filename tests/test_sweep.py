@@ -20,6 +20,7 @@ from sweep.tuner import hypermodel
 from sweep.tuner import run as sweep_run
 from tests.conftest import (
     DIMS,
+    NO_REPLICATES,
     PARENT_TAG,
     PYTHON,
     RUN_ARTIFACTS,
@@ -251,6 +252,7 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=dim_search",
+        *NO_REPLICATES,
         "search.max_trials=2",
         "search.patience=0",
         "train.epochs=20",
