@@ -270,6 +270,7 @@ HEARTBEAT_S = 4.0
 #: Epochs per trial: long enough that a worker is seen mid-trial (a few seconds on tiny data).
 EPOCHS = 8
 TRIALS = 2
+WORKERS = ("worker-a", "worker-b")
 
 
 @pytest.fixture(scope="module")
@@ -342,16 +343,21 @@ class Sweep:
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
         return [r for r in runs if r not in children], children
 
-    def training(self, *workers: str, trained: bool = True) -> dict[str, Run] | None:
-        """Each of `workers`' trial run, once every one is RUNNING (and, if `trained`, has
-        logged an epoch)."""
-        found = {}
+    def mid_trial(self) -> tuple[str, Run] | None:
+        """(worker, its trial run) of a worker that has trained an epoch of a RUNNING trial."""
         for run in self.runs()[1]:
-            who = run.data.tags.get(tracking.WORKER_TAG)
-            epoch = "val_accuracy" in run.data.metrics or not trained
-            if run.info.status == "RUNNING" and who in workers and epoch:
-                found[who] = run
-        return found if len(found) == len(workers) else None
+            if run.info.status == "RUNNING" and "val_accuracy" in run.data.metrics:
+                return run.data.tags[tracking.WORKER_TAG], run
+        return None
+
+    def on_trials(self) -> dict[str, Run] | None:
+        """Each worker's trial run, once both workers have a RUNNING one."""
+        found = {
+            r.data.tags[tracking.WORKER_TAG]: r
+            for r in self.runs()[1]
+            if r.info.status == "RUNNING"
+        }
+        return found if set(found) == set(WORKERS) else None
 
     def wait_for(self, found: Callable[[], T | None], timeout_s: float, what: str) -> T:
         deadline = time.monotonic() + timeout_s
@@ -404,19 +410,20 @@ def sweep(
 def _start_all(sweep: Sweep) -> None:
     """Both workers, then the chief once both wait for it: they start their first trials
     together (TensorFlow's start-up, which varies most, is behind them)."""
-    for who in ("worker-a", "worker-b"):
+    for who in WORKERS:
         sweep.start(who)
     deadline = time.monotonic() + 180
-    while not all("waiting for the chief" in sweep.log(w) for w in ("worker-a", "worker-b")):
+    while not all("waiting for the chief" in sweep.log(w) for w in WORKERS):
         assert time.monotonic() < deadline, f"the workers never got ready:\n{sweep.logs()}"
         assert all(p.poll() is None for p in sweep.processes.values()), sweep.logs()
         time.sleep(0.2)
     sweep.start("chief")
 
 
-def _mid_trial(sweep: Sweep, worker: str) -> Run:
-    """`worker`'s trial run, once it has trained an epoch."""
-    return sweep.wait_for(lambda: sweep.training(worker), 180, f"{worker} mid-trial")[worker]
+def _mid_trial(sweep: Sweep) -> tuple[str, str, Run]:
+    """(victim, survivor, the victim's trial run): the first worker seen mid-trial, the other."""
+    victim, run = sweep.wait_for(sweep.mid_trial, 180, "a worker mid-trial")
+    return victim, next(w for w in WORKERS if w != victim), run
 
 
 def _finished_once(sweep: Sweep) -> list[Run]:
@@ -442,24 +449,24 @@ def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
     sweep: Sweep,
 ) -> None:
     _start_all(sweep)
-    victim = _mid_trial(sweep, "worker-a")
-    os.kill(sweep.processes["worker-a"].pid, signal.SIGKILL)
+    victim, survivor, run = _mid_trial(sweep)
+    os.kill(sweep.processes[victim].pid, signal.SIGKILL)
     killed_at = time.time()
-    codes = sweep.finish({"chief", "worker-b"})
+    codes = sweep.finish({"chief", survivor})
     took = time.time() - killed_at
-    assert codes == {"chief": 0, "worker-b": 0}, sweep.logs()
+    assert codes == {"chief": 0, survivor: 0}, sweep.logs()
 
     children = _finished_once(sweep)
-    lost = victim.data.tags["trial_id"]
+    lost = run.data.tags["trial_id"]
     killed = [r for r in children if r.info.status == "KILLED"]
     assert [(r.data.tags["trial_id"], r.data.tags[tracking.WORKER_TAG]) for r in killed] == [
-        (lost, "worker-a")
+        (lost, victim)
     ], "only the lost worker's trial run is KILLED"
-    assert "worker-a was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
+    assert f"{victim} was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
     redone = next(
         r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == lost
     )
-    assert redone.data.tags[tracking.WORKER_TAG] == "worker-b", "a live worker took it over"
+    assert redone.data.tags[tracking.WORKER_TAG] == survivor, "a live worker took it over"
     # the sweep ended within the heartbeat timeout plus the work left (and a margin for
     # two processes to wind down on a shared machine)
     left = sum(_seconds(r, killed_at) for r in children if r.info.status == "FINISHED")
@@ -471,37 +478,35 @@ def test_a_worker_stopped_past_the_timeout_then_resumed_does_not_log_its_old_tri
     sweep: Sweep,
 ) -> None:
     _start_all(sweep)
-    victim = _mid_trial(sweep, "worker-a")
-    lost = victim.data.tags["trial_id"]
-    os.kill(sweep.processes["worker-a"].pid, signal.SIGSTOP)
+    victim, _, run = _mid_trial(sweep)
+    lost = run.data.tags["trial_id"]
+    os.kill(sweep.processes[victim].pid, signal.SIGSTOP)
 
     def taken() -> Run | None:
-        run = MlflowClient(sweep.uri).get_run(victim.info.run_id)
-        return run if run.info.status == "KILLED" else None
+        now = MlflowClient(sweep.uri).get_run(run.info.run_id)
+        return now if now.info.status == "KILLED" else None
 
     sweep.wait_for(taken, HEARTBEAT_S + 60, "the stopped worker's trial run marked KILLED")
-    os.kill(sweep.processes["worker-a"].pid, signal.SIGCONT)
-    codes = sweep.finish({"chief", "worker-a", "worker-b"})
+    os.kill(sweep.processes[victim].pid, signal.SIGCONT)
+    codes = sweep.finish({"chief", *WORKERS})
     assert codes == {"chief": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
 
-    children = _finished_once(sweep)
-    old = MlflowClient(sweep.uri).get_run(victim.info.run_id)
+    _finished_once(sweep)  # the lost trial too: done once, by someone
+    old = MlflowClient(sweep.uri).get_run(run.info.run_id)
     assert old.info.status == "KILLED", "the woken worker did not close its old run otherwise"
-    assert "worker-a was silent" in old.data.tags[tracking.KILL_REASON_TAG]
+    assert f"{victim} was silent" in old.data.tags[tracking.KILL_REASON_TAG]
     assert "best_val_accuracy" not in old.data.metrics, "the woken worker logged its old trial"
-    assert f"trial {lost} was taken back by the chief" in sweep.log("worker-a")
-    assert sum(r.data.tags["trial_id"] == lost for r in children if r.info.status == "FINISHED")
+    assert f"trial {lost} was taken back by the chief" in sweep.log(victim)
 
 
 @pytest.mark.slow
 def test_a_chief_killed_mid_sweep_and_restarted_logs_no_trial_twice(sweep: Sweep) -> None:
     _start_all(sweep)
-    both = ("worker-a", "worker-b")
-    running = sweep.wait_for(lambda: sweep.training(*both, trained=False), 180, "both on a trial")
+    running = sweep.wait_for(sweep.on_trials, 180, "both workers on a trial")
     sweep.processes["chief"].kill()
     sweep.processes["chief"].wait()
     sweep.start("chief-2")  # the same command again
-    codes = sweep.finish({"chief-2", "worker-a", "worker-b"})
+    codes = sweep.finish({"chief-2", *WORKERS})
     assert codes == {"chief-2": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
 
     children = _finished_once(sweep)
