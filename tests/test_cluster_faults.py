@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
@@ -29,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from sweep import distributed, tracking
 from sweep.config import compose_config
 from sweep.errors import ConfigError
+from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
 from tests.conftest import PYTHON, run_cli, tiny_overrides
@@ -259,6 +261,37 @@ def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
     chief.holder = None
     assert first is not None and not heartbeat._ask(first)  # a late answer about the old hold
     assert not heartbeat.lost(), "an answer about an earlier hold does not mark this one"
+
+
+class _Cut(grpc.RpcError, grpc.Call):
+    """What gRPC raises for a call whose connection broke: the chief went away during it."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+class _Stub:
+    def __init__(self, *errors: grpc.StatusCode) -> None:
+        self.errors, self.calls = list(errors), 0
+
+    def EndTrial(self, request: str) -> str:  # gRPC's method name
+        self.calls += 1
+        if self.errors:
+            raise _Cut(self.errors.pop(0))
+        return f"ended {request}"
+
+
+def test_a_call_the_chiefs_death_cut_off_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(liveness.time, "sleep", lambda _: None)
+    cut = _Stub(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)
+    assert liveness.PatientStub(cut).EndTrial("3") == "ended 3" and cut.calls == 3
+    refused = _Stub(grpc.StatusCode.UNKNOWN)  # the chief's oracle raised: its verdict stands
+    with pytest.raises(grpc.RpcError):
+        liveness.PatientStub(refused).EndTrial("3")
+    assert refused.calls == 1
 
 
 # --- a chief and two workers as processes -------------------------------------------------------

@@ -136,8 +136,35 @@ class Heartbeat:
 def reconnect_quickly(oracle: Any, address: str) -> None:
     """Give a worker's gRPC client of the oracle a channel that tries a chief that went away
     again every second or so (`cluster.oracle_channel`): with gRPC's default back-off, a worker
-    could reach a restarted chief only after the chief had given its trial away."""
-    oracle.stub = protos.get_service_grpc().OracleStub(cluster.oracle_channel(address))
+    could reach a restarted chief only after the chief had given its trial away. A call the
+    chief's death cut off is made again once it is back (`PatientStub`)."""
+    stub = protos.get_service_grpc().OracleStub(cluster.oracle_channel(address))
+    oracle.stub = PatientStub(stub)
+
+
+class PatientStub:
+    """The oracle's gRPC stub, making a call again when the chief went away during it (gRPC
+    says UNAVAILABLE; Keras Tuner's calls wait for a chief that is away only before they
+    start). Each call is safe to repeat: a worker gets the trial it holds again, metrics are
+    set again, and the chief ignores the report of a trial it has ended already."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def patiently(*args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except grpc.RpcError as err:
+                    if not isinstance(err, grpc.Call) or err.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    log.info("the chief went away during %s; calling again once it is back", name)
+                    time.sleep(cluster.RECONNECT_MS / 1000)
+
+        return patiently
 
 
 class StopWhenLost(keras.callbacks.Callback):
