@@ -33,7 +33,7 @@ from sweep.errors import ConfigError
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
-from tests.conftest import PYTHON, run_cli, tiny_overrides
+from tests.conftest import NO_REPLICATES, PYTHON, run_cli, tiny_overrides
 
 # --- tracking.uri -------------------------------------------------------------------------------
 
@@ -342,6 +342,7 @@ class Sweep:
             "+experiment=dim_search",
             f"name={self.name}",
             "search.patience=0",
+            *NO_REPLICATES,  # seed repeats come after the trials, which these tests check
             f"search.max_trials={TRIALS}",
             f"train.epochs={EPOCHS}",
             f"tracking.uri={self.uri}",
