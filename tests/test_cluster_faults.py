@@ -79,6 +79,7 @@ def test_tracking_uris_mlflow_opens_are_accepted(uri: str) -> None:
     assert compose_config([f"tracking.uri={uri}"]).tracking.uri == uri
 
 
+@pytest.mark.slow  # a real process / a sweep of its own (issue 15: not in the quick loop)
 def test_a_bad_tracking_uri_stops_the_command_in_one_line_before_the_data(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:

@@ -210,8 +210,9 @@ def test_tracking_server_going_away_mid_sweep_loses_nothing(
     tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
     """Documented behaviour: the sweep stops with a clear message, finished trials stay logged,
-    and re-running once the server is back retries the interrupted trial (its second of two:
-    30 epochs, long enough to be still training when the server goes)."""
+    and re-running once the server is back retries the interrupted trial. The grid's first
+    trial trains 1 epoch, its second 30 (long enough to be still training when the server
+    goes)."""
     shutil.copyfile(migrated_store, tmp_path / "server.db")  # the server starts on a ready store
     server = MlflowServer(tmp_path)
     server.start()
@@ -220,9 +221,9 @@ def test_tracking_server_going_away_mid_sweep_loses_nothing(
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=dim_search",
         *NO_REPLICATES,
+        "search.space={train.epochs: {type: choice, values: [1, 30]}}",
         "search.max_trials=2",
         "search.patience=0",
-        "train.epochs=30",
         f"tracking.uri={server.uri}",
     ]
     try:

@@ -111,6 +111,7 @@ def test_configurations_within_seed_noise_get_seeds_until_no_difference(
     assert list(table["seeds"]) == [seeds, seeds] and table["std_best_val_accuracy"].gt(0).all()
 
 
+@pytest.mark.slow  # a real process / a sweep of its own (issue 15: not in the quick loop)
 def test_a_clear_difference_stops_after_the_minimum_and_a_rerun_repeats_nothing(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +131,7 @@ def test_a_clear_difference_stops_after_the_minimum_and_a_rerun_repeats_nothing(
     assert "± " in text and "(3 seeds)" in text  # the standing shows mean ± std over seeds
 
 
+@pytest.mark.slow  # a real process / a sweep of its own (issue 15: not in the quick loop)
 def test_repeats_on_demand_for_a_finished_sweep_within_the_run_budget(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:

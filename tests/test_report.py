@@ -232,6 +232,7 @@ def test_an_unknown_experiment_is_refused_in_one_line(store: Callable[..., DictC
         report(store("report.experiments=[nope]"))
 
 
+@pytest.mark.slow  # a real process / a sweep of its own (issue 15: not in the quick loop)
 def test_cli_report_on_an_empty_store_exits_2_with_one_line(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
 ) -> None:

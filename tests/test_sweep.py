@@ -247,15 +247,15 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     cli_env: dict[str, str],
     kill: signal.Signals,
 ) -> None:
-    """A real process killed while its second trial trains (20 epochs: long enough to be seen
-    RUNNING), then the same command run again."""
+    """A real process killed while its second trial trains, then the same command run again.
+    The grid's first trial trains 1 epoch, its second 20 (long enough to be seen RUNNING)."""
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=dim_search",
         *NO_REPLICATES,
+        "search.space={train.epochs: {type: choice, values: [1, 20]}}",
         "search.max_trials=2",
         "search.patience=0",
-        "train.epochs=20",
     ]
     uri = copy_store(migrated_store, tmp_path)  # read while the sweep writes: no migration race
     command = [PYTHON, "-m", "sweep", *args]
