@@ -11,7 +11,6 @@ collector's walks (Keras runs a full collection at every trial), and one sweep p
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import random
 import shutil
@@ -261,21 +260,6 @@ def forget_artifact_locations() -> None:
     """MLflow caches each run's (and logged model's) artifact location by id for the whole
     process; a copied store holds the same ids at another place."""
     mlflow_tracking._artifact_repos_cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def _loggers_stay_enabled() -> Iterator[None]:
-    """A test that configures logging in-process (import-linter's CLI does, with
-    disable_existing_loggers) must not silence `sweep.*` for the tests after it: their caplog
-    checks would fail by test order alone."""
-    enabled = [
-        logger
-        for logger in logging.root.manager.loggerDict.values()
-        if isinstance(logger, logging.Logger) and not logger.disabled
-    ]
-    yield
-    for logger in enabled:
-        logger.disabled = False
 
 
 @pytest.fixture(autouse=True)
