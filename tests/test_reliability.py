@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -189,7 +190,10 @@ class MlflowServer:
             "1",
         ]
         log = (self.work / "server.log").open("a")
-        self.process = subprocess.Popen(command, cwd=self.work, stdout=log, stderr=log)
+        # its own process group: `mlflow server` runs the web server as its child
+        self.process = subprocess.Popen(
+            command, cwd=self.work, stdout=log, stderr=log, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -201,7 +205,7 @@ class MlflowServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=30)
 
 

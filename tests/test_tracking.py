@@ -4,6 +4,7 @@ without Keras, and "best" follows the objective's direction."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from sweep import tracking
+from sweep.errors import ConfigError
 from tests.conftest import copy_store
 
 
@@ -52,6 +55,25 @@ def test_unreachable_reads_types_not_text(tmp_path: Path, migrated_store: Path) 
             raise ValueError("unrelated") from None  # said not to be caused by it
     except ValueError as suppressed:
         assert not tracking.unreachable(suppressed)
+
+
+def test_a_store_a_newer_mlflow_wrote_is_refused_in_one_line_and_left_alone(
+    tmp_path: Path, migrated_store: Path
+) -> None:
+    uri = copy_store(migrated_store, tmp_path)
+    db = Path(uri.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as store:  # as MLflow 3.17 leaves it: a revision 3.9 never had
+        store.execute("UPDATE alembic_version SET version_num = 'dc11669786a5'")
+    before = db.read_bytes()
+    settings = OmegaConf.create({"uri": uri, "artifact_root": str(tmp_path / "artifacts")})
+    with pytest.raises(ConfigError) as caught:
+        tracking.configure(settings)
+    assert str(caught.value).startswith(f"config error: tracking.uri={uri}: ")
+    assert "newer MLflow (schema dc11669786a5)" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert db.read_bytes() == before
+    copy_store(migrated_store, tmp_path)  # this MLflow's own schema opens
+    tracking.configure(settings)
 
 
 def test_importing_tracking_loads_no_keras() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
@@ -98,11 +97,9 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """From the UI's root URL (click the experiment) and from the link the command prints, by
-    links alone, no switch or setting touched: the sweep's standing, and its trials best first
-    with the best score. MLflow 3.17.2 opens a clicked experiment on its GenAI overview for a
-    new user whatever the experiment's tags, so there the standing's link is the one more click."""
+    links alone, no switch or setting touched: the sweep's standing, and its trials with the best
+    score (best first from the link)."""
     from playwright.sync_api import Page, sync_playwright
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     # two trials that score apart on the tiny data (0.65 and 0.625)
     cfg = make_sweep(DIMS, "search.tuner=grid", "search.max_trials=2", "train.learning_rate=0.005")
@@ -150,29 +147,21 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
         assert headline in listed.inner_text()
         page.screenshot(path=str(ARTIFACTS / "mlflow-home.png"), full_page=True)
         page.get_by_role("link", name=cfg.name, exact=True).first.click()  # the experiment
-        runs = page.locator('[role="row"][row-index="0"]')
-        to_board = page.locator("a", has_text="All trials, best first").first
-        runs.or_(to_board).first.wait_for(timeout=60_000)
+        # the click alone opens the runs table (MLflow < 3.10 follows the experiment's
+        # `mlflow.experimentKind` tag: pyproject's pin), the standing above it: the best trial's
+        # val_accuracy, the top trials, and a link to all of them best first
+        page.wait_for_url(f"**/#/experiments/{experiment.experiment_id}/runs**")
+        page.get_by_text(headline).first.wait_for(timeout=60_000)
+        sweep = client.get_run(best.data.tags["mlflow.parentRunId"]).info.run_name
+        rows = page.locator('[role="row"]')
+        rows.filter(has_text=sweep).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "mlflow-experiment-opened.png"), full_page=True)
-        if runs.count():  # the click alone opened the trials (an MLflow that follows our tag)
-            shows_the_trials_best_first(page, "mlflow-experiment.png")
-        else:
-            # MLflow 3.17.2 in a new profile: the experiment page's tab follows the GenAI /
-            # Model training switch (localStorage `mlflow.workflowType_v1`, GenAI unless it
-            # was clicked), never the experiment's `mlflow.experimentKind` tag, and no server
-            # option sets it; the GenAI overview shows the standing and its link to the trials
-            assert "/overview" in page.url and "workflowType=genai" in page.url, page.url
-            page.get_by_text(headline).first.wait_for(timeout=60_000)
-            tour = page.get_by_role("button", name="Got it")  # MLflow's GenAI tour, if shown
-            with contextlib.suppress(PlaywrightTimeout):
-                tour.wait_for(timeout=5_000)
-                tour.click()
-            with page.context.expect_page() as opened:  # the description's links open a tab
-                to_board.click()
-            board_page = opened.value
-            board_page.set_viewport_size({"width": 1600, "height": 1000})
-            shows_the_trials_best_first(board_page, "mlflow-experiment.png")
-        # no switch touched: the UI stores the GenAI / Model training choice only when clicked
+        # MLflow nests the trials under their sweep's row: its expander lists them
+        page.locator("button[data-component-id*=runnamecellrenderer]").first.click()
+        for trial in trials:
+            rows.filter(has_text=trial.info.run_name).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"), full_page=True)
+        # no switch touched: the UI stores its GenAI / Model training choice only when clicked
         assert page.evaluate("() => localStorage.getItem('mlflow.workflowType_v1')") is None
 
         # the link the command printed, served here, in a new profile

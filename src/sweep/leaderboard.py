@@ -196,7 +196,7 @@ def judged(
     each = finished.assign(
         **{objective: finished["run_id"].map(per_run).where(finished["run_id"].isin(per_run))}
     ).explode(objective)
-    each[objective] = each[objective].fillna(finished[objective]).astype(float)
+    each[objective] = each[objective].astype(float).fillna(finished[objective])
     effect_table = effects(each, hyperparameters, objective, direction)
     noise = seed_noise(list(per_run.values()))
     if noise is None:

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import sqlite3
 import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import mlflow.store.db_migrations
 import requests
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
 
-#: The experiment's type, model training ("Machine learning"), not GenAI development, for
-#: clients and UIs that read it. MLflow 3.17.2's UI does not: which page a clicked experiment
-#: opens on follows its GenAI / Model training switch (tests/test_ui.py).
+#: The experiment's type, model training ("Machine learning"), not GenAI development: the MLflow
+#: UI (below 3.10, pyproject's pin) opens a clicked experiment on its runs table for it.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 #: What requests raises when a server stops answering (MLflow wraps it in an MlflowException).
 _GONE = (
@@ -43,6 +44,7 @@ def configure(tracking: DictConfig) -> None:
     uri = str(tracking.uri)
     mlflow.set_tracking_uri(uri)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..."
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # MLflow sets INFO: a line per plugin
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         _check_server(uri)
@@ -86,6 +88,15 @@ def _check_artifact_root(root: Path) -> None:
 def _open_sqlite(uri: str) -> None:
     """Create (migrate) a SQLite store under a file lock, so concurrent first opens don't race."""
     db_path = Path(uri.removeprefix("sqlite:///"))
+    newer = _unknown_schema(db_path)
+    if newer is not None:
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            f"the store was written by a newer MLflow (schema {newer}) than this one "
+            f"({mlflow.__version__}); it is left untouched: open it with that MLflow, or give "
+            "another tracking.uri",
+        )
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
@@ -98,6 +109,30 @@ def _open_sqlite(uri: str) -> None:
         raise ConfigError(
             "tracking.uri", uri, f"cannot write the MLflow store: {first_line(err)}"
         ) from None
+
+
+def _unknown_schema(db_path: Path) -> str | None:
+    """The schema revision of an existing SQLite store when this MLflow's migrations do not know
+    it (a newer MLflow wrote it, and this one cannot open it); None otherwise."""
+    if not db_path.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:  # not an MLflow store yet, or not SQLite: opening it says why
+        return None
+    if row is None:
+        return None
+    # imported only here, after `configure` quietened Alembic's logger (it logs as it loads)
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    migrations = ScriptDirectory(str(Path(mlflow.store.db_migrations.__file__).parent))
+    try:
+        migrations.get_revision(row[0])
+    except CommandError:
+        return str(row[0])
+    return None
 
 
 def store_exists(uri: str) -> bool:

@@ -74,5 +74,5 @@ def describe_sweep(
     client.set_tag(parent_run_id, NOTE_TAG, text)
     client.set_experiment_tag(experiment, NOTE_TAG, text)
     view = leaderboard_view(parent_run_id, cfg)
-    save_view(experiment, LEADERBOARD_VIEW, f"{cfg.name} leaderboard", view)
+    save_view(experiment, LEADERBOARD_VIEW, view)
     return text
