@@ -60,6 +60,7 @@ from sweep.tracking.summary import (
     DESCRIPTION_TOP,
     MAX_NOTE,
     NOTE_TAG,
+    Standing,
     describe_sweep,
     log_leaderboard,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "PACKAGES",
     "VIEW_TAG",
     "WORKER_TAG",
+    "Standing",
     "Superseded",
     "artifact_location",
     "best_epochs",

@@ -3,11 +3,14 @@ and the description (what the MLflow UI shows first) linking to the saved leader
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep import leaderboard, plots
+from sweep.objective import Objective
 from sweep.tracking.queries import execution_scores, trial_runs
 from sweep.tracking.ui import LEADERBOARD_VIEW, leaderboard_view, runs_route, save_view
 
@@ -17,29 +20,52 @@ NOTE_TAG = "mlflow.note.content"
 DESCRIPTION_TOP, MAX_NOTE = 5, 8000
 
 
-def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
+@dataclass(frozen=True)
+class Standing:
+    """What a sweep's standing is made of, read once from its config: the refresh after every
+    trial takes this, not the config."""
+
+    #: the searched config keys, in the space's order
+    keys: tuple[str, ...]
+    objective: Objective
+    #: the trials the search plans; None when Hyperband decides
+    max_trials: int | None
+    executions: int
+    pruning: bool
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Standing:
+        search = cfg.search
+        return cls(
+            keys=tuple(str(key) for key in search.space),
+            objective=Objective(str(search.objective), str(search.direction)),
+            max_trials=None if search.tuner == "hyperband" else int(search.max_trials),
+            executions=int(search.executions_per_trial),
+            pruning=search.get("pruning", "none") == "median",
+        )
+
+
+def log_leaderboard(parent_run_id: str, standing: Standing) -> float | None:
     """Refresh the sweep's leaderboard CSV and summary plots on its parent run; the best value."""
-    search = cfg.search
-    table = leaderboard.frame(
-        trial_runs(parent_run_id), list(search.space), search.objective, search.direction
-    )
+    keys, objective = list(standing.keys), standing.objective
+    table = leaderboard.frame(trial_runs(parent_run_id), keys, objective.name, objective.direction)
     client = MlflowClient()
     if table.empty:
         return None
     client.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
-    best_column = f"best_{search.objective}"
+    best_column = f"best_{objective.name}"
     finished = table[table["status"] == "FINISHED"].dropna(subset=[best_column])
-    describe_sweep(parent_run_id, cfg, table, finished)
+    describe_sweep(parent_run_id, standing, table, finished)
     if finished.empty:
         return None
     client.log_figure(
         parent_run_id,
-        plots.objective_by_hyperparameter(finished, list(search.space), best_column),
+        plots.objective_by_hyperparameter(finished, keys, best_column),
         "objective_by_hyperparameter.png",
     )
     client.log_figure(
         parent_run_id,
-        plots.parallel_coordinates(finished, list(search.space), best_column),
+        plots.parallel_coordinates(finished, keys, best_column),
         "parallel_coordinates.png",
     )
     best = float(finished[best_column].iloc[0])
@@ -49,21 +75,21 @@ def log_leaderboard(parent_run_id: str, cfg: DictConfig) -> float | None:
 
 
 def describe_sweep(
-    parent_run_id: str, cfg: DictConfig, table: pd.DataFrame, finished: pd.DataFrame
+    parent_run_id: str, standing: Standing, table: pd.DataFrame, finished: pd.DataFrame
 ) -> str:
     """The sweep's standing (best trial, top trials, verdicts) as the description of its parent
     run and of its experiment, which is what the MLflow UI shows first; returns the markdown."""
-    search, client = cfg.search, MlflowClient()
+    client, objective = MlflowClient(), standing.objective
     experiment = client.get_run(parent_run_id).info.experiment_id
     executions = None
-    if search.executions_per_trial > 1:  # each trial's seeds: the noise the verdicts need
-        executions = {run: execution_scores(run, search.objective) for run in finished["run_id"]}
+    if standing.executions > 1:  # each trial's seeds: the noise the verdicts need
+        executions = {run: execution_scores(run, objective.name) for run in finished["run_id"]}
     text = leaderboard.description(
         table,
-        list(search.space),
-        search.objective,
-        search.direction,
-        max_trials=search.max_trials if search.tuner != "hyperband" else None,
+        list(standing.keys),
+        objective.name,
+        objective.direction,
+        max_trials=standing.max_trials,
         link=lambda run_id: (
             f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
         ),
@@ -73,6 +99,6 @@ def describe_sweep(
     )[:MAX_NOTE]
     client.set_tag(parent_run_id, NOTE_TAG, text)
     client.set_experiment_tag(experiment, NOTE_TAG, text)
-    view = leaderboard_view(parent_run_id, cfg)
+    view = leaderboard_view(parent_run_id, standing.keys, objective, standing.pruning)
     save_view(experiment, LEADERBOARD_VIEW, view)
     return text

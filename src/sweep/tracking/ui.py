@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -88,23 +88,24 @@ def save_view(experiment_id: str, key: str, state: Mapping[str, Any]) -> None:
     _saved_views[where] = text
 
 
-def leaderboard_view(parent_run_id: str, cfg: DictConfig) -> dict[str, Any]:
+def leaderboard_view(
+    parent_run_id: str, keys: Sequence[str], objective: Objective, pruning: bool
+) -> dict[str, Any]:
     """The sweep's trials, best first, with their hyperparameters and cost: the answer."""
-    search = cfg.search
-    metrics = (f"best_{search.objective}", "seconds_per_epoch", "attention_entropy")
+    metrics = (f"best_{objective.name}", "seconds_per_epoch", "attention_entropy")
     return {
         **UI_DEFAULTS,
         "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        "orderByKey": f"metrics.`best_{search.objective}`",
-        "orderByAsc": Objective(str(search.objective), str(search.direction)).ascending,
+        "orderByKey": f"metrics.`best_{objective.name}`",
+        "orderByAsc": objective.ascending,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
         "selectedColumns": [
-            *(f"params.`{hp}`" for hp in search.space),
+            *(f"params.`{hp}`" for hp in keys),
             *(f"metrics.`{m}`" for m in metrics),
-            *([f"tags.`{leaderboard.PRUNED_AT_TAG}`"] if search.get("pruning") == "median" else []),
+            *([f"tags.`{leaderboard.PRUNED_AT_TAG}`"] if pruning else []),
         ],
     }
 

@@ -136,7 +136,7 @@ def run(
         if n >= settings.max_seeds:
             return _stop(sweep, decision, f"max_seeds {settings.max_seeds} reached")
         n += 1
-        tracking.log_leaderboard(sweep.parent_run_id, sweep.cfg)
+        tracking.log_leaderboard(sweep.parent_run_id, sweep.standing)
 
 
 def _decide(
@@ -160,7 +160,7 @@ def _stop(sweep: SweepRun, decision: stats.Decision | None, why: str) -> stats.D
     client = MlflowClient()
     client.set_tag(sweep.parent_run_id, VERDICT_TAG, f"{verdict}: {words}")
     client.set_tag(sweep.parent_run_id, STOP_TAG, why)
-    tracking.log_leaderboard(sweep.parent_run_id, sweep.cfg)
+    tracking.log_leaderboard(sweep.parent_run_id, sweep.standing)
     return decision
 
 

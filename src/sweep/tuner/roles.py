@@ -87,7 +87,7 @@ class Role(ABC):
         return
 
     @abstractmethod
-    def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
+    def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:
         """Report how the search went; returns the best objective value so far."""
 
 
@@ -151,9 +151,9 @@ class Alone(Role):
     ) -> None:
         replicates.run(sweep, hypermodel, callbacks)
 
-    def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
+    def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:
         """Why the search ended (a tag; a line when re-running goes on), the leaderboard."""
-        cfg = self.cfg
+        cfg, parent_id = self.cfg, sweep.parent_run_id
         reason = _stop_reason(oracle, str(cfg.search.tuner))
         MlflowClient().set_tag(parent_id, STOP_REASON, reason)
         if oracle.stop_reason:
@@ -162,7 +162,7 @@ class Alone(Role):
                 cfg.name,
                 reason,
             )
-        best = tracking.log_leaderboard(parent_id, cfg)
+        best = tracking.log_leaderboard(parent_id, sweep.standing)
         shown = "-" if best is None else f"{best:.4f}"
         log.info("sweep %s done: best %s = %s", cfg.name, cfg.search.objective, shown)
         return float(best) if best is not None else math.nan
@@ -191,10 +191,10 @@ class Chief(Alone):
                 "the same command without distributed.role to repeat the leaders' seeds"
             )
 
-    def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
+    def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:
         # every trial has ended: one still RUNNING lost its worker
-        tracking.close_open_trials(parent_id)
-        return super().summarise(oracle, parent_id)
+        tracking.close_open_trials(sweep.parent_run_id)
+        return super().summarise(oracle, sweep)
 
 
 class Worker(Role):
@@ -247,9 +247,9 @@ class Worker(Role):
                 raise
             raise SweepError(f"sweep stopped: {said} (see the chief)") from None
 
-    def summarise(self, oracle: SweepOracle, parent_id: str) -> float:
-        objective = self.cfg.search
-        best = tracking.best_finished(parent_id, objective.objective, objective.direction)
+    def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:
+        objective = sweep.objective
+        best = tracking.best_finished(sweep.parent_run_id, objective.name, objective.direction)
         log.info("worker %s done: the chief has no trials left", self.cfg.distributed.worker_id)
         return float(best) if best is not None else math.nan
 

@@ -11,7 +11,6 @@ import keras
 from omegaconf import DictConfig
 
 from sweep import tracking, train
-from sweep.objective import Objective
 from sweep.tracking.callbacks import EpochMetrics
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.initial import initial_points
@@ -39,12 +38,12 @@ def run(cfg: DictConfig) -> float:
     tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), **role.tuner_options(parent_id, initial))
     tags = {**tracking.standard_tags(cfg, encoded), **role.trial_tags()}
     with role.parent_run(experiment, parent_id, tags) as parent_run_id:
-        objective = Objective(str(cfg.search.objective), str(cfg.search.direction))
-        sweep = SweepRun(cfg, parent_run_id, tags, objective, initial, shared=role.shared)
+        standing = tracking.Standing.of(cfg)
+        sweep = SweepRun(cfg, parent_run_id, tags, standing, initial, shared=role.shared)
         chosen = callbacks(cfg)
         role.search(tuner, sweep, chosen)
         role.replicate(sweep, hypermodel, chosen)
-        return role.summarise(tuner.oracle, parent_run_id)
+        return role.summarise(tuner.oracle, sweep)
 
 
 def callbacks(cfg: DictConfig) -> list[keras.callbacks.Callback]:

@@ -41,12 +41,16 @@ class SweepRun:
     parent_run_id: str
     #: every trial run's tags: the data, the code, and on a distributed worker who ran it
     tags: Mapping[str, str]
-    #: `search.objective` and `search.direction`: what a better trial is
-    objective: Objective
+    #: what the sweep's standing is made of (its objective: what a better trial is)
+    standing: tracking.Standing
     #: (label, Keras Tuner values) of the sweep's initial points, to tag their trials
     initial_labels: Sequence[tuple[str, dict[str, Any]]] = ()
     #: other processes (distributed workers) log trials under the same parent
     shared: bool = False
+
+    @property
+    def objective(self) -> Objective:
+        return self.standing.objective
 
 
 class TrialTracking:
@@ -287,7 +291,7 @@ class TrialTracking:
             _span(elapsed),
             self._eta(max(total - done, 0), elapsed, done - self._done_before),
         )
-        tracking.log_leaderboard(self.sweep.parent_run_id, self.sweep.cfg)
+        tracking.log_leaderboard(self.sweep.parent_run_id, self.sweep.standing)
 
     def _outcome(self, trial_id: str) -> str:
         """The trial's score (and where pruning stopped it), or why it did not finish."""
