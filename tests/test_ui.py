@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +73,12 @@ def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
             str(port),
         ]
         log = (tmp_path / "mlflow-ui.log").open("w")
-        processes.append(subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log))
+        # its own process group: `mlflow ui` runs the web server (and a job runner) as children
+        processes.append(
+            subprocess.Popen(
+                command, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -85,7 +92,7 @@ def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
     yield start
     for process in processes:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 
