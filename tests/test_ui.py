@@ -75,9 +75,7 @@ def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         log = (tmp_path / "mlflow-ui.log").open("w")
         # its own process group: `mlflow ui` runs the web server (and a job runner) as children
         processes.append(
-            subprocess.Popen(
-                command, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True
-            )
+            subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
