@@ -15,6 +15,7 @@ from sweep import train
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema import parse_duration
+from sweep.space import SearchSpace
 from sweep.tuner import initial_points
 from sweep.tuner import run as sweep_run
 from tests.conftest import (
@@ -166,13 +167,16 @@ def test_initial_points_resolve_in_order_once_and_base_only_when_a_point(
     cfg = make_config("+experiment=smoke", space, f"search.initial=[base, {{{DIM}: 4}}, base]")
     # the config's dropout (0.5) is a point: base is (8, 0.5); a partial point takes the
     # config's values for what it leaves out
-    assert initial_points(cfg) == [
+    assert initial_points(cfg, SearchSpace.of(cfg)) == [
         ("base", {DIM: 8, "model.dropout": 0.5}),
         ("given", {DIM: 4, "model.dropout": 0.5}),
     ]
     off = make_config("+experiment=smoke", space, "model.dropout=0.3", "search.initial=[base]")
-    assert initial_points(off) == [], "0.3 is not on the dropout steps: no base point"
-    assert initial_points(make_config("+experiment=smoke", space, "search.initial=[]")) == []
+    assert initial_points(off, SearchSpace.of(off)) == [], (
+        "0.3 is not on the dropout steps: no base point"
+    )
+    none = make_config("+experiment=smoke", space, "search.initial=[]")
+    assert initial_points(none, SearchSpace.of(none)) == []
 
 
 @pytest.mark.parametrize(
@@ -234,7 +238,7 @@ def test_best_of_warm_starts_from_another_sweeps_best_trial(
     )
     # the scale the first sweep did not search: the config's (8.0) is no point here, so the
     # entry's first value
-    [(label, point)] = initial_points(second)
+    [(label, point)] = initial_points(second, SearchSpace.of(second))
     assert label == "best_of=smoke"
     assert point["model.attention.scale"] == "sqrt_dk" and str(point[DIM]) in best, (point, scores)
     found = point[DIM]
@@ -247,7 +251,7 @@ def test_best_of_warm_starts_from_another_sweeps_best_trial(
         f"search.space={{{DIM}: {{type: choice, values: [32, 64]}}}}",
     )
     with pytest.raises(ConfigError) as err:
-        initial_points(narrow)
+        initial_points(narrow, SearchSpace.of(narrow))
     assert str(err.value) == (
         f"config error: search.initial[0].best_of=smoke: its best trial's {DIM}={found} is not "
         "one of the entry's values (32, 64)"
@@ -256,7 +260,7 @@ def test_best_of_warm_starts_from_another_sweeps_best_trial(
     with pytest.raises(
         ConfigError, match=r"^config error: search.initial\[0\].best_of=nobody: no sweep"
     ):
-        initial_points(nobody)
+        initial_points(nobody, SearchSpace.of(nobody))
 
 
 # --- search spaces on the command line ----------------------------------------------------

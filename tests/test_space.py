@@ -47,9 +47,7 @@ def test_every_type_translates(make_config: Callable[..., DictConfig]) -> None:
     assert (rate.min_value, rate.max_value, rate.sampling) == (1e-4, 1e-2, "log")
     assert isinstance(by_name["model.mask_padding"], keras_tuner.engine.hyperparameters.Boolean)
 
-    trial = space.apply(
-        cfg,
-        cfg.search.space,
+    trial = space.SearchSpace.of(cfg).apply(
         {
             "model.attention.output_dim": 16,
             "model.embedding_dim": 12,
@@ -82,9 +80,7 @@ def test_mixed_choices_map_back_to_config_values(make_config: Callable[..., Dict
     assert scale_values == ["none", "sqrt_dk", "8.0", "learned"]  # one type for Keras Tuner
     init_values = next(p for p in hp.space if p.name == "model.attention.initializer").values
     assert init_values[0] == "RandomUniform(minval=-0.05,maxval=0.05)"
-    trial = space.apply(
-        cfg,
-        cfg.search.space,
+    trial = space.SearchSpace.of(cfg).apply(
         {"model.attention.scale": "8.0", "model.attention.initializer": init_values[0]},
     )
     assert trial.model.attention.scale == 8.0

@@ -17,14 +17,14 @@ def run(cfg: DictConfig) -> float:
     """A single run for the base config; a Keras Tuner sweep when an experiment sets `search`:
     in this process (or as one role of a distributed sweep), or, with `sweep.workers=N`, as a
     chief and N workers started here."""
-    validate(cfg)
-    if cfg.search is None:
+    searched = validate(cfg)
+    if searched is None:
         check_single_run(cfg)
         best = train.run(cfg)
         tracking.show_runs_page(cfg)  # the last line: where to see it
         return best
     # sweep.workers=N: a chief and N workers started here (the schema refuses it with a role)
-    best = launch(cfg) if cfg.sweep.workers else tuner.run(cfg)
+    best = launch(cfg) if cfg.sweep.workers else tuner.run(cfg, searched)
     tracking.show_runs_page(cfg, view=tracking.LEADERBOARD_VIEW)
     return best
 

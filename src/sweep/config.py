@@ -27,19 +27,18 @@ from omegaconf.errors import (
 from sweep import schema
 from sweep.errors import NO_VALUE, ConfigError, first_line
 from sweep.schema import SearchParam, register
-from sweep.space import check_space
+from sweep.space import SearchSpace, check_space
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> SearchSpace | None:
     """Raise ConfigError for the first bad value of a whole config: the schema's values (the
     tracking store's among them), then the search space it declares (each searched value
-    checked like a value in a file)."""
+    checked like a value in a file); that space, checked (None without a search)."""
     schema.validate(cfg)
-    if cfg.search is not None:
-        check_space(cfg)
+    return check_space(cfg) if cfg.search is not None else None
 
 
 def compose_config(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras_tuner
@@ -115,61 +116,79 @@ def tuner_value(param: DictConfig, hp: Any, value: Any) -> Any:
     return float(value)
 
 
-def _declared(cfg: DictConfig) -> dict[str, Any]:
-    return {p.name: p for p in hyperparameters(cfg.search.space).space}
+def _declared(space: DictConfig) -> dict[str, Any]:
+    return {p.name: p for p in hyperparameters(space).space}
 
 
-def initial_point(cfg: DictConfig, given: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole point in Keras Tuner values: `given` (config values by path) over the config's own
-    values; where the config's value is no point of its entry, the entry's default (first value,
-    minimum). Raises ValueError naming the given value that is no point, and why."""
-    declared, point = _declared(cfg), {}
-    for path, param in cfg.search.space.items():
-        if path in given:
+@dataclass(frozen=True, eq=False)
+class SearchSpace:
+    """A checked space and the base config it varies, read once (`check_space` returns it): the
+    tuner asks it for Keras Tuner's hyperparameters, the sweep's initial points and each trial's
+    config, so the config itself is not handed down again for every trial."""
+
+    #: the base config, a copy (interpolations unresolved: they follow a trial's values)
+    base: DictConfig
+    #: `search.space`, a copy: config path -> entry
+    entries: DictConfig
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> SearchSpace:
+        return cls(
+            OmegaConf.create(OmegaConf.to_container(cfg)),
+            OmegaConf.create(OmegaConf.to_container(cfg.search.space)),
+        )
+
+    def hyperparameters(self, defaults: Mapping[str, Any] | None = None) -> Any:
+        """Keras Tuner's `HyperParameters` for the whole space (see `hyperparameters`)."""
+        return hyperparameters(self.entries, defaults)
+
+    def initial_point(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A whole point in Keras Tuner values: `given` (config values by path) over the base
+        config's values; where the base value is no point of its entry, the entry's default
+        (first value, minimum). Raises ValueError naming the given value that is no point."""
+        declared, point = _declared(self.entries), {}
+        for path, param in self.entries.items():
+            if path in given:
+                try:
+                    point[path] = tuner_value(param, declared[path], given[path])
+                except ValueError as err:
+                    raise ValueError(f"{path}={label(given[path])} is {err}") from None
+                continue
             try:
-                point[path] = tuner_value(param, declared[path], given[path])
+                point[path] = tuner_value(param, declared[path], OmegaConf.select(self.base, path))
+            except ValueError:
+                point[path] = declared[path].default
+        return point
+
+    def base_point(self) -> tuple[dict[str, Any] | None, str]:
+        """The base config's own values as a point, or None and which value is not a point."""
+        declared, point = _declared(self.entries), {}
+        for path, param in self.entries.items():
+            value = OmegaConf.select(self.base, path)
+            try:
+                point[path] = tuner_value(param, declared[path], value)
             except ValueError as err:
-                raise ValueError(f"{path}={label(given[path])} is {err}") from None
-            continue
-        try:
-            point[path] = tuner_value(param, declared[path], OmegaConf.select(cfg, path))
-        except ValueError:
-            point[path] = declared[path].default
-    return point
+                return None, f"{path}={label(value)} is {err}"
+        return point, ""
 
-
-def base_point(cfg: DictConfig) -> tuple[dict[str, Any] | None, str]:
-    """The config's own values as a point, or None and which value is not a point."""
-    declared, point = _declared(cfg), {}
-    for path, param in cfg.search.space.items():
-        value = OmegaConf.select(cfg, path)
-        try:
-            point[path] = tuner_value(param, declared[path], value)
-        except ValueError as err:
-            return None, f"{path}={label(value)} is {err}"
-    return point, ""
-
-
-def apply(cfg: DictConfig, space: DictConfig, values: Mapping[str, Any]) -> DictConfig:
-    """The config one trial runs: `cfg` with the trial's values written at their paths.
-
-    Raises ConfigError when the combination is not a valid config.
-    """
-    # interpolations resolve after the values are in: a derived default (train.batching from
-    # model.mask_padding) follows the trial's values, not the base config's
-    trial = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
-    for path, param in space.items():
-        if path not in values:
-            continue
-        value = values[path]
-        if param.type == "choice":
-            value = _choices(param)[1].get(value, value)
-        OmegaConf.update(trial, path, value, merge=False)
-    trial = OmegaConf.merge(
-        OmegaConf.structured(Config), OmegaConf.to_container(trial, resolve=True)
-    )
-    validate(trial)
-    return trial
+    def apply(self, values: Mapping[str, Any]) -> DictConfig:
+        """The config one trial runs: the base config with the trial's values written at their
+        paths. Raises ConfigError when the combination is not a valid config."""
+        # interpolations resolve after the values are in: a derived default (train.batching
+        # from model.mask_padding) follows the trial's values, not the base config's
+        trial = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(self.base))
+        for path, param in self.entries.items():
+            if path not in values:
+                continue
+            value = values[path]
+            if param.type == "choice":
+                value = _choices(param)[1].get(value, value)
+            OmegaConf.update(trial, path, value, merge=False)
+        trial = OmegaConf.merge(
+            OmegaConf.structured(Config), OmegaConf.to_container(trial, resolve=True)
+        )
+        validate(trial)
+        return trial
 
 
 def check_pruning(cfg: DictConfig) -> None:
@@ -186,9 +205,9 @@ def check_pruning(cfg: DictConfig) -> None:
         )
 
 
-def check_space(cfg: DictConfig) -> None:
+def check_space(cfg: DictConfig) -> SearchSpace:
     """Reject a malformed space (or search settings that contradict it) before the first trial,
-    naming the bad entry."""
+    naming the bad entry; the space, checked."""
     check_pruning(cfg)
     space = cfg.search.space
     if cfg.search.objective not in TRIAL_METRICS:
@@ -213,6 +232,7 @@ def check_space(cfg: DictConfig) -> None:
         if cfg.search.tuner == "grid" and param.type == "float" and param.get("step") is None:
             raise ConfigError(f"{key}.step", None, "grid search needs a step for a float")
     check_initial(cfg)
+    return SearchSpace.of(cfg)
 
 
 #: `search.initial`'s entry for the config's own values.
@@ -224,7 +244,7 @@ def check_initial(cfg: DictConfig) -> None:
     """Every `search.initial` entry is well formed and every value it gives is a point of the
     space, checked like the space's own values."""
     initial = cfg.search.get("initial") or []
-    declared = _declared(cfg)
+    declared = _declared(cfg.search.space)
     for i, entry in enumerate(initial):
         key = f"search.initial[{i}]"
         if entry == BASE:

@@ -23,9 +23,9 @@ def searched_values(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
 class AttentionHyperModel(keras_tuner.HyperModel):
     """Builds and fits the classifier for one trial's values; knows nothing of MLflow."""
 
-    def __init__(self, cfg: DictConfig, encoded: data.Encoded) -> None:
+    def __init__(self, cfg: DictConfig, encoded: data.Encoded, searched: space.SearchSpace) -> None:
         super().__init__(name="attention_classifier")
-        self.cfg, self.encoded = cfg, encoded
+        self.cfg, self.encoded, self.searched = cfg, encoded, searched
         self._encoded = {cfg.data.num_words: encoded}
         self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
         # Keras Tuner builds and fits each execution of a trial with the trial's one `hp`: the
@@ -35,7 +35,7 @@ class AttentionHyperModel(keras_tuner.HyperModel):
 
     def trial_config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
         try:
-            return space.apply(self.cfg, self.cfg.search.space, searched_values(hp))
+            return self.searched.apply(searched_values(hp))
         except ConfigError as err:
             raise FailedTrialError(f"invalid combination: {err}") from None
 

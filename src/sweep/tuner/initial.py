@@ -16,13 +16,15 @@ from sweep.objective import Objective
 log = logging.getLogger(__name__)
 
 
-def initial_points(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+def initial_points(
+    cfg: DictConfig, searched: space.SearchSpace
+) -> list[tuple[str, dict[str, Any]]]:
     """`search.initial` resolved: (label, Keras Tuner values) per point, in order, each once;
     `base` is left out (and a line says why) when the config's values are no point of the space."""
     points: list[tuple[str, dict[str, Any]]] = []
     for i, entry in enumerate(cfg.search.get("initial") or []):
         if entry == space.BASE:
-            point, why = space.base_point(cfg)
+            point, why = searched.base_point()
             if point is None:
                 log.info("search.initial: base left out: %s", why)
                 continue
@@ -31,12 +33,12 @@ def initial_points(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
             key, label = f"search.initial[{i}].best_of", f"best_of={entry.best_of}"
             given = _best_of(cfg, key, str(entry.best_of))
             try:
-                point = space.initial_point(cfg, given)
+                point = searched.initial_point(given)
             except ValueError as err:
                 raise ConfigError(key, entry.best_of, f"its best trial's {err}") from None
         else:
             label = "given"
-            point = space.initial_point(cfg, OmegaConf.to_container(entry, resolve=True))
+            point = searched.initial_point(OmegaConf.to_container(entry, resolve=True))
         if all(point != other for _, other in points):
             points.append((label, point))
     return points

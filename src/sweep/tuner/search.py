@@ -11,6 +11,7 @@ import keras
 from omegaconf import DictConfig
 
 from sweep import tracking, train
+from sweep.space import SearchSpace
 from sweep.tracking.callbacks import EpochMetrics
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.initial import initial_points
@@ -20,21 +21,23 @@ from sweep.tuner.trials import SweepRun
 from sweep.tuner.tuners import build_tuner
 
 
-def run(cfg: DictConfig) -> float:
-    """Run (or resume) the sweep `cfg` declares; returns the best objective value.
+def run(cfg: DictConfig, searched: SearchSpace | None = None) -> float:
+    """Run (or resume) the sweep `cfg` declares (its space `searched`, when checked already);
+    returns the best objective value.
 
     `distributed.role` makes this process Keras Tuner's chief (it serves trials and owns the
     parent run) or a worker (it trains trials the chief hands out); see `roles`.
     """
+    searched = searched or SearchSpace.of(cfg)
     role = role_of(cfg)  # decided once, before any tuner is built
     role.connect()
     tracking.configure(cfg.tracking)
     experiment = tracking.use_experiment(cfg.name, cfg.tracking)
     parent_id = role.existing_parent(experiment)
-    initial = initial_points(cfg)
+    initial = initial_points(cfg, searched)
     encoded = train.load(cfg)
     role.close_leftovers(experiment, parent_id)
-    hypermodel = AttentionHyperModel(cfg, encoded)
+    hypermodel = AttentionHyperModel(cfg, encoded, searched)
     tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), **role.tuner_options(parent_id, initial))
     tags = {**tracking.standard_tags(cfg, encoded), **role.trial_tags()}
     with role.parent_run(experiment, parent_id, tags) as parent_run_id:

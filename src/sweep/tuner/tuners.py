@@ -9,8 +9,8 @@ from typing import Any
 import keras_tuner
 from omegaconf import DictConfig
 
-from sweep import space
 from sweep.schema import parse_duration
+from sweep.space import SearchSpace
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.oracles import (
     BayesianOracle,
@@ -64,7 +64,7 @@ def build_tuner(
     """The Keras Tuner tuner `search.tuner` names, its state in `directory`; `initial` points
     (Keras Tuner values) are tried before the tuner's own."""
     search, initial = cfg.search, list(initial or [])
-    oracle = _oracle(cfg, initial)
+    oracle = _oracle(cfg, initial, hypermodel.searched)
     where = {
         "directory": str(directory),
         "project_name": PROJECT,
@@ -77,12 +77,12 @@ def build_tuner(
     return tuner
 
 
-def _oracle(cfg: DictConfig, initial: list[dict[str, Any]]) -> SweepOracle:
+def _oracle(cfg: DictConfig, initial: list[dict[str, Any]], searched: SearchSpace) -> SweepOracle:
     """The oracle for `search.tuner`, with the sweep's initial points and time budget."""
     search = cfg.search
     defaults = initial[0] if initial and search.tuner == "grid" else None
     common: dict[str, Any] = {
-        "hyperparameters": space.hyperparameters(search.space, defaults),
+        "hyperparameters": searched.hyperparameters(defaults),
         "tune_new_entries": False,
         "allow_new_entries": False,
         "max_retries_per_trial": 0,
