@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import tracking
 from sweep.errors import SweepError
@@ -41,8 +41,8 @@ def sweep_dir(cfg: DictConfig) -> Path:
 
 
 def compared(cfg: DictConfig) -> dict[str, Any]:
-    """The settings a resume must not change, flattened."""
-    flat = tracking.flatten(cfg)
+    """The settings a resume must not change, flattened (from plain data: the values, resolved)."""
+    flat = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     if flat.get("search.pruning", "none") == "none":  # as sweeps started before pruning saved
         flat = {k: v for k, v in flat.items() if not k.startswith("search.pruning")}
     return {
