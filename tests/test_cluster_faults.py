@@ -35,30 +35,7 @@ from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
 from tests.conftest import NO_REPLICATES, PYTHON, run_cli, tiny_overrides
 
-# --- tracking.uri -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("uri", "reason"),
-    [
-        ("foo://bar", "no tracking store for 'foo:'"),
-        ("s3://bucket/mlruns", "no tracking store for 's3:'"),
-        ("http://", "names no server"),
-        ("http://127.0.0.1:notaport", "not a valid URI"),
-        ("http://127.0.0.1:99999", "not a valid URI"),
-        ("sqlite:/mlruns.db", "sqlite:///"),
-        ("sqlite://", "sqlite:///"),
-        ("postgresql:/mlflow", "postgresql://"),
-        ("file:", "names no directory"),
-        ("http://ml host:5000", "spaces"),
-    ],
-)
-def test_a_tracking_uri_mlflow_cannot_use_is_a_config_error(uri: str, reason: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        compose_config([f"tracking.uri={uri}"])
-    assert caught.value.key == "tracking.uri" and reason in caught.value.reason, caught.value
-    assert str(caught.value).startswith(f"config error: tracking.uri={uri}: ")
-    assert "\n" not in str(caught.value)
+# --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,53 @@ BAD_COMMAND_LINES = [
         ],
         "config error: search.space.data.seq_len.values=0: data.seq_len:",
     ),
+    (
+        ["tracking.uri=foo://bar"],
+        "config error: tracking.uri=foo://bar: MLflow has no tracking store for 'foo:'",
+    ),
+    (
+        ["tracking.uri=s3://bucket/mlruns"],
+        "config error: tracking.uri=s3://bucket/mlruns: MLflow has no tracking store for 's3:'",
+    ),
+    (["tracking.uri=http://"], "config error: tracking.uri=http://: names no server"),
+    (
+        ["tracking.uri=http://127.0.0.1:notaport"],
+        "config error: tracking.uri=http://127.0.0.1:notaport: not a valid URI",
+    ),
+    (
+        ["tracking.uri=http://127.0.0.1:99999"],
+        "config error: tracking.uri=http://127.0.0.1:99999: not a valid URI",
+    ),
+    (
+        ["tracking.uri=sqlite:/mlruns.db"],
+        "config error: tracking.uri=sqlite:/mlruns.db: expected sqlite:///",
+    ),
+    (["tracking.uri=sqlite://"], "config error: tracking.uri=sqlite://: expected sqlite:///"),
+    (
+        ["tracking.uri=postgresql:/mlflow"],
+        "config error: tracking.uri=postgresql:/mlflow: expected postgresql://",
+    ),
+    (["tracking.uri=file:"], "config error: tracking.uri=file:: names no directory"),
+    (
+        ["tracking.uri=http://ml host:5000"],
+        "config error: tracking.uri=http://ml host:5000: empty, or has spaces",
+    ),
+    (
+        ["+experiment=smoke", "search.time_budget=soon"],
+        "config error: search.time_budget=soon: expected a duration such as 90s, 30m, 2h or 1h30m",
+    ),
+    (
+        ["+experiment=smoke", "search.time_budget=30x"],
+        "config error: search.time_budget=30x: expected a duration such as 90s, 30m, 2h or 1h30m",
+    ),
+    (
+        ["+experiment=smoke", "search.time_budget=-5m"],
+        "config error: search.time_budget=-5m: expected a duration such as 90s, 30m, 2h or 1h30m",
+    ),
+    (
+        ["+experiment=smoke", "search.time_budget=0"],
+        "config error: search.time_budget=0: must be a positive duration",
+    ),
 ]
 
 
