@@ -90,7 +90,8 @@ def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
     yield start
     for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 

@@ -128,15 +128,15 @@ class SearchSpace:
 
     #: the base config, a copy (interpolations unresolved: they follow a trial's values)
     base: DictConfig
-    #: `search.space`, a copy: config path -> entry
-    entries: DictConfig
 
     @classmethod
     def of(cls, cfg: DictConfig) -> SearchSpace:
-        return cls(
-            OmegaConf.create(OmegaConf.to_container(cfg)),
-            OmegaConf.create(OmegaConf.to_container(cfg.search.space)),
-        )
+        return cls(OmegaConf.create(OmegaConf.to_container(cfg)))
+
+    @property
+    def entries(self) -> DictConfig:
+        """`search.space`: config path -> entry."""
+        return self.base.search.space
 
     def hyperparameters(self, defaults: Mapping[str, Any] | None = None) -> Any:
         """Keras Tuner's `HyperParameters` for the whole space (see `hyperparameters`)."""

@@ -79,25 +79,39 @@ class Holding:
     number: int
 
 
-class Heartbeat:
-    """A worker's proof of life: a daemon thread tells the chief's oracle, a few times per
-    timeout, that this worker still holds its current trial, and remembers when the chief says
-    it no longer does."""
+class Ticker:
+    """A daemon thread that calls `tick` every `interval` seconds until `stop`."""
 
-    def __init__(self, oracle: Any, worker_id: str, timeout_s: float) -> None:
-        self._oracle, self._worker = oracle, worker_id  # the worker's gRPC client of the oracle
-        self._interval = beat_interval(timeout_s)
-        self._holding: Holding | None = None  # the trial this worker holds now
-        self._lost: Holding | None = None  # the last holding the chief took back
-        self._count = itertools.count()
+    def __init__(self, name: str, interval: float) -> None:
+        self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="sweep-heartbeat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class Heartbeat(Ticker):
+    """A worker's proof of life: a daemon thread tells the chief's oracle, a few times per
+    timeout, that this worker still holds its current trial, and remembers when the chief says
+    it no longer does."""
+
+    def __init__(self, oracle: Any, worker_id: str, timeout_s: float) -> None:
+        super().__init__("sweep-heartbeat", beat_interval(timeout_s))
+        self._oracle, self._worker = oracle, worker_id  # the worker's gRPC client of the oracle
+        self._holding: Holding | None = None  # the trial this worker holds now
+        self._lost: Holding | None = None  # the last holding the chief took back
+        self._count = itertools.count()
 
     def hold(self, trial_id: str | None) -> None:
         """This worker now holds `trial_id` (None: no trial)."""
@@ -122,15 +136,14 @@ class Heartbeat:
         self._lost = holding  # an answer about an earlier holding marks that one only
         return False
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            holding = self._holding
-            if holding is None:
-                continue
-            try:
-                self._ask(holding)
-            except grpc.RpcError as err:  # the chief is away: training goes on
-                log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
+    def tick(self) -> None:
+        holding = self._holding
+        if holding is None:
+            return
+        try:
+            self._ask(holding)
+        except grpc.RpcError as err:  # the chief is away: training goes on
+            log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
 
 
 def reconnect_quickly(oracle: Any, address: str) -> None:
@@ -183,28 +196,20 @@ class StopWhenLost(keras.callbacks.Callback):
         return self
 
 
-class Monitor:
+class Monitor(Ticker):
     """The chief's watch for silent workers: a daemon thread that, a few times per timeout,
     takes their trials back, marks those runs KILLED with the reason and requeues the trials."""
 
     def __init__(self, oracle: SweepOracle, parent_run_id: str) -> None:
         self._oracle, self._parent = oracle, parent_run_id
         self._timeout = float(oracle.heartbeat_timeout or 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="sweep-monitor", daemon=True)
+        super().__init__("sweep-monitor", beat_interval(self._timeout))
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(beat_interval(self._timeout)):
-            try:
-                self.check()
-            except Exception:  # never let one bad check end the watch
-                log.exception("checking for silent workers failed")
+    def tick(self) -> None:
+        try:
+            self.check()
+        except Exception:  # never let one bad check end the watch
+            log.exception("checking for silent workers failed")
 
     def check(self) -> None:
         """Take back and requeue the trial of every worker silent for longer than the timeout."""
