@@ -1,0 +1,142 @@
+"""The typed config schema, registered in Hydra's ConfigStore, and the checks types cannot express.
+
+One module per config group, as `conf/` has one folder per group. Hydra merges every YAML in
+`conf/` over these dataclasses, so a typo'd key or a value of the wrong type fails at
+composition. `validate` then checks ranges and the values that need Keras to judge
+(initializers, scales), so that every bad value is reported in one line naming the key, before
+any data is read or model built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.durations import parse_duration
+from sweep.errors import ConfigError
+from sweep.schema.data import MAX_SEQ_LEN, DataConfig, check_data
+from sweep.schema.distributed import (
+    CHIEF_WORD,
+    DistributedConfig,
+    check_distributed,
+    check_single_run,
+)
+from sweep.schema.export import ExportConfig, ReportConfig
+from sweep.schema.model import (
+    SCALE_WORDS,
+    AttentionConfig,
+    ModelConfig,
+    check_initializer,
+    check_scale,
+)
+from sweep.schema.rules import NAME_PATTERN, check_bounds
+from sweep.schema.search import (
+    ReplicatesConfig,
+    SearchConfig,
+    SearchParam,
+    SweepConfig,
+    check_search,
+)
+from sweep.schema.tracking import TrackingConfig
+from sweep.schema.train import BATCHING, TrainConfig, batching_for
+from sweep.uris import check_tracking_uri
+
+__all__ = [
+    "BATCHING",
+    "CHIEF_WORD",
+    "MAX_SEQ_LEN",
+    "NAME_PATTERN",
+    "SCALE_WORDS",
+    "AttentionConfig",
+    "Config",
+    "DataConfig",
+    "DistributedConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "ReplicatesConfig",
+    "ReportConfig",
+    "SearchConfig",
+    "SearchParam",
+    "SweepConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "batching_for",
+    "check_initializer",
+    "check_scale",
+    "check_single_run",
+    "parse_duration",
+    "register",
+    "validate",
+]
+
+
+@dataclass
+class Config:
+    # MLflow experiment name and sweeps/ subdirectory; experiments set their own
+    name: str = "base"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # null for a single run; an experiment fills it to make a sweep
+    search: SearchConfig | None = None
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def register() -> None:
+    """Make the schema the base of `conf/config.yaml` (its defaults list names it)."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+# at import, so that any config read back from YAML (exports, a worker's) resolves it too
+OmegaConf.register_new_resolver("batching_for", batching_for, replace=True)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value the schema's types cannot rule out (the search
+    space is `config.validate`'s: it needs the space module, which builds on this one)."""
+    _check_ranges(Config, cfg, "")
+    if not NAME_PATTERN.match(str(cfg.name)):
+        raise ConfigError(
+            "name",
+            cfg.name,
+            "must be letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (it names a directory)",
+        )
+    attention = cfg.model.attention
+    check_scale("model.attention.scale", attention.scale)
+    check_initializer("model.attention.initializer", attention.initializer)
+    if cfg.train.batching == "bucketed" and not cfg.model.mask_padding:
+        raise ConfigError(
+            "train.batching",
+            "bucketed",
+            "needs model.mask_padding=true (else results depend on each batch's padding)",
+        )
+    check_data(cfg.data)
+    check_distributed(cfg)
+    dist = cfg.get("distributed")
+    check_tracking_uri(str(cfg.tracking.uri), str(dist.role) if dist is not None else "none")
+    if cfg.search is not None:
+        check_search(cfg.search)
+
+
+def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:
+    if node is None:
+        return
+    for f in fields(schema):
+        key, value = prefix + f.name, node.get(f.name)
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            _check_ranges(f.default_factory, value, key + ".")
+            continue
+        if f.name == "search" and value is not None:
+            _check_ranges(SearchConfig, value, key + ".")
+            for path, param in value.space.items():
+                _check_ranges(SearchParam, param, f"{key}.space.{path}.")
+            continue
+        check_bounds(key, value, f.metadata)

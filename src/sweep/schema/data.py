@@ -1,0 +1,50 @@
+"""The `data` group: where reviews come from and how they become token ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from sweep.data import SOURCES, VAL_SPLITS
+from sweep.errors import ConfigError
+from sweep.schema.rules import bounds
+
+#: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
+MAX_SEQ_LEN = 4096
+
+
+@dataclass
+class DataConfig:
+    # where reviews come from: auto (path if given, else keras.datasets.imdb), files, keras
+    source: str = field(default="auto", metadata=bounds(choices=SOURCES))
+    # the aclImdb .tar.gz or an extracted aclImdb/ directory
+    path: str | None = None
+    # vocabulary size including the 3 reserved indices (0 pad, 1 start, 2 out-of-vocabulary)
+    num_words: int = field(default=20000, metadata=bounds(ge=4))
+    # tokens per review after padding/truncation (a hyperparameter: re-padded from the cache)
+    seq_len: int = field(default=64, metadata=bounds(ge=1, le=MAX_SEQ_LEN))
+    # share of the training split held out for validation (model selection)
+    val_fraction: float = field(default=0.2, metadata=bounds(gt=0.0, lt=1.0))
+    # movie: each movie wholly in training or validation (needs the archive's movie links);
+    # random: a stratified random split; auto: movie where the links exist, else random
+    val_split: str = field(default="auto", metadata=bounds(choices=VAL_SPLITS))
+    # stratified slice of N reviews per split, for smoke runs and tests
+    limit: int | None = field(default=None, metadata=bounds(ge=2))
+    padding: str = field(default="pre", metadata=bounds(choices=("pre", "post")))
+    truncating: str = field(default="pre", metadata=bounds(choices=("pre", "post")))
+    # tokenised, unpadded reviews are cached here, keyed by a fingerprint of source and settings
+    cache_dir: str = ".cache/data"
+
+
+def check_data(data: DictConfig) -> None:
+    """Settings that are fine alone but not together (`data.*` only)."""
+    if data.source == "files" and not data.path:
+        raise ConfigError("data.path", data.path, "data.source=files needs a path")
+    if data.val_split == "movie" and (data.source == "keras" or not data.path):
+        raise ConfigError(
+            "data.val_split",
+            "movie",
+            "keras.datasets.imdb has no movie links: give data.path=... (the aclImdb archive "
+            "has them) or use data.val_split=random",
+        )

@@ -1,0 +1,28 @@
+"""The `export` and `report` groups: what is written from a finished sweep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sweep.schema.rules import bounds
+
+
+@dataclass
+class ExportConfig:
+    # how many of the best configurations to write as runnable Hydra configs
+    top_k: int = field(default=3, metadata=bounds(ge=1))
+    # retrain the best configuration on the whole training split, evaluate once on test
+    evaluate: bool = False
+    # model registry name for that final model (default: attention-sweep-<name>)
+    registered_model: str | None = None
+    # the sweep's parent run to export (default: the newest sweep of this experiment)
+    parent_run_id: str | None = None
+
+
+@dataclass
+class ReportConfig:
+    experiments: list[str] = field(default_factory=list)  # to pool; default: every sweep
+    dir: str = "reports"  # the page and its figures
+    experiment: str = "answers"  # the MLflow experiment the page is logged to
+    alpha: float = field(default=0.05, metadata=bounds(gt=0.0, lt=1.0))
+    margin: float = field(default=0.01, metadata=bounds(gt=0.0))
