@@ -57,19 +57,23 @@ def test_unreachable_reads_types_not_text(tmp_path: Path, migrated_store: Path) 
         assert not tracking.unreachable(suppressed)
 
 
+#: An Alembic revision no MLflow release has (ids are 12 hex digits): a store from the future.
+FUTURE_REVISION = "ffffffffffff"
+
+
 def test_a_store_a_newer_mlflow_wrote_is_refused_in_one_line_and_left_alone(
     tmp_path: Path, migrated_store: Path
 ) -> None:
     uri = copy_store(migrated_store, tmp_path)
     db = Path(uri.removeprefix("sqlite:///"))
-    with sqlite3.connect(db) as store:  # as MLflow 3.17 leaves it: a revision 3.9 never had
-        store.execute("UPDATE alembic_version SET version_num = 'dc11669786a5'")
+    with sqlite3.connect(db) as store:  # as a later MLflow leaves it: a revision this one lacks
+        store.execute(f"UPDATE alembic_version SET version_num = '{FUTURE_REVISION}'")
     before = db.read_bytes()
     settings = OmegaConf.create({"uri": uri, "artifact_root": str(tmp_path / "artifacts")})
     with pytest.raises(ConfigError) as caught:
         tracking.configure(settings)
     assert str(caught.value).startswith(f"config error: tracking.uri={uri}: ")
-    assert "newer MLflow (schema dc11669786a5)" in str(caught.value)
+    assert f"newer MLflow (schema {FUTURE_REVISION})" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert db.read_bytes() == before
     copy_store(migrated_store, tmp_path)  # this MLflow's own schema opens

@@ -102,9 +102,9 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
     mlflow_ui: Callable[[str], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """From the UI's root URL (click the experiment) and from the link the command prints, by
-    links alone, no switch or setting touched: the sweep's standing, and its trials with the best
-    score (best first from the link)."""
+    """From the UI's root URL (click the experiment, then its standing's link) and from the link
+    the command prints, by links alone, no switch or setting touched: the sweep's standing, and
+    its trials best first with the best score."""
     from playwright.sync_api import Page, sync_playwright
 
     # two trials that score apart on the tiny data (0.65 and 0.625)
@@ -145,7 +145,8 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})  # a new profile
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})  # new profile
+        page = context.new_page()
         # the UI's root URL: the home page lists the experiment, its standing as its description
         page.goto(f"{url}/", wait_until="load")
         listed = page.get_by_role("row").filter(has_text=cfg.name).first
@@ -153,22 +154,19 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
         assert headline in listed.inner_text()
         page.screenshot(path=str(ARTIFACTS / "mlflow-home.png"), full_page=True)
         page.get_by_role("link", name=cfg.name, exact=True).first.click()  # the experiment
-        # the click alone opens the runs table (MLflow < 3.10 follows the experiment's
-        # `mlflow.experimentKind` tag: pyproject's pin), the standing above it: the best trial's
-        # val_accuracy, the top trials, and a link to all of them best first
-        page.wait_for_url(f"**/#/experiments/{experiment.experiment_id}/runs**")
+        # MLflow (3.10 on) lands a new browser on its GenAI overview, whatever the experiment's
+        # type; the standing heads every page of the experiment: the best trial's val_accuracy
+        # and a link to all trials, best first, which opens the runs table
+        page.wait_for_url(f"**/#/experiments/{experiment.experiment_id}/**")
         page.get_by_text(headline).first.wait_for(timeout=60_000)
-        sweep = client.get_run(best.data.tags["mlflow.parentRunId"]).info.run_name
-        rows = page.locator('[role="row"]')
-        rows.filter(has_text=sweep).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "mlflow-experiment-opened.png"), full_page=True)
-        # MLflow nests the trials under their sweep's row: its expander lists them
-        page.locator("button[data-component-id*=runnamecellrenderer]").first.click()
-        for trial in trials:
-            rows.filter(has_text=trial.info.run_name).first.wait_for(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"), full_page=True)
-        # no switch touched: the UI stores its GenAI / Model training choice only when clicked
-        assert page.evaluate("() => localStorage.getItem('mlflow.workflowType_v1')") is None
+        # GenAI's first-visit tip, whenever it shows, covers the page until dismissed
+        page.add_locator_handler(page.get_by_role("button", name="Got it"), lambda tip: tip.click())
+        with context.expect_page() as opened:  # description links open a new tab
+            page.get_by_role("link", name="All trials, best first").first.click()
+        board_page = opened.value
+        board_page.wait_for_url(f"**/#/experiments/{experiment.experiment_id}/runs**")
+        shows_the_trials_best_first(board_page, "mlflow-experiment.png")
 
         # the link the command printed, served here, in a new profile
         page = browser.new_page(viewport={"width": 1600, "height": 1000})

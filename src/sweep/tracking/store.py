@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sqlite3
 import tempfile
 import urllib.request
@@ -17,13 +18,14 @@ from urllib.parse import urlparse
 import mlflow
 import mlflow.store.db_migrations
 import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
 
 #: The experiment's type, model training ("Machine learning"), not GenAI development: the MLflow
-#: UI (below 3.10, pyproject's pin) opens a clicked experiment on its runs table for it.
+#: UI below 3.10 opened a clicked experiment on its runs table for it; later ones keep the tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 #: What requests raises when a server stops answering (MLflow wraps it in an MlflowException).
 _GONE = (
@@ -31,6 +33,9 @@ _GONE = (
     requests.exceptions.RetryError,
     requests.exceptions.Timeout,
 )
+#: MLflow's own variables for a server's login: its client sends them; nothing here records them.
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
 
 
 def configure(tracking: DictConfig) -> None:
@@ -56,19 +61,66 @@ def configure(tracking: DictConfig) -> None:
 
 
 def _check_server(uri: str) -> None:
-    """A tracking server that does not answer fails now, in one line, not after retries."""
+    """A tracking server that does not answer fails now, in one line, not after retries; so
+    does one that refuses this process's login (`use_experiment` proves it may write)."""
+    reason = None
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as answer:
-            if answer.status == 200:
-                return
-            reason = f"HTTP {answer.status}"
+            if answer.status != 200:
+                reason = f"HTTP {answer.status}"
     except (OSError, ValueError) as err:
         reason = str(getattr(err, "reason", None) or err)
-    raise ConfigError(
+    if reason is not None:
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            f"no MLflow tracking server answers there ({reason}); "
+            "start it (scripts/mlflow-server) or use the default SQLite store",
+        )
+    _check_login(uri)
+
+
+def _check_login(uri: str) -> None:
+    """One request that needs a login (/health needs none), sent as MLflow's client sends every
+    request, with the MLFLOW_TRACKING_* credentials: a missing or wrong one is one line now."""
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as err:
+        raise _refused(err, uri) or ConfigError(
+            "tracking.uri",
+            uri,
+            f"the server answers /health but not MLflow's API: {first_line(err)}",
+        ) from None
+
+
+def _refused(err: MlflowException, uri: str, experiment: str | None = None) -> ConfigError | None:
+    """The one line for a request the server refused for its login (HTTP 401) or permissions
+    (403), saying what to do; None for any other error. It never shows the password."""
+    status = err.get_http_status_code()
+    if status == 401:
+        return ConfigError("tracking.uri", uri, _login_advice())
+    if status != 403:
+        return None
+    who = os.environ.get(USERNAME_ENV) or "this login"
+    what = f"write to experiment '{experiment}'" if experiment else "read its experiments"
+    return ConfigError(
         "tracking.uri",
         uri,
-        f"no MLflow tracking server answers there ({reason}); "
-        "start it (scripts/mlflow-server) or use the default SQLite store",
+        f"user '{who}' may not {what} (HTTP 403): ask the server's admin for EDIT permission "
+        f"on it, or set {USERNAME_ENV}/{PASSWORD_ENV} to a user who has it",
+    )
+
+
+def _login_advice() -> str:
+    """What to do about an HTTP 401, by the credentials this process sent."""
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:  # what MLflow's client sends first
+        return f"the server refused the login of user '{user}' (HTTP 401): check {PASSWORD_ENV}"
+    if os.environ.get(TOKEN_ENV):
+        return f"the server refused {TOKEN_ENV} (HTTP 401): check it"
+    return (
+        f"the server asks for a login (HTTP 401): set {USERNAME_ENV} and {PASSWORD_ENV} "
+        f"(or {TOKEN_ENV}) in the environment"
     )
 
 
@@ -150,12 +202,30 @@ def is_local_store(uri: str) -> bool:
 def use_experiment(name: str, tracking: DictConfig) -> str:
     """Make `name` the active MLflow experiment (created with artifacts under
     `tracking.artifact_root` for a local store, and typed as model training for the UI);
-    returns its id."""
+    returns its id.
+
+    On a tracking server this is also the proof that this login may write to it, before any
+    data is read: the experiment is created, or its type tag written again (the same value:
+    nothing new is recorded). A refusal (HTTP 401/403) is one line saying what to do.
+    """
+    try:
+        experiment = _open_experiment(name, tracking)
+    except MlflowException as err:
+        refused = _refused(err, str(tracking.uri), name)
+        if refused is None:
+            raise  # as it was: `unreachable` reads its chain
+        raise refused from None
+    mlflow.set_experiment(experiment_id=experiment)
+    return experiment
+
+
+def _open_experiment(name: str, tracking: DictConfig) -> str:
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         experiment = found.experiment_id
-        if EXPERIMENT_KIND_TAG not in found.tags:  # made before the harness typed them
+        # untyped: made before the harness typed them; a server: proves this login may write
+        if EXPERIMENT_KIND_TAG not in found.tags or not is_local_store(str(tracking.uri)):
             client.set_experiment_tag(experiment, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     else:
         location = None
@@ -164,8 +234,7 @@ def use_experiment(name: str, tracking: DictConfig) -> str:
         experiment = client.create_experiment(
             name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
         )
-    mlflow.set_experiment(experiment_id=experiment)
-    return experiment
+    return str(experiment)
 
 
 def artifact_location(experiment: str) -> str:

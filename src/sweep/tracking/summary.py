@@ -100,5 +100,5 @@ def describe_sweep(
     client.set_tag(parent_run_id, NOTE_TAG, text)
     client.set_experiment_tag(experiment, NOTE_TAG, text)
     view = leaderboard_view(parent_run_id, standing.keys, objective, standing.pruning)
-    save_view(experiment, LEADERBOARD_VIEW, view)
+    save_view(experiment, LEADERBOARD_VIEW, "All trials, best first", view)
     return text

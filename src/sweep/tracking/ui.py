@@ -32,30 +32,6 @@ VIEW_TAG, LEADERBOARD_VIEW = "mlflow.sharedViewState.", "leaderboard"
 
 #: What `save_view` wrote in this process, by store, experiment and key.
 _saved_views: dict[tuple[str, str, str], str] = {}
-#: The runs page's own defaults for what a shared view does not set (MLflow 3.9's UI state):
-#: a view without them fails to render.
-UI_DEFAULTS: dict[str, Any] = {
-    "runsExpanded": {},
-    "runsPinned": [],
-    "runsHidden": [],
-    "runsVisibilityMap": {},
-    "runsHiddenMode": "FIRST_10_RUNS",
-    "viewMaximized": False,
-    "runListHidden": False,
-    "isAccordionReordered": False,
-    "useGroupedValuesInCharts": True,
-    "hideEmptyCharts": True,
-    "groupBy": None,
-    "groupsExpanded": {},
-    "autoRefreshEnabled": True,
-    "globalLineChartConfig": {
-        "xAxisKey": "step",
-        "lineSmoothness": 0,
-        "selectedXAxisMetricKey": "",
-    },
-}
-
-
 def runs_page(uri: str, experiment_id: str, view: str | None = None) -> str:
     """The MLflow UI's page of an experiment's runs: on the tracking server itself, or for any
     other store where `mlflow ui --backend-store-uri URI --host 127.0.0.1` serves it. The
@@ -71,15 +47,19 @@ def runs_route(experiment_id: str, view: str | None = None) -> str:
     return f"{route}&viewStateShareKey={view}" if view else route
 
 
-def save_view(experiment_id: str, key: str, state: Mapping[str, Any]) -> None:
-    """A shared view of the experiment's runs page (filter, sort, columns), stored as the MLflow
-    UI stores one (Share): a link with `viewStateShareKey=KEY` opens it. Written once per
-    process and view (a sweep refreshes its standing after every trial)."""
+def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any]) -> None:
+    """A saved view of the experiment's runs page (filter, sort, columns), stored as the MLflow
+    UI stores one (a JSON `{name, createdAt, updatedAt, state}` whose state is deflated): a
+    link with `viewStateShareKey=KEY` opens it. Written once per process and view (a sweep
+    refreshes its standing after every trial)."""
     text = json.dumps(dict(state), sort_keys=True)
     where = (mlflow.get_tracking_uri(), experiment_id, key)
     if _saved_views.get(where) == text:
         return
-    packed = "deflate;" + base64.b64encode(zlib.compress(text.encode())).decode()
+    now = int(time.time() * 1000)
+    deflated = base64.b64encode(zlib.compress(text.encode())).decode()
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": f"deflate;{deflated}"}
+    packed = json.dumps(view)
     try:
         MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, packed)
     except MlflowException:  # another process of the sweep inserted it first: now it updates
@@ -94,7 +74,6 @@ def leaderboard_view(
     """The sweep's trials, best first, with their hyperparameters and cost: the answer."""
     metrics = (f"best_{objective.name}", "seconds_per_epoch", "attention_entropy")
     return {
-        **UI_DEFAULTS,
         "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         "orderByKey": f"metrics.`best_{objective.name}`",
         "orderByAsc": objective.ascending,
