@@ -3,6 +3,7 @@ without Keras, and "best" follows the objective's direction."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import sqlite3
 import subprocess
@@ -78,6 +79,48 @@ def test_a_store_a_newer_mlflow_wrote_is_refused_in_one_line_and_left_alone(
     assert db.read_bytes() == before
     copy_store(migrated_store, tmp_path)  # this MLflow's own schema opens
     tracking.configure(settings)
+
+
+#: A store MLflow 3.9.0 wrote: the harness's smoke sweep (2 trials, tiny data) at 454551b,
+#: the last commit pinned below 3.10 (how: tests/README.md).
+STORE_39 = Path(__file__).parent / "fixtures" / "mlflow-3.9.0-store.db.gz"
+#: What a store holds that an upgrade must keep, row for row.
+KEPT = ("experiments", "experiment_tags", "runs", "params", "tags", "metrics", "latest_metrics")
+
+
+def columns(db: Path) -> dict[str, list[str]]:
+    """The columns of the tables an upgrade must keep, as the store has them now."""
+    with sqlite3.connect(db) as store:
+        return {t: [c[1] for c in store.execute(f"PRAGMA table_info({t})")] for t in KEPT}
+
+
+def rows(db: Path, kept: dict[str, list[str]]) -> dict[str, set[tuple]]:
+    """Every row of the tables an upgrade must keep, in the columns `kept` names."""
+    with sqlite3.connect(db) as store:
+        return {t: set(store.execute(f"SELECT {', '.join(c)} FROM {t}")) for t, c in kept.items()}
+
+
+def test_a_store_mlflow_39_wrote_is_upgraded_with_nothing_lost(tmp_path: Path) -> None:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    db.write_bytes(gzip.decompress(STORE_39.read_bytes()))
+    original = db.read_bytes()
+    kept = columns(db)
+    before = rows(db, kept)
+    assert sum(map(len, before.values())) > 100  # a real sweep's record, not an empty store
+    old_revision = tracking.migrations.revision(db)
+    assert old_revision != tracking.migrations.head()
+    uri = f"sqlite:///{db}"
+    tracking.configure(OmegaConf.create({"uri": uri, "artifact_root": str(tmp_path / "art")}))
+    assert tracking.migrations.revision(db) == tracking.migrations.head()
+    assert rows(db, kept) == before  # every run, param, tag and metric, unchanged
+    backup = db.with_name(f"mlflow.db.{old_revision}.bak")
+    assert backup.read_bytes() == original
+    finished = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("smoke").experiment_id],
+        "tags.trial_id != ''",
+    )
+    assert len(finished) == 2 and all("best_val_accuracy" in r.data.metrics for r in finished)
 
 
 def test_importing_tracking_loads_no_keras() -> None:

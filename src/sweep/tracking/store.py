@@ -9,20 +9,19 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
-import mlflow.store.db_migrations
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
+from sweep.tracking import migrations
 
 #: The experiment's type, model training ("Machine learning"), not GenAI development: the MLflow
 #: UI below 3.10 opened a clicked experiment on its runs table for it; later ones keep the tag.
@@ -138,53 +137,24 @@ def _check_artifact_root(root: Path) -> None:
 
 
 def _open_sqlite(uri: str) -> None:
-    """Create (migrate) a SQLite store under a file lock, so concurrent first opens don't race."""
+    """Create (migrate) a SQLite store under a file lock, so concurrent first opens don't race;
+    a store of a newer MLflow is refused, one of an older MLflow upgraded (`migrations`)."""
     db_path = Path(uri.removeprefix("sqlite:///"))
-    newer = _unknown_schema(db_path)
-    if newer is not None:
-        raise ConfigError(
-            "tracking.uri",
-            uri,
-            f"the store was written by a newer MLflow (schema {newer}) than this one "
-            f"({mlflow.__version__}); it is left untouched: open it with that MLflow, or give "
-            "another tracking.uri",
-        )
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                migrations.check_schema(uri, db_path)
                 MlflowClient(uri).search_experiments(max_results=1)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+    except ConfigError:
+        raise
     except Exception as err:  # OSError, SQLAlchemy's or MLflow's: the store is unusable
         raise ConfigError(
             "tracking.uri", uri, f"cannot write the MLflow store: {first_line(err)}"
         ) from None
-
-
-def _unknown_schema(db_path: Path) -> str | None:
-    """The schema revision of an existing SQLite store when this MLflow's migrations do not know
-    it (a newer MLflow wrote it, and this one cannot open it); None otherwise."""
-    if not db_path.is_file():
-        return None
-    try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.Error:  # not an MLflow store yet, or not SQLite: opening it says why
-        return None
-    if row is None:
-        return None
-    # imported only here, after `configure` quietened Alembic's logger (it logs as it loads)
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
-    migrations = ScriptDirectory(str(Path(mlflow.store.db_migrations.__file__).parent))
-    try:
-        migrations.get_revision(row[0])
-    except CommandError:
-        return str(row[0])
-    return None
 
 
 def store_exists(uri: str) -> bool:
