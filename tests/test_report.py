@@ -282,3 +282,25 @@ def test_the_shipped_experiments_answer_on_a_slice_of_real_data(
         assert children and all(r.info.run_id in text for r in children), name
     for knob in ("output_dim", "scale", "initializer"):
         assert f"| model.attention.{knob}" in text, knob
+
+
+def test_resume_recovery_and_the_page_read_every_run_across_pages(
+    store: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's page tokens, followed to the end: with pages of 2 runs, the sweep's parent is
+    found behind its 8 newer trial runs, the trials counted for resume, every run cited on the
+    page, and every run a gone process left RUNNING closed."""
+    monkeypatch.setattr(tracking.paging, "PAGE_SIZE", 2)
+    cfg = store()
+    dims = [({"model.attention.output_dim": d}, _noisy(0.8, 2, 0.01, d)) for d in (16, 32, 64, 128)]
+    ids = log_sweep(cfg, "dims", ["model.attention.output_dim"], dims)
+    parent = tracking.sweep_parent("dims")
+    assert parent is not None and parent.info.run_id not in ids
+    assert {r.info.run_id for r in tracking.trial_runs(parent.info.run_id)} == set(ids)
+    assert tracking.trials_done(parent.info.run_id) == len(dims)
+    text = report(store()).read_text()
+    assert all(run_id in text for run_id in ids)
+    client = MlflowClient()
+    experiment = client.create_experiment("crashed")
+    left = {client.create_run(experiment).info.run_id for _ in range(5)}  # no pid: gone
+    assert set(tracking.close_stale_runs(experiment)) == left

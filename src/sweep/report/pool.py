@@ -60,8 +60,7 @@ class Sweep:
 def sweeps(names: Sequence[str], uri: str) -> list[Sweep]:
     """The newest sweep of each named experiment, or of every experiment in the store; a
     ReportError (one line) for an empty store or an experiment without a sweep."""
-    client = MlflowClient()
-    wanted = list(names) or sorted(e.name for e in client.search_experiments())
+    wanted = list(names) or sorted(e.name for e in tracking.all_experiments())
     found = []
     for name in wanted:
         parent = tracking.sweep_parent(name)
@@ -191,11 +190,8 @@ def test_accuracy(experiment: str, run_ids: Sequence[str]) -> tuple[float, str] 
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    for run in client.search_runs(
-        [found.experiment_id],
-        "tags.final = 'true'",
-        order_by=["attributes.start_time DESC"],
-        max_results=200,
+    for run in tracking.each_run(
+        [found.experiment_id], "tags.final = 'true'", ["attributes.start_time DESC"]
     ):
         if run.data.tags.get("source_run_id") in run_ids and "test_accuracy" in run.data.metrics:
             return (run.data.metrics["test_accuracy"], run.info.run_id)

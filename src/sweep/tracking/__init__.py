@@ -6,6 +6,7 @@ quick; the Keras side (the epoch-metrics callback, logging a trained model) is i
 explicitly from `sweep.tracking.callbacks`.
 """
 
+from sweep.tracking.paging import all_experiments, all_runs, each_run
 from sweep.tracking.queries import (
     ORACLE_PORT_TAG,
     best_epochs,
@@ -91,6 +92,8 @@ __all__ = [
     "WORKER_TAG",
     "Standing",
     "Superseded",
+    "all_experiments",
+    "all_runs",
     "artifact_location",
     "best_epochs",
     "best_finished",
@@ -100,6 +103,7 @@ __all__ = [
     "close_stale_runs_outside",
     "configure",
     "describe_sweep",
+    "each_run",
     "execution_scores",
     "existing_run",
     "find_sweep_parent",

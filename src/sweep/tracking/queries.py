@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep import leaderboard
 from sweep.objective import Objective
+from sweep.tracking.paging import all_runs, first_run
 
 #: The tag that lets a distributed worker find the parent run of the chief on that oracle port.
 ORACLE_PORT_TAG = "oracle_port"
@@ -41,7 +42,7 @@ def existing_run(run_id: str, experiment: str) -> str | None:
 def finished_trial(parent_run_id: str, trial_id: str, objective: str) -> dict[str, float] | None:
     """The objective of a trial already logged FINISHED under this parent, if any."""
     parent = MlflowClient().get_run(parent_run_id)
-    runs = MlflowClient().search_runs(
+    runs = MlflowClient().search_runs(  # one is enough: the first says it is done
         [parent.info.experiment_id],
         f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}' "
         "and attributes.status = 'FINISHED'",
@@ -59,13 +60,8 @@ def _repeat(run: Run) -> bool:
 
 def trial_runs(parent_run_id: str) -> list[Run]:
     """Every child run of a sweep, whatever its status (trials and their seed repeats)."""
-    client = MlflowClient()
-    parent = client.get_run(parent_run_id)
-    return client.search_runs(
-        [parent.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        max_results=5000,
-    )
+    parent = MlflowClient().get_run(parent_run_id)
+    return all_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
 def objective_curves(
@@ -97,28 +93,30 @@ def sweep_parent(name: str, parent_run_id: str | None = None) -> Run | None:
             if existing_run(parent_run_id, experiment.experiment_id)
             else None
         )
-    runs = client.search_runs(
+    return first_run(
         [experiment.experiment_id],
         f"tags.sweep = '{name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50,
+        ["attributes.start_time DESC"],
+        _is_parent,
     )
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    return parents[0] if parents else None
 
 
 def find_sweep_parent(experiment: str, name: str, oracle_port: int) -> str | None:
     """The RUNNING parent run of the distributed sweep `name` whose chief serves `oracle_port`
     (the newest, should an older chief have died without closing its own)."""
-    runs = MlflowClient().search_runs(
+    parent = first_run(
         [experiment],
         f"attributes.status = 'RUNNING' and tags.sweep = '{name}' "
         f"and tags.{ORACLE_PORT_TAG} = '{oracle_port}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=20,
+        ["attributes.start_time DESC"],
+        _is_parent,
     )
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    return parents[0].info.run_id if parents else None
+    return None if parent is None else parent.info.run_id
+
+
+def _is_parent(run: Run) -> bool:
+    """A sweep's parent run, not one of its trials (they carry the sweep's tag too)."""
+    return "mlflow.parentRunId" not in run.data.tags
 
 
 def execution_scores(run_id: str, objective: str) -> list[float]:

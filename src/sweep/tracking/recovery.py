@@ -13,6 +13,8 @@ import socket
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
+from sweep.tracking.paging import all_runs
+
 log = logging.getLogger(__name__)
 
 #: The tag saying which distributed worker ran a trial (a restarted worker closes its own).
@@ -90,7 +92,7 @@ def _alive(pid: int) -> bool:
 def _running(experiment: str, extra: str = "") -> list[Run]:
     """The experiment's RUNNING runs, narrowed by an `extra` search filter."""
     where = "attributes.status = 'RUNNING'" + (f" and {extra}" if extra else "")
-    return MlflowClient().search_runs([experiment], where, max_results=5000)
+    return all_runs([experiment], where)
 
 
 def _kill(runs: list[Run], why: str) -> list[str]:
