@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import time
@@ -30,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from sweep import distributed, tracking
 from sweep.config import compose_config
 from sweep.errors import ConfigError
+from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
@@ -412,7 +414,8 @@ def sweep(
     cli_env: dict[str, str],
 ) -> Iterator[Sweep]:
     name = re.sub(r"[^A-Za-z0-9]+", "_", request.node.name)[:60].strip("_")
-    started = Sweep(tmp_path, tiny_imdb, cli_env, server.uri, name)
+    env = {**cli_env, TOKEN_ENV: secrets.token_urlsafe()}  # the chief's (and its restart's)
+    started = Sweep(tmp_path, tiny_imdb, env, server.uri, name)
     try:
         yield started
     finally:

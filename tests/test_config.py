@@ -124,6 +124,21 @@ BAD_COMMAND_LINES = [
         ["+experiment=smoke", "search.time_budget=0"],
         "config error: search.time_budget=0: must be a positive duration",
     ),
+    # the oracle's token is a secret: never a config value, never shown (test_oracle_token.py)
+    (
+        ["distributed.token=0123456789abcdefXYZ"],
+        "config error: distributed.token: is never read from the config or command line",
+    ),
+    (
+        [
+            "+experiment=smoke",
+            "tracking.uri=http://127.0.0.1:5000",
+            "distributed.role=chief",
+            "distributed.oracle=127.0.0.1:8000",
+            "distributed.tls_cert=chief.pem",
+        ],
+        "config error: distributed.tls_cert=chief.pem: needs distributed.tls_key too",
+    ),
 ]
 
 

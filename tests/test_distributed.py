@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from sweep.config import compose_config
 from sweep.distributed.child import load_child_config
 from sweep.errors import ConfigError
 from sweep.schema import check_single_run
+from sweep.schema.distributed import TOKEN_ENV
 from tests.conftest import (
     NO_REPLICATES,
     PYTHON,
@@ -90,8 +92,10 @@ def test_roles_default_to_one_process() -> None:
     ],
 )
 def test_bad_distributed_settings_are_one_line_errors(
-    overrides: list[str], key: str, reason: str
+    overrides: list[str], key: str, reason: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # with a token: a chief beyond loopback needs one (tests/test_oracle_token.py)
+    monkeypatch.setenv(TOKEN_ENV, secrets.token_urlsafe())
     with pytest.raises(ConfigError) as caught:
         compose_config(["+experiment=smoke", "tracking.uri=http://127.0.0.1:5000", *overrides])
     assert caught.value.key == key and reason in caught.value.reason, str(caught.value)
@@ -118,6 +122,7 @@ def test_a_single_run_refuses_roles_and_workers() -> None:
 def test_roles_set_keras_tuners_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     base = ["+experiment=smoke", "tracking.uri=http://127.0.0.1:5000"]
     where = "distributed.oracle=10.0.0.5:8000"
+    monkeypatch.setenv(TOKEN_ENV, secrets.token_urlsafe())  # beyond loopback: a token
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name, raising=False)
     assert cluster.activate(compose_config([*base, "distributed.role=chief", where])) == "chief"
@@ -324,6 +329,7 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
         store, str(tmp_path / "server-artifacts"), log_path=tmp_path / "server.log"
     )
     processes: dict[str, subprocess.Popen] = {}
+    env = {**cli_env, TOKEN_ENV: secrets.token_urlsafe()}  # the chief asks every call for it
     try:
         args = _sweep_args(
             tmp_path,
@@ -343,13 +349,14 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
                 processes[name] = subprocess.Popen(
                     [PYTHON, "-m", "sweep", *args, *role],
                     cwd=tmp_path,
-                    env=cli_env,
+                    env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
         for name, process in processes.items():
             code = process.wait(timeout=300)
             assert code == 0, f"{name} exited {code}:\n{_tail(tmp_path / f'{name}.log')}"
+        assert "refused calls" not in _tail(tmp_path / "chief.log", 100_000)
 
         parents, children = runs_of(server.uri, "dim_search")
         client = MlflowClient(server.uri)

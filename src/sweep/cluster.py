@@ -3,27 +3,38 @@ for what runs elsewhere (the chief's oracle, the shared MLflow tracking server).
 
 No scheduler of our own: the chief is Keras Tuner's oracle served over gRPC, workers ask it for
 trials and log each under the chief's parent run. This module turns `distributed.*` into Keras
-Tuner's environment variables and lets a worker find the chief and its parent run. Starting
-servers and local parallel mode live above the tuner, in `sweep.distributed`.
+Tuner's environment variables, lets a worker find the chief and its parent run, and holds both
+ends of the oracle's transport: the channel a worker calls it on and the server the chief
+serves it from, each carrying (or checking) the oracle's token on every call, over TLS when
+configured. Starting MLflow servers and local parallel mode live above the tuner, in
+`sweep.distributed`.
 """
 
 from __future__ import annotations
 
+import collections
+import hmac
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import grpc
 from omegaconf import DictConfig
 
 from sweep import tracking
 from sweep.errors import SweepError
 from sweep.schema import CHIEF_WORD
+from sweep.schema.distributed import LOCAL_HOSTS, TOKEN_SOURCES, oracle_token
+from sweep.schema.distributed import LOOPBACK as LOOPBACK  # where local servers bind
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +44,12 @@ TUNER_ID_ENV, ORACLE_IP_ENV, ORACLE_PORT_ENV = (
     "KERASTUNER_ORACLE_IP",
     "KERASTUNER_ORACLE_PORT",
 )
-#: Where a local server binds unless told otherwise: never beyond this machine.
-LOOPBACK = "127.0.0.1"
-#: Host names that reach only this machine.
-LOCAL_HOSTS = (LOOPBACK, "localhost", "::1")
 #: Longest wait, in ms, before a worker tries again to reach a chief that is not there.
 RECONNECT_MS = 1000
+#: The gRPC metadata key that carries the oracle's token on every call to the chief.
+TOKEN_KEY = "sweep-oracle-token"
+#: Keras Tuner's cheapest oracle call (it reads the search space): a worker's token check.
+GET_SPACE = "/keras_tuner.Oracle/GetSpace"
 
 
 def oracle_address(value: str) -> tuple[str, int]:
@@ -116,41 +127,157 @@ def worker_tags(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def oracle_channel(address: str) -> Any:
-    """A gRPC channel to the chief's oracle that tries a chief not (yet, or no longer) there
-    again within RECONNECT_MS: gRPC's default back-off grows to 2 minutes, so a worker would
-    notice a chief that started (or restarted) after it that much later."""
-    import grpc  # heavy; only a worker needs it, and Keras Tuner loads it then anyway
+class TokenRefused(SweepError):
+    """The chief refused this worker's calls: it sent no token, or not the chief's."""
 
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
-            ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
-            ("grpc.max_reconnect_backoff_ms", RECONNECT_MS),
-        ],
-    )
+    def __init__(self, dist: DictConfig) -> None:
+        said = (
+            "this worker sends no token"
+            if oracle_token(dist) is None
+            else "the chief refused this worker's token"
+        )
+        super().__init__(
+            f"{said} (distributed.oracle={dist.oracle}): give it the chief's token in "
+            f"{TOKEN_SOURCES}"
+        )
+
+
+class _Details(
+    collections.namedtuple(
+        "_Details",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with the token added (gRPC's own are read-only)."""
+
+
+class _SendToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds the oracle's token to every call on a channel (all of Keras Tuner's are unary)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = (*(details.metadata or ()), (TOKEN_KEY, self._token))
+        return continuation(
+            _Details(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+                details.compression,
+            ),
+            request,
+        )
+
+
+class TokenCheck(grpc.ServerInterceptor):
+    """The chief's gate: a call without the oracle's token, or with another, ends
+    UNAUTHENTICATED before the oracle sees it; each refused address is logged once."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._refused: set[str] = set()
+        self._lock = threading.Lock()
+        self._deny = grpc.unary_unary_rpc_method_handler(self._refuse)
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        metadata = details.invocation_metadata or ()
+        given = next((value for key, value in metadata if key == TOKEN_KEY), "")
+        if hmac.compare_digest(str(given).encode(), self._token):
+            return continuation(details)
+        return self._deny
+
+    def _refuse(self, request: bytes, context: grpc.ServicerContext) -> None:
+        host = context.peer().rpartition(":")[0]  # "ipv4:10.0.0.7:52311": not the port
+        with self._lock:
+            first = host not in self._refused
+            self._refused.add(host)
+        if first:
+            log.warning(
+                "refused calls to the oracle from %s: no token, or not this chief's (%s); "
+                "further refusals from there are not logged",
+                host,
+                TOKEN_SOURCES,
+            )
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid oracle token")
+
+
+def oracle_channel(dist: DictConfig) -> grpc.Channel:
+    """A gRPC channel to the chief's oracle that carries the oracle's token on every call (TLS
+    with `distributed.tls_ca`), and tries a chief not (yet, or no longer) there again within
+    RECONNECT_MS: gRPC's default back-off grows to 2 minutes, so a worker would notice a chief
+    that started (or restarted) after it that much later."""
+    address = str(dist.oracle)
+    options = [
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MS),
+    ]
+    if dist.get("tls_ca"):
+        ca = Path(str(dist.tls_ca)).expanduser().read_bytes()
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    token = oracle_token(dist)
+    return channel if token is None else grpc.intercept_channel(channel, _SendToken(token))
+
+
+def oracle_server(dist: DictConfig) -> grpc.Server:
+    """The chief's gRPC server on `distributed.oracle`, not started: every call checked for the
+    oracle's token (without one the schema allows loopback only), TLS with `distributed.tls_cert`
+    and `tls_key`. One thread, as Keras Tuner's own: the oracle answers one call at a time."""
+    token = oracle_token(dist)
+    interceptors = [] if token is None else [TokenCheck(token)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), interceptors=interceptors)
+    if dist.get("tls_cert"):
+        pair = (
+            Path(str(dist.tls_key)).expanduser().read_bytes(),
+            Path(str(dist.tls_cert)).expanduser().read_bytes(),
+        )
+        server.add_secure_port(str(dist.oracle), grpc.ssl_server_credentials([pair]))
+    else:
+        server.add_insecure_port(str(dist.oracle))
+    return server
+
+
+def check_token(channel: grpc.Channel, dist: DictConfig, timeout_s: float) -> None:
+    """Make one cheap call to the chief (it reads the search space), so a worker whose token the
+    chief refuses stops now, in one line, before it loads data or trains."""
+    try:
+        channel.unary_unary(GET_SPACE)(b"", timeout=timeout_s)
+    except grpc.RpcError as err:
+        code = err.code() if isinstance(err, grpc.Call) else None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise TokenRefused(dist) from None
+        raise SweepError(
+            f"the chief at distributed.oracle={dist.oracle} failed a first call ({code}): is "
+            "a sweep's chief serving there?"
+        ) from None
 
 
 def wait_for_chief(cfg: DictConfig) -> None:
-    """Block until the chief's oracle accepts connections.
+    """Block until the chief's oracle accepts connections, and this worker's token.
 
     The chief serves only after it has created (or resumed) the sweep's MLflow experiment and
     parent run and closed what older crashes left open, so a worker past this point never sees
     a half-made sweep, and never races the chief to create the experiment.
     """
-    import grpc  # heavy; only a worker needs it, and Keras Tuner loads it then anyway
-
     address, timeout = str(cfg.distributed.oracle), float(cfg.distributed.connect_timeout_s)
     log.info("waiting for the chief's oracle at %s (up to %.0f s)", address, timeout)
-    channel = oracle_channel(address)
+    channel = oracle_channel(cfg.distributed)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
+        check_token(channel, cfg.distributed, timeout)
     except grpc.FutureTimeoutError:
         raise SweepError(
             f"no chief answered at distributed.oracle={address} within {timeout:.0f} s: start "
             "the chief (distributed.role=chief) with the same oracle address, or check the "
-            "address and firewall"
+            "address, firewall and TLS settings (a chief with distributed.tls_cert needs "
+            "distributed.tls_ca on its workers)"
         ) from None
     finally:
         channel.close()

@@ -1,11 +1,14 @@
 """Local parallel mode (`sweep.workers=N`): a chief and N workers as processes on this machine,
-behind a local tracking server when the store is SQLite; workers that die are restarted."""
+behind a local tracking server when the store is SQLite; workers that die are restarted. The
+chief's oracle listens on loopback and asks for a token of its own, made for each launch and
+handed to the children in their environment, never on a command line."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from sweep.distributed.server import (
     start_server,
 )
 from sweep.errors import USER_ERROR_EXIT, SweepError
+from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import recorded_best
 
 log = logging.getLogger(__name__)
@@ -100,21 +104,24 @@ def _start_children(
     children: list[_Child], config_file: Path, uri: str, workers: int, threads: int
 ) -> None:
     """The chief (first; it trains nothing, so one thread) and the workers, each added to
-    `children` as it starts, so a failure to start one still stops the others."""
+    `children` as it starts, so a failure to start one still stops the others. They share a
+    token made here (the chief refuses calls without it); on loopback, no TLS."""
     common = [
         f"distributed.oracle={LOOPBACK}:{free_port()}",
         f"tracking.uri={uri}",
         "sweep.workers=0",
+        *(f"distributed.{key}=null" for key in ("token_file", "tls_cert", "tls_key", "tls_ca")),
     ]
-    children.append(_spawn(config_file, "chief", [*common, "distributed.role=chief"], 1))
+    token = secrets.token_urlsafe()
+    children.append(_spawn(config_file, "chief", [*common, "distributed.role=chief"], 1, token))
     for i in range(workers):
         overrides = [*common, "distributed.role=worker", f"distributed.worker_id=worker{i}"]
-        children.append(_spawn(config_file, f"worker{i}", overrides, threads))
+        children.append(_spawn(config_file, f"worker{i}", overrides, threads, token))
 
 
-def _spawn(config_file: Path, name: str, overrides: list[str], threads: int) -> _Child:
+def _spawn(config_file: Path, name: str, overrides: list[str], threads: int, token: str) -> _Child:
     overrides = [*overrides, f"distributed.threads={threads}"]
-    env = {**os.environ, **thread_env(threads)}
+    env = {**os.environ, **thread_env(threads), TOKEN_ENV: token}
     return _Child(name, overrides, env, _popen(config_file, overrides, env))
 
 

@@ -13,8 +13,8 @@ it forever. This adds one through the chief's own oracle, no other service:
   reports nor logs it (`StopWhenLost`, and `Heartbeat.holds` before it logs).
 
 `serve` is the chief's part: Keras Tuner's oracle servicer (as `oracle_chief.start_server`,
-pinned by tests/test_pins.py), with the monitor, ending a second after the last worker left
-rather than Keras Tuner's 20 s.
+pinned by tests/test_pins.py) behind the oracle's token (`cluster.oracle_server`), with the
+monitor, ending a second after the last worker left rather than Keras Tuner's 20 s.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ import itertools
 import logging
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import keras
 from keras_tuner.engine.trial import TrialStatus
+from keras_tuner.errors import FatalError
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
+from omegaconf import DictConfig
 
 from sweep import cluster, tracking
 from sweep.errors import first_line
@@ -142,27 +143,36 @@ class Heartbeat(Ticker):
             return
         try:
             self._ask(holding)
-        except grpc.RpcError as err:  # the chief is away: training goes on
+        except (grpc.RpcError, ChiefRefused) as err:  # away, or refusing (the search's next
+            # call says so in one line): training goes on
             log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
 
 
-def reconnect_quickly(oracle: Any, address: str) -> None:
-    """Give a worker's gRPC client of the oracle a channel that tries a chief that went away
-    again every second or so (`cluster.oracle_channel`): with gRPC's default back-off, a worker
-    could reach a restarted chief only after the chief had given its trial away. A call the
-    chief's death cut off is made again once it is back (`PatientStub`)."""
-    stub = protos.get_service_grpc().OracleStub(cluster.oracle_channel(address))
-    oracle.stub = PatientStub(stub)
+def reconnect_quickly(oracle: Any, dist: DictConfig) -> None:
+    """Give a worker's gRPC client of the oracle the channel `cluster.oracle_channel` makes: it
+    carries the oracle's token on every call (heartbeats too), and tries a chief that went
+    away again every second or so: with gRPC's default back-off, a worker could reach a
+    restarted chief only after the chief had given its trial away. A call the chief's death cut
+    off is made again once it is back (`PatientStub`)."""
+    stub = protos.get_service_grpc().OracleStub(cluster.oracle_channel(dist))
+    oracle.stub = PatientStub(stub, dist)
+
+
+class ChiefRefused(cluster.TokenRefused, FatalError):
+    """The chief refused a call of this worker's (a chief restarted with another token): the
+    one line of `TokenRefused`, and fatal to Keras Tuner, which stops the search rather than
+    failing the trial."""
 
 
 class PatientStub:
     """The oracle's gRPC stub, making a call again when the chief went away during it (gRPC
     says UNAVAILABLE; Keras Tuner's calls wait for a chief that is away only before they
     start). Each call is safe to repeat: a worker gets the trial it holds again, metrics are
-    set again, and the chief ignores the report of a trial it has ended already."""
+    set again, and the chief ignores the report of a trial it has ended already. A call the
+    chief refuses for its token (UNAUTHENTICATED) is `ChiefRefused`, one line."""
 
-    def __init__(self, stub: Any) -> None:
-        self._stub = stub
+    def __init__(self, stub: Any, dist: DictConfig | None = None) -> None:
+        self._stub, self._dist = stub, dist
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._stub, name)
@@ -172,7 +182,10 @@ class PatientStub:
                 try:
                     return method(*args, **kwargs)
                 except grpc.RpcError as err:
-                    if not isinstance(err, grpc.Call) or err.code() != grpc.StatusCode.UNAVAILABLE:
+                    code = err.code() if isinstance(err, grpc.Call) else None
+                    if code == grpc.StatusCode.UNAUTHENTICATED and self._dist is not None:
+                        raise ChiefRefused(self._dist) from None
+                    if code != grpc.StatusCode.UNAVAILABLE:
                         raise
                     log.info("the chief went away during %s; calling again once it is back", name)
                     time.sleep(cluster.RECONNECT_MS / 1000)
@@ -229,14 +242,23 @@ class Monitor(Ticker):
                 log.error("%s", err)
 
 
-def serve(oracle: SweepOracle, parent_run_id: str, address: str) -> None:
-    """The chief's part of the search: serve the oracle to workers on `address` until every
-    worker has been told to stop, taking trials back from workers that fall silent."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+def start_oracle(
+    oracle: SweepOracle, dist: DictConfig
+) -> tuple[grpc.Server, oracle_chief.OracleServicer]:
+    """Serve the oracle on `distributed.oracle` (Keras Tuner's servicer, behind the token and
+    TLS of `cluster.oracle_server`); returns the started server and the servicer."""
+    server = cluster.oracle_server(dist)
     servicer = oracle_chief.OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.add_insecure_port(address)
     server.start()
+    return server, servicer
+
+
+def serve(oracle: SweepOracle, parent_run_id: str, dist: DictConfig) -> None:
+    """The chief's part of the search: serve the oracle to workers on `distributed.oracle`
+    until every worker has been told to stop, taking trials back from workers that fall
+    silent."""
+    _server, servicer = start_oracle(oracle, dist)  # held: gRPC stops a server it collects
     monitor = Monitor(oracle, parent_run_id)
     monitor.start()
     try:

@@ -67,7 +67,7 @@ class TrialTracking:
         dist = sweep.cfg.distributed
         if dist.role == "chief":
             self.save()  # type: ignore[attr-defined]
-            liveness.serve(self.oracle, sweep.parent_run_id, str(dist.oracle))  # type: ignore[arg-type]
+            liveness.serve(self.oracle, sweep.parent_run_id, dist)  # type: ignore[arg-type]
             return
         self.search(callbacks=callbacks)  # type: ignore[attr-defined]
 
@@ -91,7 +91,7 @@ class TrialTracking:
         if self.sweep.shared:  # a distributed worker: it proves it is alive while it trains
             dist = self.sweep.cfg.distributed
             timeout = float(dist.heartbeat_timeout_s)
-            liveness.reconnect_quickly(self.oracle, str(dist.oracle))
+            liveness.reconnect_quickly(self.oracle, dist)
             self._heartbeat = liveness.Heartbeat(self.oracle, str(dist.worker_id), timeout)
             self._heartbeat.start()
 
