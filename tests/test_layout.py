@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import subprocess
 import sys
 import tomllib
@@ -145,3 +146,61 @@ def test_a_sweeps_config_reads_top_to_bottom(
     assert {"config", "tuner", "space", "train", "tracking"} <= set(stays), stays
     assert not climbs, climbs
     assert returns_along(nouns) <= 5, stays
+
+
+#: The README is the front door; the manual lives in docs/ (issue 21).
+README_MAX_LINES = 150
+#: A fenced code block, whose brackets and `#` lines are no links or headings.
+FENCED = re.compile(r"^```.*?^```", flags=re.MULTILINE | re.DOTALL)
+
+
+def documentation_pages() -> list[Path]:
+    """The project's own markdown: the README, docs/, and the READMEs of benchmarks and tests."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [*pages, ROOT / "benchmarks" / "README.md", ROOT / "tests" / "README.md"]
+
+
+def markdown_links(text: str) -> list[str]:
+    """The targets of a page's links and images, outside code."""
+    prose = re.sub(r"`[^`\n]*`", "", FENCED.sub("", text))
+    return re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", prose)
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings (a repeated heading's -1, -2 left out)."""
+    headings = re.findall(r"^#{1,6} +(.+?) *#*$", FENCED.sub("", text), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_links_and_anchors_are_read_as_github_does() -> None:
+    page = (
+        "# A `python -m x.y` page\n[a](b.md#c) ![i](img/i.png) `[no](link)`\n"
+        "```bash\n# no heading\n[no](link)\n```\n"
+    )
+    assert markdown_links(page) == ["b.md#c", "img/i.png"]
+    assert heading_anchors(page) == {"a-python--m-xy-page"}
+
+
+def test_the_readme_stays_a_front_door() -> None:
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move the manual into docs/"
+
+
+def test_every_relative_link_in_the_documentation_resolves() -> None:
+    broken = []
+    for page in documentation_pages():
+        for target in markdown_links(page.read_text()):
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target):  # https:, mailto:: not checked here
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: {target}"
+            if not linked.exists():
+                broken.append(f"{where}: no such file")
+            elif (
+                anchor
+                and linked.suffix == ".md"
+                and anchor not in heading_anchors(linked.read_text())
+            ):
+                broken.append(f"{where}: no such heading")
+    assert not broken, broken
