@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,3 +179,20 @@ def test_every_scale_mode_is_accepted(scale: str) -> None:
 def test_keras_initializer_names_are_accepted(initializer: str) -> None:
     cfg = compose_config([f"model.attention.initializer={initializer}"])
     assert cfg.model.attention.initializer == initializer
+
+
+def test_help_speaks_for_the_project_and_lists_every_experiment() -> None:
+    """`python -m sweep --help` (Hydra's help, our template): what it does, the first commands,
+    each experiment in conf/experiment/; no job runs. (`sweep.cli.main` is `python -m sweep`'s
+    whole shell; its job, which would load TensorFlow, is never reached.)"""
+    code = "import sys; from sweep import cli; cli.main(lambda cfg: sys.exit('a job ran'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
+    assert shown.startswith("attention-sweep: which attention settings")
+    assert "python -m sweep.report" in shown and "powered by Hydra" not in shown
+    listed = next(line for line in shown.splitlines() if line.startswith("experiment: "))
+    shipped = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    assert listed == "experiment: " + ", ".join(shipped)
