@@ -12,7 +12,13 @@ from omegaconf import DictConfig
 from sweep import leaderboard, plots
 from sweep.objective import Objective
 from sweep.tracking.queries import execution_scores, trial_runs
-from sweep.tracking.ui import LEADERBOARD_VIEW, leaderboard_view, runs_route, save_view
+from sweep.tracking.ui import (
+    LEADERBOARD_VIEW,
+    leaderboard_view,
+    runs_route,
+    save_view,
+    tag_experiment,
+)
 
 #: The description of an experiment or run, as the UI shows and edits it (markdown).
 NOTE_TAG = "mlflow.note.content"
@@ -98,7 +104,7 @@ def describe_sweep(
         top=DESCRIPTION_TOP,
     )[:MAX_NOTE]
     client.set_tag(parent_run_id, NOTE_TAG, text)
-    client.set_experiment_tag(experiment, NOTE_TAG, text)
+    tag_experiment(experiment, NOTE_TAG, text)
     view = leaderboard_view(parent_run_id, standing.keys, objective, standing.pruning)
     save_view(experiment, LEADERBOARD_VIEW, "All trials, best first", view)
     return text

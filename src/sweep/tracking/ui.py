@@ -32,6 +32,8 @@ VIEW_TAG, LEADERBOARD_VIEW = "mlflow.sharedViewState.", "leaderboard"
 
 #: What `save_view` wrote in this process, by store, experiment and key.
 _saved_views: dict[tuple[str, str, str], str] = {}
+
+
 def runs_page(uri: str, experiment_id: str, view: str | None = None) -> str:
     """The MLflow UI's page of an experiment's runs: on the tracking server itself, or for any
     other store where `mlflow ui --backend-store-uri URI --host 127.0.0.1` serves it. The
@@ -59,13 +61,19 @@ def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any])
     now = int(time.time() * 1000)
     deflated = base64.b64encode(zlib.compress(text.encode())).decode()
     view = {"name": name, "createdAt": now, "updatedAt": now, "state": f"deflate;{deflated}"}
-    packed = json.dumps(view)
+    tag_experiment(experiment_id, VIEW_TAG + key, json.dumps(view))
+    _saved_views[where] = text
+
+
+def tag_experiment(experiment_id: str, key: str, value: str) -> None:
+    """Set an experiment tag that several processes of a sweep may set at once: the store
+    inserts a new tag, so the second of two first writers fails (a unique-key violation on
+    PostgreSQL) and, once the tag exists, updates it."""
     try:
-        MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, packed)
+        MlflowClient().set_experiment_tag(experiment_id, key, value)
     except MlflowException:  # another process of the sweep inserted it first: now it updates
         time.sleep(0.2)
-        MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG + key, packed)
-    _saved_views[where] = text
+        MlflowClient().set_experiment_tag(experiment_id, key, value)
 
 
 def leaderboard_view(
