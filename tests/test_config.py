@@ -58,6 +58,10 @@ BAD_COMMAND_LINES = [
     (["train.learning_rate=0"], "config error: train.learning_rate=0.0:"),
     (["train.optimizer=adamm"], "config error: train.optimizer=adamm:"),
     (["data.source=ftp"], "config error: data.source=ftp:"),
+    (  # the unknown type first, not the fields that type would take
+        ["+experiment=smoke", "+search.space.model.dropout={type: normal, mu: 0.3, sigma: 1}"],
+        "config error: search.space.model.dropout.type=normal: expected one of choice, int,",
+    ),
     (["train.batching=ragged"], "config error: train.batching=ragged:"),
     (
         ["model.mask_padding=false", "train.batching=bucketed"],
@@ -159,8 +163,12 @@ def test_bad_command_line_is_one_line_and_nothing_runs(
             "name: no_such_key\nsearch:\n  space:\n    model.nope: {type: choice, values: [1]}\n",
             "config error: search.space.model.nope=",
         ),
+        (
+            "name: odd_type\nsearch:\n  space:\n    model.dropout: {type: normal, mu: 0.3}\n",
+            "config error: search.space.model.dropout.type=normal: expected one of choice",
+        ),
     ],
-    ids=["empty", "unknown-key"],
+    ids=["empty", "unknown-key", "unknown-type"],
 )
 def test_bad_experiment_file_is_one_line_and_nothing_runs(
     refused: Callable[..., str], tmp_path: Path, body: str, starts: str

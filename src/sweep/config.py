@@ -163,6 +163,9 @@ def _edit_entry(space: dict[str, Any], path: str, edit: Override) -> dict[str, A
             raise ConfigError(f"~{key}", NO_VALUE, f"not an entry of search.space ({entries})")
         del space[path]
     elif isinstance(value, dict):
+        wrong = _type_error(key, value)
+        if wrong is not None:
+            raise wrong
         unknown = [f for f in value if f not in _FIELDS]
         if unknown:
             raise ConfigError(f"{key}.{unknown[0]}", NO_VALUE, FIELD_REASON)
@@ -170,6 +173,21 @@ def _edit_entry(space: dict[str, Any], path: str, edit: Override) -> dict[str, A
     else:
         raise ConfigError(key, value, ENTRY_REASON)
     return space
+
+
+#: The kinds of search space entry, as the schema lists them.
+_TYPES: tuple[str, ...] = next(
+    f.metadata["choices"] for f in dataclasses.fields(SearchParam) if f.name == "type"
+)
+
+
+def _type_error(entry_key: str, entry: Any) -> ConfigError | None:
+    """An entry whose `type` is no kind of entry is told so first: its other fields are that
+    type's, and complaining about them would have the user fix the wrong thing."""
+    kind = entry.get("type") if isinstance(entry, dict | DictConfig) else None
+    if isinstance(kind, str) and kind not in _TYPES:
+        return ConfigError(f"{entry_key}.type", kind, f"expected one of {', '.join(_TYPES)}")
+    return None
 
 
 #: Why a search space entry's key or value cannot be; the same whichever way it was given.
@@ -216,6 +234,11 @@ def as_config_error(err: BaseException, overrides: Sequence[str] = ()) -> Config
             break
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
         key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else ""
+    if key and key.startswith("search.space.") and isinstance(cause, ConfigKeyError):
+        # the entry as merged so far: its `type` precedes the field OmegaConf stopped at
+        wrong = _type_error(key.rpartition(".")[0], getattr(cause, "parent_node", None))
+        if wrong is not None:
+            return wrong
     if key:
         named = _override(key, overrides)
         if named is not None:
