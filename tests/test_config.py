@@ -189,6 +189,7 @@ def test_keras_initializer_names_are_accepted(initializer: str) -> None:
     assert cfg.model.attention.initializer == initializer
 
 
+@pytest.mark.slow
 def test_help_speaks_for_the_project_and_lists_every_experiment() -> None:
     """`python -m sweep --help` (Hydra's help, our template): what it does, the first commands,
     each experiment in conf/experiment/; no job runs. (`sweep.cli.main` is `python -m sweep`'s
