@@ -16,7 +16,13 @@ SERVER_SCHEMES = ("http", "https")
 
 def check_tracking_uri(uri: str, role: str = "none") -> None:
     """A `tracking.uri` MLflow can open, and a server's for a distributed role: one line before
-    any data is read, not MLflow's traceback at the first run."""
+    any data is read, not MLflow's traceback at the first run.
+
+    A password in the URI is refused first, with the URI shown masked: the config (and so the
+    URI) is logged with every run, and a login belongs in the environment.
+    """
+    if urlparse(uri).password is not None:
+        raise ConfigError("tracking.uri", masked(uri), _password_advice(uri))
     problem = _uri_problem(uri)
     if problem is not None:
         raise ConfigError("tracking.uri", uri, problem)
@@ -27,6 +33,28 @@ def check_tracking_uri(uri: str, role: str = "none") -> None:
             "a distributed sweep logs to one MLflow tracking server: give "
             "tracking.uri=http://HOST:PORT (scripts/mlflow-server starts one)",
         )
+
+
+def masked(uri: str) -> str:
+    """`uri` with the password of its `user:password@` part shown as ***."""
+    netloc = urlparse(uri).netloc
+    login, at, _ = netloc.rpartition("@")
+    if not at or ":" not in login:
+        return uri
+    return uri.replace(f"{login}@", f"{login.partition(':')[0]}:***@", 1)
+
+
+def _password_advice(uri: str) -> str:
+    """Where the password goes instead of the URI, for the URI's kind of store."""
+    if urlparse(uri).scheme.lower() in SERVER_SCHEMES:
+        return (
+            "has a password in it, which would be logged with every run: drop 'user:password@' "
+            "and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+        )
+    return (
+        "has a password in it, which would be logged with every run: drop it from the URI and "
+        "give it in the environment (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+    )
 
 
 def _uri_problem(uri: str) -> str | None:

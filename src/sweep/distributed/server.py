@@ -33,9 +33,11 @@ def server_command(
     port: int = 5000,
     allowed_hosts: str | None = None,
     workers: int = 1,
+    auth: bool = False,
 ) -> list[str]:
     """`mlflow server` as the recipe runs it: a database backend, artifacts proxied by the
-    server to one shared root (workers need no shared disk), bound to one chosen interface.
+    server to one shared root (workers need no shared disk), bound to one chosen interface;
+    with `auth`, behind MLflow's own login (its basic-auth app, set up by `auth.BasicAuth`).
 
     MLflow's host-header and CORS protections stay on: `allowed_hosts` only adds the names
     clients use to reach the server (loopback stays allowed); the security middleware is never
@@ -63,12 +65,31 @@ def server_command(
             raise ValueError("--allowed-hosts '*' turns MLflow's host checking off; name the hosts")
         # MLflow replaces its defaults with the list given: keep this machine's own clients
         command += ["--allowed-hosts", ",".join([*names, *LOOPBACK_HOSTS])]
+    if auth:
+        command += ["--app-name", "basic-auth"]
     return command
 
 
 def server_env() -> dict[str, str]:
     # MLflow's background job runner serves GenAI features a sweep does not use
     return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def run_foreground(command: list[str], env: dict[str, str]) -> int:
+    """Run a server as this process's child until it exits, so that this process can remove
+    what it made for it afterwards: Ctrl-C reaches both (the terminal signals the group) and a
+    SIGTERM or SIGINT sent to this process alone is passed on. Returns its exit status."""
+    process = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                code = process.wait()
+                return code if code >= 0 else 128 - code
+            except KeyboardInterrupt:
+                process.send_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port(host: str = LOOPBACK) -> int:

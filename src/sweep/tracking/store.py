@@ -18,6 +18,7 @@ import mlflow
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import read_mlflow_creds
 from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
@@ -100,7 +101,7 @@ def _refused(err: MlflowException, uri: str, experiment: str | None = None) -> C
         return ConfigError("tracking.uri", uri, _login_advice())
     if status != 403:
         return None
-    who = os.environ.get(USERNAME_ENV) or "this login"
+    who = read_mlflow_creds().username or "this login"
     what = f"write to experiment '{experiment}'" if experiment else "read its experiments"
     return ConfigError(
         "tracking.uri",
@@ -111,10 +112,14 @@ def _refused(err: MlflowException, uri: str, experiment: str | None = None) -> C
 
 
 def _login_advice() -> str:
-    """What to do about an HTTP 401, by the credentials this process sent."""
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-    if user and password:  # what MLflow's client sends first
-        return f"the server refused the login of user '{user}' (HTTP 401): check {PASSWORD_ENV}"
+    """What to do about an HTTP 401, by the credentials this process sent (MLflow's client
+    reads them from its variables, else from ~/.mlflow/credentials)."""
+    sent = read_mlflow_creds()
+    if sent.username and sent.password:  # what MLflow's client sends first
+        return (
+            f"the server refused the login of user '{sent.username}' (HTTP 401): check "
+            f"{PASSWORD_ENV} (or ~/.mlflow/credentials)"
+        )
     if os.environ.get(TOKEN_ENV):
         return f"the server refused {TOKEN_ENV} (HTTP 401): check it"
     return (
