@@ -11,7 +11,7 @@ import pytest
 
 from sweep.layers import SelfAttention, resolve_scale
 
-SCALES = [8.0, "sqrt_dk", "none", "learned"]
+SCALES = [8.0, "sqrt_dk", "none", "learned", "uniform"]
 BATCH, SEQ, D_IN, D_OUT = 3, 7, 4, 5
 
 
@@ -68,7 +68,7 @@ def test_matches_numpy_reference(scale: float | str, use_mask: bool) -> None:
 
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     assert kernel.shape == (3, D_IN, D_OUT)
-    expected_scale = {8.0: 8.0, "sqrt_dk": math.sqrt(D_OUT), "none": 1.0}.get(
+    expected_scale = {8.0: 8.0, "sqrt_dk": math.sqrt(D_OUT), "none": 1.0, "uniform": math.inf}.get(
         scale, math.sqrt(D_OUT)
     )
     ref_out, ref_weights = reference_attention(
@@ -110,7 +110,14 @@ def test_fixed_scales_create_no_scale_weight() -> None:
 
 @pytest.mark.parametrize(
     ("scale", "expected"),
-    [(8.0, 8.0), (3, 3.0), ("sqrt_dk", 2.0), ("none", 1.0), ("learned", 2.0)],
+    [
+        (8.0, 8.0),
+        (3, 3.0),
+        ("sqrt_dk", 2.0),
+        ("none", 1.0),
+        ("learned", 2.0),
+        ("uniform", math.inf),
+    ],
 )
 def test_resolve_scale(scale: float | str, expected: float) -> None:
     assert resolve_scale(scale, 4) == expected
@@ -211,4 +218,19 @@ def test_padding_is_ignored(scale: float | str) -> None:
         keras.ops.convert_to_numpy(model(short)),
         keras.ops.convert_to_numpy(model(long)),
         atol=1e-6,
+    )
+
+
+def test_uniform_scale_averages_the_values_of_real_tokens() -> None:
+    """The control: every unmasked key weighs 1/n, whatever the kernel; padding none."""
+    x, mask = make_inputs()
+    layer = SelfAttention(D_OUT, scale="uniform")
+    output, weights = layer(x, mask=mask, return_attention_scores=True)
+    weights = keras.ops.convert_to_numpy(weights)
+    expected = mask[:, None, :] / mask.sum(axis=1)[:, None, None]
+    np.testing.assert_allclose(weights, np.broadcast_to(expected, weights.shape), atol=1e-7)
+    value = x @ keras.ops.convert_to_numpy(layer.kernel)[2]
+    mean = (value * mask[..., None]).sum(axis=1) / mask.sum(axis=1)[:, None]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(output), np.broadcast_to(mean[:, None], output.shape), atol=1e-5
     )

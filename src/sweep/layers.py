@@ -38,10 +38,13 @@ def resolve_scale(scale: float | str, output_dim: int) -> float:
 
     For `"learned"` this is the initial temperature, `sqrt(output_dim)`, so a
     learned scale starts out identical to the standard `"sqrt_dk"` scaling.
+    For `"uniform"` it is infinity: every score is 0 and every (unmasked) key
+    gets the same weight, `1/n`, so the layer averages the values. It is the
+    control a study of the scale needs: does attention beat plain averaging?
 
     Args:
         scale: A positive finite number, or one of `"sqrt_dk"`, `"none"`,
-            `"learned"`.
+            `"learned"`, `"uniform"`.
         output_dim: Positive integer, the key/query dimension `d_k`.
 
     Returns:
@@ -56,6 +59,8 @@ def resolve_scale(scale: float | str, output_dim: int) -> float:
             return math.sqrt(output_dim)
         if scale == "none":
             return 1.0
+        if scale == "uniform":
+            return math.inf
     elif isinstance(scale, numbers.Real) and not isinstance(scale, bool):
         value = float(scale)
         if math.isfinite(value) and value > 0:
@@ -87,8 +92,9 @@ class SelfAttention(keras.layers.Layer):
             one of `"sqrt_dk"` (`sqrt(output_dim)`, the Transformer default),
             `"none"` (`1.0`), or `"learned"` (a trainable temperature that
             starts at `sqrt(output_dim)`; it is stored as its logarithm,
-            `log_scale`, so it stays positive during training). Defaults to
-            `"sqrt_dk"`.
+            `log_scale`, so it stays positive during training), or `"uniform"`
+            (infinity: every key weighs `1/n`, the values are averaged; the
+            control for attention itself). Defaults to `"sqrt_dk"`.
         initializer: Initializer for the Q/K/V kernel: any identifier accepted
             by `keras.initializers.get` (a name, an instance, or a config dict).
             Defaults to `"glorot_uniform"`.

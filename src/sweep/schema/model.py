@@ -12,14 +12,15 @@ from sweep.errors import ConfigError
 from sweep.schema.rules import bounds
 
 #: Scale words the layer understands besides a positive number.
-SCALE_WORDS = ("sqrt_dk", "none", "learned")
+SCALE_WORDS = ("sqrt_dk", "none", "learned", "uniform")
 
 
 @dataclass
 class AttentionConfig:
     # width of Q, K and V
     output_dim: int = field(default=128, metadata=bounds(ge=1))
-    # scores are divided by this: a positive number, sqrt_dk, none (1.0) or learned
+    # scores are divided by this: a positive number, sqrt_dk, none (1.0), learned, or
+    # uniform (infinity: every key weighs 1/n, the control for attention itself)
     scale: Any = 8.0
     # any Keras initializer name or {class_name, config}; the original: uniform in ±0.05
     initializer: Any = field(
