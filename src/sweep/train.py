@@ -94,10 +94,11 @@ def fit(
 def run(cfg: DictConfig) -> float:
     """Train `cfg` once, log everything to MLflow, and return the best validation accuracy."""
     tracking.configure(cfg.tracking)
-    encoded = load(cfg)
-    xy = arrays(encoded, cfg)
+    # before the data: a login that may not write to the experiment is refused in one line
     experiment = tracking.use_experiment(cfg.name, cfg.tracking)
     tracking.close_stale_runs(experiment)
+    encoded = load(cfg)
+    xy = arrays(encoded, cfg)
     keras.utils.set_random_seed(cfg.seed)
     with tracking.tracked_run(
         experiment_id=experiment,
