@@ -92,6 +92,18 @@ def test_benchmark_runs_on_a_tiny_slice(
     assert f"**{os.cpu_count()} cores**" in text
     assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
 
+    # the package's own entry point re-renders the same tables from the JSON, measuring nothing
+    rerendered = subprocess.run(
+        [PYTHON, "-m", "benchmarks", f"--from-json={out}", f"--readme={readme}"],
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rerendered.returncode == 0, rerendered.stderr[-3000:]
+    assert readme.read_text() == text
+
 
 def assert_pruning_section(pruning: dict, text: str) -> None:
     """The same 3 random trials of 2 epochs each, without and with median pruning."""
