@@ -238,29 +238,12 @@ def statuses(uri: str, experiment: str) -> list[tuple[str, str, bool]]:
     ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_signal_mid_trial_then_resume_completes_without_duplicates(
-    tmp_path: Path,
-    tiny_imdb: Path,
-    migrated_store: Path,
-    cli_env: dict[str, str],
-    kill: signal.Signals,
-) -> None:
-    """A real process killed while its second trial trains, then the same command run again.
-    The grid's first trial trains 1 epoch, its second 20 (long enough to be seen RUNNING)."""
-    args = [
-        *tiny_overrides(tmp_path, tiny_imdb),
-        "+experiment=dim_search",
-        *NO_REPLICATES,
-        "search.space={train.epochs: {type: choice, values: [1, 20]}}",
-        "search.max_trials=2",
-        "search.patience=0",
-    ]
-    uri = copy_store(migrated_store, tmp_path)  # read while the sweep writes: no migration race
-    command = [PYTHON, "-m", "sweep", *args]
+def _kill_mid_trial(
+    command: list[str], work: Path, env: dict[str, str], uri: str, kill: int
+) -> int:
+    """Start the sweep, send `kill` once a trial is RUNNING after trial 0 FINISHED; exit code."""
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
     try:
@@ -271,22 +254,43 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
             ):
                 break
             time.sleep(0.2)
-        assert process.poll() is None, "the sweep ended before it could be killed mid-trial"
+        assert process.poll() is None, "the sweep ended before it could be stopped mid-trial"
         process.send_signal(kill)
-        process.wait(timeout=60)
+        return process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.slow
+def test_signals_mid_trial_then_resume_completes_without_duplicates(
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
+) -> None:
+    """A real process stopped while its second trial trains, by Ctrl-C, then the same command
+    again, killed (-9) while it retrains that trial, then again to the end. The grid's first
+    trial trains 1 epoch, its second 20 (long enough to be seen RUNNING). One sweep for both
+    signals: each resume starts from what the one before it left."""
+    args = [
+        *tiny_overrides(tmp_path, tiny_imdb),
+        "+experiment=dim_search",
+        *NO_REPLICATES,
+        "search.space={train.epochs: {type: choice, values: [1, 20]}}",
+        "search.max_trials=2",
+        "search.patience=0",
+    ]
+    uri = copy_store(migrated_store, tmp_path)  # read while the sweep writes: no migration race
+    command = [PYTHON, "-m", "sweep", *args]
+    # Ctrl-C: the harness closes its runs itself
+    assert _kill_mid_trial(command, tmp_path, cli_env, uri, signal.SIGINT) == 130
     before = statuses(uri, "dim_search")
-    finished_before = {s[0] for s in before if s[1] == "FINISHED" and not s[2]}
-    assert finished_before == {"0"}
-    if kill == signal.SIGINT:  # Ctrl-C: the harness closes its runs itself
-        assert process.returncode == 130
-        assert not [s for s in before if s[1] == "RUNNING"], before
-        assert sum(1 for s in before if s[1] == "KILLED" and not s[2]) == 1
-    else:  # kill -9: the runs stay RUNNING until the next start closes them
-        assert process.returncode == -signal.SIGKILL
-        assert any(s[1] == "RUNNING" for s in before)
+    assert {s[0] for s in before if s[1] == "FINISHED" and not s[2]} == {"0"}
+    assert not [s for s in before if s[1] == "RUNNING"], before
+    assert sum(1 for s in before if s[1] == "KILLED" and not s[2]) == 1
+    # kill -9 of the resumed sweep: its runs stay RUNNING until the next start closes them
+    assert _kill_mid_trial(command, tmp_path, cli_env, uri, signal.SIGKILL) == -signal.SIGKILL
+    before = statuses(uri, "dim_search")
+    assert {s[0] for s in before if s[1] == "FINISHED" and not s[2]} == {"0"}, before
+    assert any(s[1] == "RUNNING" for s in before)
 
     result = subprocess.run(
         command, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300
@@ -297,7 +301,7 @@ def test_signal_mid_trial_then_resume_completes_without_duplicates(
     finished = Counter(s[0] for s in after if s[1] == "FINISHED" and not s[2])
     assert set(finished) == {"0", "1"}, finished
     assert max(finished.values()) == 1, f"a finished trial was repeated: {finished}"
-    assert sum(1 for s in after if s[1] == "KILLED" and not s[2]) == 1
+    assert sum(1 for s in after if s[1] == "KILLED" and not s[2]) == 2
     assert [s[1] for s in after if s[2]] == ["FINISHED"], "one parent, resumed and finished"
 
 
