@@ -49,7 +49,8 @@ def test_export_writes_the_answer_and_the_best_config_reproduces(
     effects = pd.read_csv(out / "effects.csv")
     assert set(effects["value"].astype(str)) == {"4", "12"}
     assert effects["best"].sum() == 1
-    assert "seed noise" in (out / "effects.md").read_text()  # two executions: noise measured
+    said = (out / "effects.md").read_text()  # two executions each: the noise is measured
+    assert "- model.attention.output_dim: **" in said and "noise unknown" not in said, said
     assert (out / "accuracy_vs_cost.png").stat().st_size > 0
 
     client = MlflowClient(cfg.tracking.uri)

@@ -25,7 +25,7 @@ MAX = Objective("val_accuracy", "max")
 def test_a_clear_gap_is_different_and_a_tiny_one_with_many_seeds_is_no_difference() -> None:
     rng = np.random.default_rng(0)
     clear = {"a": list(0.9 + rng.normal(0, 0.01, 3)), "b": list(0.6 + rng.normal(0, 0.01, 3))}
-    assert stats.decide(clear, MAX, alpha=0.05, margin=0.01, top=2).verdict == stats.DIFFERENT
+    assert stats.decide(clear, MAX, alpha=0.05, margin=0.01, top=2).verdict == stats.MATTERS
     same = {"a": list(0.8 + rng.normal(0, 0.01, 40)), "b": list(0.8 + rng.normal(0, 0.01, 40))}
     decided = stats.decide(same, MAX, alpha=0.05, margin=0.01, top=2)
     assert decided.verdict == stats.SAME, decided
@@ -38,7 +38,7 @@ def test_peeking_more_often_asks_for_more_evidence() -> None:
     scores = {"a": [0.80, 0.81, 0.82], "b": [0.77, 0.78, 0.79]}
     once = stats.decide(scores, MAX, alpha=0.05, margin=0.001, top=2, looks=1)
     often = stats.decide(scores, MAX, alpha=0.05, margin=0.001, top=2, looks=50)
-    assert (once.verdict, often.verdict) == (stats.DIFFERENT, stats.UNDECIDED)
+    assert (once.verdict, often.verdict) == (stats.MATTERS, stats.UNDECIDED)
 
 
 def test_holm_adjusts_a_family_and_direction_min_ranks_low_first() -> None:
@@ -119,7 +119,7 @@ def test_a_clear_difference_stops_after_the_minimum_and_a_rerun_repeats_nothing(
     cfg = _sweep(make_sweep)
     tuner.run(cfg)
     parent = _parent(cfg)
-    assert parent.data.tags[VERDICT_TAG].startswith(stats.DIFFERENT)
+    assert parent.data.tags[VERDICT_TAG].startswith(stats.MATTERS)
     assert parent.data.tags[STOP_TAG] == "decided after 3 seeds per leader"
     first = {r.info.run_id for r in _repeats(parent.info.run_id)}
     assert len(first) == 4  # 2 more seeds for each of the two
@@ -160,5 +160,5 @@ def test_real_training_clear_difference_is_decided_at_the_minimum(
     )
     tuner.run(cfg)
     tags = _parent(cfg).data.tags
-    assert tags[VERDICT_TAG].startswith(stats.DIFFERENT), tags
+    assert tags[VERDICT_TAG].startswith(stats.MATTERS), tags
     assert tags[STOP_TAG].startswith("decided after"), tags  # tiny validation: noisy seeds

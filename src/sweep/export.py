@@ -66,7 +66,9 @@ def export(cfg: DictConfig) -> Exported:
     directory = Path(cfg.sweep.dir) / cfg.name / EXPORT_DIR
     with _staged(directory) as staging:
         configs, commands = _write_configs(finished.head(cfg.export.top_k), staging, directory)
-        verdicts = _write_effects(finished, hyperparameters, best, direction, objective, staging)
+        verdicts = _write_effects(
+            finished, hyperparameters, (best, direction, objective), cfg.report, staging
+        )
         table.to_csv(staging / "leaderboard.csv", index=False)
         fronts = {
             cost: leaderboard.pareto_front(finished[cost], finished[best], direction)
@@ -158,13 +160,23 @@ def write_config(run_id: str, what: str, rank: str, command: str, path: Path) ->
 def _write_effects(
     finished: pd.DataFrame,
     hyperparameters: list[str],
-    best: str,
-    direction: str,
-    objective: str,
+    goal: tuple[str, str, str],
+    settings: DictConfig,
     staging: Path,
 ) -> list[str]:
+    """effects.csv and effects.md: each value's mean, and each knob's verdict by the answer
+    page's rule and words (`report.alpha`, `report.margin`)."""
+    best, direction, objective = goal
     per_run = {run: tracking.execution_scores(run, objective) for run in finished["run_id"]}
-    effects, verdicts = leaderboard.judged(finished, hyperparameters, best, direction, per_run)
+    effects, verdicts = leaderboard.judged(
+        finished,
+        hyperparameters,
+        best,
+        direction,
+        per_run,
+        alpha=float(settings.alpha),
+        margin=float(settings.margin),
+    )
     effects.to_csv(staging / "effects.csv", index=False)
     (staging / "effects.md").write_text(
         "# Which hyperparameters matter\n\n"

@@ -8,7 +8,12 @@ from typing import Any
 import pandas as pd
 from mlflow.entities import Run
 
+from sweep import effects as shared
+from sweep.effects import shown
+from sweep.errors import ReportError
 from sweep.objective import Objective
+
+__all__ = ["shown"]  # where the package's callers have long found it
 
 #: Metrics a trial logs once, at its end, that a reader compares trials by.
 OUTCOME_METRICS = (
@@ -32,8 +37,8 @@ def frame(
 ) -> pd.DataFrame:
     """One row per trial run: status (and `PRUNED at epoch N` for a trial pruning stopped),
     every hyperparameter, final and best metrics, cost, run id, and its configuration's seeds
-    (the trial and its seed repeats: `seeds`, their mean and std, `seed_scores`); sorted best
-    first by that mean (failed and killed trials last)."""
+    (the trial and its seed repeats: `seeds`, their mean and std, `seed_scores` and the seeds
+    they ran with, `seed_ids`); sorted best first by that mean (failed and killed trials last)."""
     runs = list(runs)
     best = Objective(f"best_{objective}", direction)
     repeats = repeat_scores(runs, best.name)
@@ -49,7 +54,8 @@ def frame(
         }
         row.update({hp: param_value(params, hp) for hp in hyperparameters})
         row[best.name] = metrics.get(best.name)
-        row.update(_seed_columns(row[best.name], repeats.get(run.info.run_id, []), best.name))
+        own = (int(run.data.tags.get("seed", 0)), row[best.name])
+        row.update(_seed_columns(own, repeats.get(run.info.run_id, []), best.name))
         row.update({f"final_{m}": metrics.get(m) for m in FINAL_METRICS})
         row.update({m: metrics.get(m) for m in OUTCOME_METRICS})
         row["error"] = run.data.tags.get("error")
@@ -77,24 +83,30 @@ def param_value(params: Mapping[str, Any], key: str) -> str | None:
     return f"{name}({args})"
 
 
-def repeat_scores(runs: Iterable[Run], metric: str) -> dict[str, list[float]]:
-    """Trial run id -> the scores of its finished seed repeats (`search.replicates`)."""
-    found: dict[str, list[float]] = {}
+def repeat_scores(runs: Iterable[Run], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """Trial run id -> the (seed, score) of each finished seed repeat (`search.replicates`)."""
+    found: dict[str, list[tuple[int, float]]] = {}
     for run in runs:
         owner = run.data.tags.get(REPLICATE_OF_TAG)
         if owner and run.info.status == "FINISHED" and metric in run.data.metrics:
-            found.setdefault(owner, []).append(run.data.metrics[metric])
+            seed = int(run.data.tags.get("seed", 0))
+            found.setdefault(owner, []).append((seed, run.data.metrics[metric]))
     return found
 
 
-def _seed_columns(own: object, repeats: Sequence[float], best: str) -> dict[str, object]:
-    """A configuration's seeds: how many, their mean and spread, and the scores themselves."""
-    scores = [float(own), *repeats] if isinstance(own, int | float) else []
+def _seed_columns(
+    own: tuple[int, object], repeats: Sequence[tuple[int, float]], best: str
+) -> dict[str, object]:
+    """A configuration's seeds: how many, their mean and spread, the scores and their seeds."""
+    pairs = [(own[0], float(own[1])), *repeats] if isinstance(own[1], int | float) else []
+    scores = [score for _, score in pairs]
     return {
         "seeds": len(scores) or None,
         f"mean_{best}": float(pd.Series(scores).mean()) if scores else None,
         f"std_{best}": float(pd.Series(scores).std()) if len(scores) > 1 else None,
-        "seed_scores": ";".join(f"{v:.6g}" for v in scores) or None,
+        # repr: the exact floats, so export and the answer page fit the same numbers
+        "seed_scores": ";".join(repr(v) for v in scores) or None,
+        "seed_ids": ";".join(str(seed) for seed, _ in pairs) or None,
     }
 
 
@@ -105,25 +117,15 @@ def pruned(tags: Mapping[str, str]) -> str | None:
     return f"PRUNED at epoch {tags.get(PRUNED_AT_TAG, '?')}"
 
 
-def _grouping(column: pd.Series, max_values: int = 6) -> pd.Series:
-    """Values as they are, or quartile bins for a continuous hyperparameter."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    if numbers.notna().all() and numbers.nunique() > max_values:
-        return pd.qcut(numbers, 4, duplicates="drop").astype(str)
-    if numbers.notna().all() and column.dtype.kind != "b":
-        return numbers.map(shown)  # a float step's 0.30000000000000004 is 0.3 to people
-    return column.astype(str)
-
-
 def effects(
     table: pd.DataFrame, hyperparameters: Sequence[str], objective: str, direction: str = "max"
 ) -> pd.DataFrame:
-    """For each hyperparameter, the objective's mean, std and count per value (or bin), with
-    the best value marked: which settings matter, at a glance."""
+    """For each hyperparameter, the objective's mean, std and count per value (or quantile bin,
+    as the shared model cuts a continuous one), with the best value marked: at a glance."""
     goal, parts = Objective(objective, direction), []
     for hp in hyperparameters:
         stats = (
-            table.groupby(_grouping(table[hp]), observed=True)[objective]
+            table.groupby(shared.levels_of(table[hp].astype(str)), observed=True)[objective]
             .agg(["mean", "std", "count"])
             .reset_index(names="value")
         )
@@ -133,50 +135,34 @@ def effects(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def seed_noise(repeats: Iterable[Sequence[float]]) -> float | None:
-    """Pooled standard deviation of one configuration's repeated runs (executions or trials
-    that share every value): how much the objective moves from seed alone."""
-    squares, dof = 0.0, 0
-    for values in repeats:
-        if len(values) > 1:
-            squares += float(pd.Series(values).var(ddof=1)) * (len(values) - 1)
-            dof += len(values) - 1
-    return (squares / dof) ** 0.5 if dof else None
+def observations(
+    finished: pd.DataFrame,
+    hyperparameters: Sequence[str],
+    objective: str,
+    executions: Mapping[str, Sequence[float]] | None = None,
+) -> pd.DataFrame:
+    """One row per seed of every finished trial, as the answer page reads them from MLflow: the
+    trial's executions (seed + k) where it trained several, else its own score, then its seed
+    repeats with their seeds."""
+    rows = []
+    for _, trial in finished.iterrows():
+        seeds, scores = _seeds_of(trial, objective)
+        ran = list((executions or {}).get(trial["run_id"], []))
+        if len(ran) > 1:
+            seeds = [seeds[0] + k for k in range(len(ran))] + seeds[1:]
+            scores = ran + scores[1:]
+        for seed, score in zip(seeds, scores, strict=True):
+            rows.append({**{hp: trial[hp] for hp in hyperparameters}, "seed": seed, "y": score})
+    table = pd.DataFrame(rows, columns=[*hyperparameters, "seed", "y"])
+    return table.assign(obs=range(1, len(table) + 1))
 
 
-def verdicts(effect_table: pd.DataFrame, noise: float | None, repeats: int = 1) -> list[str]:
-    """In words a user can act on: does the best value beat the runner-up beyond seed noise?"""
-    lines = []
-    for hp, rows in effect_table.groupby("hyperparameter", sort=False):
-        if len(rows) < 2:
-            lines.append(f"{hp}: only {rows['value'].iloc[0]} was tried.")
-            continue
-        best, second = rows.iloc[0], rows.iloc[1]
-        gap = abs(best["mean"] - second["mean"])
-        head = (
-            f"{hp}: {best['value']} ({best['mean']:.4f}) vs {second['value']} "
-            f"({second['mean']:.4f})"
-        )
-        if noise is None:
-            lines.append(
-                f"{head}: seed-to-seed noise unknown (one run per configuration); set "
-                "search.executions_per_trial=2 or more before trusting a gap of "
-                f"{gap:.4f}."
-            )
-            continue
-        n_best, n_second = best["count"] * repeats, second["count"] * repeats
-        error = noise * (1 / n_best + 1 / n_second) ** 0.5
-        if gap > 2 * error:
-            lines.append(
-                f"{head}: {best['value']} wins by {gap:.4f}, more than twice the seed "
-                f"noise (±{error:.4f}) — a real difference; use {best['value']}."
-            )
-        else:
-            lines.append(
-                f"{head}: the gap {gap:.4f} is within seed noise (±{error:.4f}) — no "
-                "evidence either is better; pick the cheaper one."
-            )
-    return lines
+def _seeds_of(trial: pd.Series, objective: str) -> tuple[list[int], list[float]]:
+    """A trial's seeds and scores: its own and its repeats' (`seed_ids`, `seed_scores`)."""
+    ids, scores = trial.get("seed_ids"), trial.get("seed_scores")
+    if isinstance(ids, str) and isinstance(scores, str):
+        return [int(s) for s in ids.split(";")], [float(v) for v in scores.split(";")]
+    return [int(trial.get("seed", 0) or 0)], [float(trial[objective])]
 
 
 def judged(
@@ -185,41 +171,23 @@ def judged(
     objective: str,
     direction: str = "max",
     executions: Mapping[str, Sequence[float]] | None = None,
+    *,
+    alpha: float = 0.05,
+    margin: float = 0.01,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The effect table and its verdicts: the seed noise comes from each trial's executions
-    (`executions`: run id -> each execution's best), else from trials that drew the same values."""
-    per_run = dict(executions or {})
-    if "seeds" in finished and (finished["seeds"].fillna(1) > 1).any():  # fresh seeds win
-        for run_id, scores in zip(finished["run_id"], finished["seed_scores"], strict=True):
-            if isinstance(scores, str) and ";" in scores:
-                per_run[run_id] = [float(v) for v in scores.split(";")]
-    each = finished.assign(
-        **{objective: finished["run_id"].map(per_run).where(finished["run_id"].isin(per_run))}
-    ).explode(objective)
-    each[objective] = each[objective].astype(float).fillna(finished[objective])
-    effect_table = effects(each, hyperparameters, objective, direction)
-    noise = seed_noise(list(per_run.values()))
-    if noise is None:
-        same = finished.groupby([finished[h].astype(str) for h in hyperparameters])[objective]
-        noise = seed_noise(list(v) for _, v in same)
-    return effect_table, verdicts(effect_table, noise)
-
-
-def shown(value: object) -> str:
-    """A hyperparameter value for people: floats to 4 significant digits, the rest as is."""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if value.strip().lstrip("+-").isdigit():
-            return value.strip()
-        value = number
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    """The effect table and the verdicts, one line per knob, from the model and in the words
+    the answer page uses for the same runs (`sweep.effects`); a design that cannot separate its
+    knobs gets the one line that says so."""
+    table = observations(finished, hyperparameters, objective, executions)
+    seeds = table.rename(columns={"y": objective})
+    effect_table = effects(seeds, hyperparameters, objective, direction)
+    sign = Objective(objective, direction).sign
+    try:
+        model = shared.Model(shared.units(table, hyperparameters, "y"), hyperparameters, {})
+    except ReportError as refused:
+        return effect_table, [str(refused)]
+    found = shared.knob_effects(model, sign, alpha, margin)
+    return effect_table, shared.verdict_lines(found)
 
 
 def short_names(hyperparameters: Sequence[str]) -> dict[str, str]:
@@ -241,10 +209,13 @@ def description(
     board: str | None = None,
     executions: Mapping[str, Sequence[float]] | None = None,
     top: int = 5,
+    alpha: float = 0.05,
+    margin: float = 0.01,
 ) -> str:
     """A sweep's standing in markdown, for MLflow's experiment and run descriptions: one line
     with the best trial (what lists of experiments show) and a link to `board`, the page of all
-    trials, then the top trials and the verdicts. `link` turns a run id into a trial's link."""
+    trials, then the top trials and the verdicts (at `alpha`, against `margin`: the answer
+    page's rule and words). `link` turns a run id into a trial's link."""
     best = f"best_{objective}"
     finished = table[table["status"] == "FINISHED"].dropna(subset=[best])
     failed = int((table["status"] == "FAILED").sum())
@@ -265,9 +236,25 @@ def description(
         "",
         f"**Top {min(top, len(finished))} by {objective}**",
         "",
+        _top_table(finished.head(top), hyperparameters, objective, link),
     ]
-    rows = []
-    for rank, (_, row) in enumerate(finished.head(top).iterrows(), 1):
+    if len(finished) > 1:
+        _, said = judged(
+            finished, hyperparameters, best, direction, executions, alpha=alpha, margin=margin
+        )
+        lines += ["", "**Which hyperparameters matter**", "", *(f"- {line}" for line in said)]
+    return "\n".join(lines) + "\n"
+
+
+def _top_table(
+    top: pd.DataFrame,
+    hyperparameters: Sequence[str],
+    objective: str,
+    link: Callable[[str], str] | None,
+) -> str:
+    """The top trials: rank, link, values, score over their seeds, seconds per epoch."""
+    names, best, rows = short_names(hyperparameters), f"best_{objective}", []
+    for rank, (_, row) in enumerate(top.iterrows(), 1):
         trial = f"trial-{row['trial_id']}"
         cells = {"rank": str(rank), "trial": f"[{trial}]({link(row['run_id'])})" if link else trial}
         cells.update({names[hp]: shown(row[hp]) for hp in hyperparameters})
@@ -275,11 +262,7 @@ def description(
         seconds = row.get("seconds_per_epoch")
         cells["s/epoch"] = "" if seconds is None or pd.isna(seconds) else f"{seconds:.1f}"
         rows.append(cells)
-    lines.append(pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True))
-    if len(finished) > 1:
-        _, said = judged(finished, hyperparameters, best, direction, executions)
-        lines += ["", "**Which hyperparameters matter**", "", *(f"- {line}" for line in said)]
-    return "\n".join(lines) + "\n"
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
 def _seeds(row: pd.Series, best: str) -> str:

@@ -1,6 +1,6 @@
-"""One group of sibling sweeps answered: each knob's effect with its noise and verdict, which
-knobs interact, the attention diagnostics, and the best configuration, every figure tied to the
-observations (MLflow runs) it rests on."""
+"""One group of sibling sweeps answered: each knob's effect with its noise, verdict and best set,
+which knobs interact, the attention diagnostics, and the best configuration, every figure tied
+to the observations (MLflow runs) it rests on."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import pandas as pd
 from omegaconf import DictConfig
 
-from sweep import stats
+from sweep.effects import KnobEffect, PairEffect, knob_effects, pair_effects
+from sweep.errors import ReportError
 from sweep.objective import Objective
 from sweep.report import analysis, pool
-from sweep.report.analysis import Effect, Interaction, Model
+from sweep.report.analysis import Level
 
 #: The knob whose effect on the attention diagnostics the page shows.
 SCALE = "model.attention.scale"
@@ -24,14 +25,15 @@ DIAGNOSTICS = ("attention_entropy", "attention_saturation")
 @dataclass(frozen=True)
 class Diagnostics:
     """Per scale value, the model's estimate of each diagnostic and of the objective, and the
-    seeds behind it; the scale's share of each one's variance with its Holm-adjusted F-test p;
-    Spearman's correlation of saturation with the objective over all units."""
+    seeds behind it; the scale's effect on each, judged with that metric's margin (a practical
+    floor: no p-value alone says "changes it"); Spearman's correlation of saturation with the
+    objective over all units."""
 
     values: tuple[str, ...]
     estimates: dict[str, tuple[float, ...]]
     seeds: dict[str, tuple[tuple[float, ...], ...]]
     n: tuple[int, ...]
-    effect: dict[str, tuple[float, float]]
+    effect: dict[str, KnobEffect]
     rho: tuple[float, float, int]
 
 
@@ -56,11 +58,10 @@ class Answer:
     knobs: tuple[str, ...]
     fixed: dict[str, str]  # knobs the group tried one value of
     noise: tuple[float, int]
-    effects: tuple[Effect, ...]
-    verdicts: tuple[str, ...]
-    holm: tuple[float, ...]
-    interactions: tuple[Interaction, ...]
-    interaction_holm: tuple[float, ...]
+    block: bool  # the seed a block of the model (a balanced design)
+    effects: tuple[KnobEffect, ...]
+    levels: dict[str, dict[str, Level]]  # the runs behind each knob's values
+    pairs: tuple[PairEffect, ...]
     diagnostics: Diagnostics | None
     best: Best
     alpha: float
@@ -77,11 +78,9 @@ def answer(group: Sequence[pool.Sweep], settings: DictConfig) -> Answer:
     objective = group[0].objective
     obs = pool.observations(group, knobs)
     base = {k: _base_value(group, k) for k in knobs}
-    model = Model(analysis.units(obs, knobs, "score"), knobs, base)
-    effects = analysis.effects(model, objective)
-    gaps = [e.gap for e in effects if e.gap is not None]
+    model = analysis.fitted(obs, knobs, base, "score")
     alpha, margin = float(settings.alpha), float(settings.margin)
-    pairs = analysis.interactions(model)
+    margins = {m: float(settings.diagnostic_margin) for m in DIAGNOSTICS} | {"score": margin}
     return Answer(
         sweeps=tuple(group),
         objective=objective,
@@ -89,12 +88,11 @@ def answer(group: Sequence[pool.Sweep], settings: DictConfig) -> Answer:
         knobs=tuple(model.varied),
         fixed={k: str(obs[k].iloc[0]) for k in knobs if k not in model.varied},
         noise=model.noise,
-        effects=tuple(effects),
-        verdicts=tuple(stats.verdicts(gaps, alpha, margin)),
-        holm=tuple(stats.holm([g.p for g in gaps])),
-        interactions=tuple(pairs),
-        interaction_holm=tuple(stats.holm([i.p for i in pairs])),
-        diagnostics=_diagnostics(obs, knobs, model.base, objective),
+        block=model.block,
+        effects=tuple(knob_effects(model, objective.sign, alpha, margin)),
+        levels=analysis.levels(model),
+        pairs=tuple(pair_effects(model, objective.sign, alpha, margin)),
+        diagnostics=_diagnostics(obs, knobs, base, objective, alpha, margins),
         best=_best(obs, knobs, objective),
         alpha=alpha,
         margin=margin,
@@ -108,26 +106,34 @@ def _base_value(group: Sequence[pool.Sweep], knob: str) -> str | None:
 
 
 def _diagnostics(
-    obs: pd.DataFrame, knobs: Sequence[str], base: dict[str, str], objective: Objective
+    obs: pd.DataFrame,
+    knobs: Sequence[str],
+    base: dict[str, str | None],
+    objective: Objective,
+    alpha: float,
+    margins: dict[str, float],
 ) -> Diagnostics | None:
-    """The scale's effect on entropy and saturation (and the objective), and whether
-    saturation predicts the objective."""
+    """The scale's effect on entropy and saturation (and the objective), each judged against
+    its own margin, and whether saturation predicts the objective."""
     if obs[list(DIAGNOSTICS)].isna().all().all():
         return None
     estimates, seeds, effect, counts = {}, {}, {}, ()
     values: tuple[str, ...] = ()
     for metric in (*DIAGNOSTICS, "score"):
-        model = Model(analysis.units(obs, knobs, metric), knobs, base)
+        try:
+            model = analysis.fitted(obs, knobs, base, metric)
+        except ReportError:  # runs without this metric may leave knobs inseparable
+            continue
         if SCALE not in model.varied:
             continue
-        levels = [analysis.level(model, SCALE, v) for v in model.codes[SCALE]]
+        sign = objective.sign if metric == "score" else 1.0
+        found = knob_effects(model, sign, alpha, margins[metric])
+        levels = [analysis.level(model, SCALE, v) for v in model.levels[SCALE]]
         values = tuple(lv.value for lv in levels)
         counts = tuple(lv.n for lv in levels)
-        estimates[metric] = tuple(lv.estimate for lv in levels)
+        estimates[metric] = tuple(model.marginal(SCALE, v).gap for v in values)
         seeds[metric] = tuple(lv.seeds for lv in levels)
-        effect[metric] = model.importance(SCALE)
-    adjusted = stats.holm([p for _, p in effect.values()])
-    effect = {m: (share, p) for (m, (share, _)), p in zip(effect.items(), adjusted, strict=True)}
+        effect[metric] = next(e for e in found if e.knob == SCALE)
     whole = analysis.units(obs, knobs, "attention_saturation").merge(
         analysis.units(obs, knobs, "score"), on=[*knobs, "seed"], suffixes=("_sat", "_score")
     )

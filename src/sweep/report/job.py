@@ -27,20 +27,24 @@ PAGE = "answers.md"
 #: What the page says about its statistics, once, above the answers.
 METHOD = """\
 **How to read it.** Each observation is one finished run (a trial, or a seed repeat of one:
-`search.replicates`); runs of one configuration with one seed count once. An additive linear
-model (statsmodels OLS, every knob a categorical factor against its base value) is fitted to
-them: a value's *estimate* is the model's {objective} at that value with every other knob at its
-base (with one knob varied at a time, the mean of that configuration's seeds), and the *noise*
-is its residual, i.e. the seed-to-seed spread of configurations run with several seeds. Per
-knob, the best value is compared with the runner-up (a t-test of the model's contrast): the
-knob **matters** when the Holm-adjusted p-value (across the knobs of a table) is below
-alpha = {alpha}; there is **no difference** when the gap is shown smaller than ±{margin}
-(two one-sided tests at alpha / number of knobs, Bonferroni); else it is **undecided**. The
-*share of variance* is the drop in the residual sum of squares when the knob is removed, over
-the total (ANOVA's eta squared), with the F-test that no value differs. Two knobs *interact*
-when their interaction term explains variance beyond noise, measured only where trials cross
-them. Every number cites observations (#N), listed with their MLflow run ids at the end of
-each section. Pruned trials are left out (stopped early, their scores are not comparable)."""
+`search.replicates`); runs of one configuration with one seed count once. A linear model
+(statsmodels OLS; every knob a factor, a continuous one cut into quantile bins; an interaction
+for each pair of knobs the runs cross; the seed a block where every configuration ran with the
+same seeds) is fitted to them. A value's *estimate* is its marginal mean: the model's
+{objective} averaged over every value of the knobs the runs cross it with, the others at their
+base (on a crossed design, the functional-ANOVA estimand); the *noise* is the model's residual.
+A knob is judged on every pair of its values, all knobs' pairs one family of m comparisons
+(Bonferroni, alpha = {alpha}): it **matters** when a gap's 1 - alpha/m interval lies beyond
+±{margin}; it is **real but negligible** when that interval excludes 0 and lies inside
+±{margin}; there is **no difference** when it holds 0 and the 1 - 2 alpha/m interval lies
+inside ±{margin} (equivalence by two one-sided tests); else it is **undecided**. The verdict
+quotes the pair that decides it and the interval its claim rests on. The *best set* holds every
+value that may be the best by Hsu's multiple comparisons with the best (simultaneous at 1 -
+alpha, valid although the best was picked from these runs). The *share of variance* is omega
+squared, with an interval from the noncentral F (0% where the estimate falls below zero).
+Export's effects and the sweep's description use the same model and words. Every number cites
+observations (#N), listed with their MLflow run ids at the end of each section. Pruned trials
+are left out (stopped early, their scores are not comparable)."""
 
 
 def report(cfg: DictConfig) -> Path:
@@ -72,8 +76,8 @@ def report(cfg: DictConfig) -> Path:
         mlflow.set_tag(tracking.NOTE_TAG, text[: tracking.MAX_NOTE])
         mlflow.log_artifacts(str(directory))
     for found in answers:
-        for effect, verdict in zip(found.effects, found.verdicts, strict=True):
-            log.info("%s: %s (%s)", effect.knob, verdict, found.names)
+        for effect in found.effects:
+            log.info("%s: %s (%s)", effect.knob, effect.verdict, found.names)
     log.info("answer page: %s (MLflow run %s)", directory / PAGE, run.info.run_id)
     shown = OmegaConf.merge(cfg, {"name": str(cfg.report.experiment)})
     tracking.show_runs_page(shown)  # the last line: where to see it

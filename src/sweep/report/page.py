@@ -10,17 +10,9 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweep import leaderboard, plots, stats
-from sweep.report.analysis import Effect
+from sweep import leaderboard, plots
+from sweep.effects import KnobEffect, Term
 from sweep.report.answer import DIAGNOSTICS, Answer, Best
-
-VERDICT_WORDS = {
-    stats.DIFFERENT: "**matters**: {best} beats {other} by more than seed noise",
-    stats.SAME: "**no difference**: {best} and {other} are within ±{margin} of each other",
-    stats.UNDECIDED: "**undecided**: the gap is within seed noise, but not shown below ±{margin}",
-    stats.UNKNOWN: "**noise unknown**: no configuration has several seeds (turn on "
-    "search.replicates)",
-}
 
 
 def _num(value: float, digits: int = 4) -> str:
@@ -35,90 +27,104 @@ def _ids(obs: Sequence[int]) -> str:
     return ", ".join(f"#{i}" for i in obs)
 
 
+def _ci(low: float, high: float, sign: str = "+") -> str:
+    return f"[{low:{sign}.4f}, {high:{sign}.4f}]" if math.isfinite(low + high) else "-"
+
+
+def _omega(term: Term | None, confidence: float) -> str:
+    """omega squared with its interval, as percentages (an estimate below zero as 0%)."""
+    if term is None or not math.isfinite(term.omega):
+        return "-"
+    low, high = term.omega_interval(confidence)
+    return f"{max(term.omega, 0.0):.0%} [{low:.0%}, {high:.0%}]"  # below zero: by chance
+
+
 def headline(answer: Answer) -> str:
-    """Each knob: values tried, best and runner-up, the gap with its noise, importance, verdict."""
-    name = answer.objective.name
+    """Each knob: values tried, the best set, the best value's marginal mean, the pair that
+    decides the verdict with its interval, the share of variance, and the verdict."""
+    name, level = answer.objective.name, 1 - answer.alpha
     rows = []
-    for effect, verdict, p in zip(answer.effects, answer.verdicts, answer.holm, strict=True):
-        best, other = effect.levels[0], effect.levels[1]
-        gap = effect.gap
+    for effect in answer.effects:
+        best, gap = effect.values[0], effect.gap
         rows.append(
             {
                 "knob": effect.knob,
-                "values": str(len(effect.levels)),
-                f"best ({name})": f"{best.value} ({_num(best.estimate)}, n={best.n})",
-                "runner-up": f"{other.value} ({_num(other.estimate)}, n={other.n})",
-                "gap ± SE": f"{_num(gap.gap)} ± {_num(gap.se)}" if gap else "-",
-                "p (Holm)": _p(p),
-                "share of variance": f"{effect.importance:.0%}",
-                "verdict": VERDICT_WORDS[verdict].format(
-                    best=best.value, other=other.value, margin=answer.margin
-                )
-                + _overall(effect, answer.alpha),
+                "values": str(len(effect.values)),
+                "best set (Hsu's MCB)": ", ".join(effect.best_set) or "-",
+                f"best ({name}, marginal mean)": f"{best.value} ({_num(best.mean.gap)})",
+                f"deciding gap ({level:.0%} CI)": f"{gap.best} - {gap.other}: "
+                f"{gap.gap:+.4f} {_ci(*gap.interval(level))}",
+                f"share of variance (ω², {level:.0%} CI)": _omega(effect.term, level),
+                "verdict": effect.words,
             }
         )
     rows += [
-        {"knob": knob, "values": "1", f"best ({name})": value, "verdict": "only this value tried"}
+        {
+            "knob": knob,
+            "values": "1",
+            "best set (Hsu's MCB)": value,
+            "verdict": "only this value tried",
+        }
         for knob, value in answer.fixed.items()
     ]
     return pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True)
 
 
-def _overall(effect: Effect, alpha: float) -> str:
-    """Where the F-test finds the values differ beyond the best two: the worst, by how much."""
-    if not (math.isfinite(effect.p) and effect.p < alpha) or len(effect.levels) < 3:
-        return ""
-    worst = effect.levels[-1]
-    return (
-        f"; yet the values differ overall (F-test p {_p(effect.p)}): {worst.value} is worst "
-        f"({_num(worst.estimate)}, {_num(worst.estimate - effect.levels[0].estimate)})"
-    )
-
-
 def knob_tables(answer: Answer) -> list[str]:
-    """Per knob: each value's estimate, raw mean ± spread over its seeds, and which runs."""
-    lines = []
+    """Per knob: each value's marginal mean with its interval, its MCB interval against the best
+    of the others, and the runs behind it (raw mean ± spread, seeds, observations)."""
+    lines, level = [], 1 - answer.alpha
     for effect in answer.effects:
-        rows = [
-            {
-                "value": lv.value + (" (base)" if lv.value == effect.base else ""),
-                "estimate": _num(lv.estimate),
-                "mean ± std": f"{_num(lv.mean)} ± {_num(lv.std)}",
-                "seeds": str(lv.n),
-                "observations": _ids(lv.obs),
-            }
-            for lv in effect.levels
-        ]
-        p = "-" if not math.isfinite(effect.p) else f"{effect.p:.3g}"
+        rows = []
+        for value in effect.values:
+            raw = answer.levels[effect.knob][value.value]
+            rows.append(
+                {
+                    "value": value.value + (" (base)" if value.value == effect.base else ""),
+                    f"marginal mean ({level:.0%} CI)": f"{_num(value.mean.gap)} "
+                    + _ci(*value.mean.interval(level), sign=""),
+                    "vs best of the others (MCB)": _ci(*value.mcb),
+                    "may be best": "yes" if value.may_be_best else "no",
+                    "runs: mean ± std": f"{_num(raw.mean)} ± {_num(raw.std)}",
+                    "seeds": str(raw.n),
+                    "observations": _ids(raw.obs),
+                }
+            )
         lines += [
             f"### {effect.knob}",
             "",
             pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
             "",
-            f"Share of the variance of {answer.objective.name}: {effect.importance:.1%} "
-            f"(F-test that no value differs: p = {p}).",
+            _term_line(effect, answer.objective.name, level),
             "",
         ]
     return lines
 
 
+def _term_line(effect: KnobEffect, objective: str, level: float) -> str:
+    term = effect.term
+    return (
+        f"Share of the variance of {objective} (ω²): {_omega(term, level)}; F-test that no "
+        f"value differs: p = {_p(term.p)}. Verdict: {effect.words}."
+    )
+
+
 def interaction_table(answer: Answer) -> str:
-    if not answer.interactions:
+    """Each pair of knobs: the difference of differences that decides its verdict (how much
+    moving both beats the sum of moving each), its interval, share of variance and verdict."""
+    if not answer.pairs:
         return "Only one knob varied: no interaction to measure."
-    rows = []
-    for pair, p in zip(answer.interactions, answer.interaction_holm, strict=True):
-        if not pair.measured:
-            said = "not measured: no trials cross them (two values of each, tried together)"
-        elif not math.isfinite(p):
-            said = "crossed, but the noise is unknown"
-        else:
-            said = "**interact**" if p < answer.alpha else "no evidence they interact"
+    level, rows = 1 - answer.alpha, []
+    for pair in answer.pairs:
+        gap = pair.gap
         rows.append(
             {
                 "knobs": f"{pair.a} x {pair.b}",
-                "share of variance": _num(pair.importance, 3) if pair.measured else "-",
-                "p (Holm)": _p(p),
-                "verdict": said,
+                f"difference of differences ({level:.0%} CI)": "-"
+                if gap is None
+                else f"{gap.best} vs {gap.other}: {gap.gap:+.4f} {_ci(*gap.interval(level))}",
+                f"share of variance (ω², {level:.0%} CI)": _omega(pair.term, level),
+                "verdict": pair.words,
             }
         )
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
@@ -138,8 +144,8 @@ def diagnostics_table(answer: Answer) -> str:
     ]
     if found.values:
         rows.append(
-            {"scale": "scale's share of variance (p, Holm)"}
-            | {_col(m, name): _share(*found.effect[m], answer.alpha) for m in columns}
+            {"scale": "the scale's effect (share of variance; verdict)"}
+            | {_col(m, name): _share(found.effect.get(m), 1 - answer.alpha) for m in columns}
             | {"seeds": ""}
         )
     rho, p, n = found.rho
@@ -154,9 +160,11 @@ def _col(metric: str, objective: str) -> str:
     return objective if metric == "score" else metric
 
 
-def _share(share: float, p: float, alpha: float) -> str:
-    said = "noise unknown" if not math.isfinite(p) else "changes it" if p < alpha else "no evidence"
-    return f"{share:.0%} (p {_p(p)}: {said})"
+def _share(effect: KnobEffect | None, confidence: float) -> str:
+    """The scale's share of a metric's variance and its verdict against that metric's margin."""
+    if effect is None:
+        return "-"
+    return f"ω² {_omega(effect.term, confidence)}; {effect.words}"
 
 
 def runs_table(answer: Answer) -> str:
@@ -180,10 +188,16 @@ def noise_line(answer: Answer) -> str:
             "(set `search.replicates.enabled=true` and re-run a sweep)."
         )
     repeated = answer.obs.groupby([*answer.knobs])["seed"].nunique()
+    block = (
+        " The seed is a block of the model (every configuration ran with the same seeds): what "
+        "a seed shifts in all its runs alike is taken out of every comparison."
+        if answer.block
+        else ""
+    )
     return (
         f"Seed-to-seed noise (the model's residual): sigma = {sigma:.4f} {answer.objective.name} "
         f"with {df} degrees of freedom, from {int((repeated > 1).sum())} configurations run "
-        "with several seeds."
+        f"with several seeds.{block}"
     )
 
 
@@ -215,9 +229,9 @@ def figures(answer: Answer, index: int) -> dict[str, Figure]:
     panels = [
         (
             e.knob,
-            [lv.value for lv in e.levels],
-            [lv.seeds for lv in e.levels],
-            [lv.estimate for lv in e.levels],
+            [v.value for v in e.values],
+            [answer.levels[e.knob][v.value].seeds for v in e.values],
+            [v.mean.gap for v in e.values],
         )
         for e in answer.effects
     ]

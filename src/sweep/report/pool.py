@@ -140,15 +140,17 @@ def knob_value(flat: Mapping[str, Any], knob: str) -> str | None:
 
 
 def observations(group: Sequence[Sweep], knobs: Sequence[str]) -> pd.DataFrame:
-    """One row per finished, unpruned run of the group's sweeps (trials and seed repeats):
-    experiment, run ids, seed, each knob's value, the objective and attention diagnostics."""
+    """One row per finished, unpruned run of the group's sweeps (trials and seed repeats), one
+    per execution of a trial run with several (`search.executions_per_trial`: seed + k, as
+    export counts them): experiment, run ids, seed, each knob's value, the objective and
+    attention diagnostics."""
     rows = []
     for sweep in group:
         best = f"best_{sweep.objective.name}"
         for run in tracking.trial_runs(sweep.parent.info.run_id):
             row = _observation(sweep, run, knobs, best)
             if row is not None:
-                rows.append(row)
+                rows += _executions(row, run, sweep.objective.name)
     table = pd.DataFrame(rows)
     if table.empty:
         raise ReportError(
@@ -157,6 +159,16 @@ def observations(group: Sequence[Sweep], knobs: Sequence[str]) -> pd.DataFrame:
     table = table.sort_values(["experiment", "trial_id", "seed"], kind="stable")
     table.insert(0, "obs", range(1, len(table) + 1))
     return table.reset_index(drop=True)
+
+
+def _executions(row: dict[str, Any], run: Run, objective: str) -> list[dict[str, Any]]:
+    """A run's row, or one per execution (seed + k) when it trained several."""
+    if f"execution_best_{objective}" not in run.data.metrics:
+        return [row]
+    scores = tracking.execution_scores(run.info.run_id, objective)
+    if len(scores) < 2:
+        return [row]
+    return [row | {"seed": row["seed"] + k, "score": v} for k, v in enumerate(scores)]
 
 
 def _observation(sweep: Sweep, run: Run, knobs: Sequence[str], best: str) -> dict[str, Any] | None:

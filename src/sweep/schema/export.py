@@ -26,3 +26,5 @@ class ReportConfig:
     experiment: str = "answers"  # the MLflow experiment the page is logged to
     alpha: float = field(default=0.05, metadata=bounds(gt=0.0, lt=1.0))
     margin: float = field(default=0.01, metadata=bounds(gt=0.0))
+    # the practical floor of attention_entropy and attention_saturation (both 0..1)
+    diagnostic_margin: float = field(default=0.01, metadata=bounds(gt=0.0))

@@ -38,16 +38,21 @@ class Standing:
     max_trials: int | None
     executions: int
     pruning: bool
+    #: the verdicts' level and practical floor: the answer page's (`report.alpha`, `.margin`)
+    alpha: float = 0.05
+    margin: float = 0.01
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Standing:
-        search = cfg.search
+        search, report = cfg.search, cfg.get("report") or {}
         return cls(
             keys=tuple(str(key) for key in search.space),
             objective=Objective(str(search.objective), str(search.direction)),
             max_trials=None if search.tuner == "hyperband" else int(search.max_trials),
             executions=int(search.executions_per_trial),
             pruning=search.get("pruning", "none") == "median",
+            alpha=float(report.get("alpha", cls.alpha)),
+            margin=float(report.get("margin", cls.margin)),
         )
 
 
@@ -102,6 +107,8 @@ def describe_sweep(
         board=runs_route(experiment, LEADERBOARD_VIEW),
         executions=executions,
         top=DESCRIPTION_TOP,
+        alpha=standing.alpha,
+        margin=standing.margin,
     )[:MAX_NOTE]
     client.set_tag(parent_run_id, NOTE_TAG, text)
     tag_experiment(experiment, NOTE_TAG, text)

@@ -131,7 +131,7 @@ def run(
             continue
         decision = _decide(scores, sweep, settings)
         log.info("seeds: %d per leader: %s", n, decision.words(sweep.objective.name))
-        if decision.verdict in (stats.DIFFERENT, stats.SAME):
+        if decision.verdict in stats.DECIDED:
             return _stop(sweep, decision, f"decided after {n} seeds per leader")
         if n >= settings.max_seeds:
             return _stop(sweep, decision, f"max_seeds {settings.max_seeds} reached")
