@@ -371,6 +371,15 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
         assert "leaderboard.csv" in artifacts  # uploaded through the server to its artifact root
         assert any((tmp_path / "server-artifacts").rglob("leaderboard.csv"))
         assert "val_accuracy" in client.get_run(children[0].info.run_id).data.metrics
+        # the oracle token is in no console, param, tag nor artifact
+        token = env[TOKEN_ENV]
+        for name in processes:
+            assert token not in (tmp_path / f"{name}.log").read_text(errors="replace"), name
+        for run in [*parents, *children]:
+            recorded = [*run.data.params.values(), *run.data.tags.values()]
+            assert not [value for value in recorded if token in value], run.info.run_id
+        for path in (tmp_path / "server-artifacts").rglob("*"):
+            assert not path.is_file() or token.encode() not in path.read_bytes(), path
 
         # the server's DNS-rebinding protection is on: a foreign Host header is refused
         request_ = urllib.request.Request(
