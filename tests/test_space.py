@@ -168,3 +168,26 @@ def test_shipped_experiments_are_the_promised_ones() -> None:
     assert list(dims["values"]) == [16, 32, 64, 128, 256]
     seqs = compose_config(["+experiment=seqlen_search"]).search.space["data.seq_len"]
     assert list(seqs["values"]) == [64, 128, 256, 512]
+
+
+def test_the_attention_study_crosses_the_four_knobs_around_the_original() -> None:
+    """Every combination of the four knobs' levels is a cell (a grid over all of them), the
+    original configuration one of them, plain averaging (scale=uniform) a level of the scale;
+    3 seeds per cell, each its own validation split."""
+    cfg = compose_config(["+experiment=attention_study"])
+    space = cfg.search.space
+    assert list(space) == [
+        "model.attention.output_dim",
+        "model.attention.scale",
+        "model.attention.initializer",
+        "data.seq_len",
+    ]
+    cells = 1
+    for key, entry in space.items():
+        assert entry["type"] == "choice" and len(entry["values"]) >= 2, key
+        assert OmegaConf.select(cfg, key) in entry["values"], f"the original {key} is no level"
+        cells *= len(entry["values"])
+    assert "uniform" in space["model.attention.scale"]["values"]
+    assert 512 in space["data.seq_len"]["values"]
+    assert (cfg.search.tuner, cfg.search.max_trials) == ("grid", cells)
+    assert cfg.search.executions_per_trial >= 3 and cfg.data.split_per_seed

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -325,3 +326,36 @@ def test_vocabulary_size_and_batching_are_searchable(
     assert grid == {("16", "bucketed"), ("16", "fixed"), ("64", "bucketed"), ("64", "fixed")}
     sizes = {r.data.params["data.num_words"]: r.data.metrics["param_count"] for r in children}
     assert sizes["16"] < sizes["64"]  # the embedding shrank with the vocabulary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_seed", [True, False], ids=["split-per-seed", "one-split"])
+def test_each_seed_redraws_the_split_shared_by_every_trial(
+    make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, per_seed: bool
+) -> None:
+    """`data.split_per_seed`: execution k of every trial validates on the split of seed + k
+    (paired across trials: split noise is measured and cancels in comparisons); off, every
+    execution keeps the config's split."""
+    real_fit, seen = train.fit, []
+
+    def fit(model: Any, cfg: DictConfig, xy: train.Arrays, **kwargs: Any) -> Any:
+        reviews = (tuple(xy.y_val), tuple(xy.val.lengths))  # which reviews, in which order
+        seen.append((cfg.model.attention.output_dim, cfg.seed, reviews))
+        return real_fit(model, cfg, xy, **kwargs)
+
+    monkeypatch.setattr(train, "fit", fit)
+    cfg = make_sweep(
+        {"model.attention.output_dim": {"type": "choice", "values": [4, 8]}},
+        "search.tuner=grid",
+        "search.max_trials=2",
+        "search.executions_per_trial=2",
+        "train.epochs=1",
+        f"data.split_per_seed={per_seed}",
+    )
+    sweep_run(cfg)
+    assert len(seen) == 4
+    splits = {(dim, seed): reviews for dim, seed, reviews in seen}
+    assert {seed for _, seed in splits} == {42, 43}
+    for seed in (42, 43):  # paired: both widths validate on the same reviews per seed
+        assert splits[(4, seed)] == splits[(8, seed)]
+    assert (splits[(4, 42)] != splits[(4, 43)]) is per_seed

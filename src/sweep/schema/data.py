@@ -29,6 +29,10 @@ class DataConfig:
     # movie: each movie wholly in training or validation (needs the archive's movie links);
     # random: a stratified random split; auto: movie where the links exist, else random
     val_split: str = field(default="auto", metadata=bounds(choices=VAL_SPLITS))
+    # false: every seed of a configuration validates on the config's split (seed); true: each
+    # seed (execution, repeat) also redraws the movie-disjoint validation split, so split noise
+    # is measured, and, each seed's split shared by every trial, cancels in comparisons
+    split_per_seed: bool = False
     # stratified slice of N reviews per split, for smoke runs and tests
     limit: int | None = field(default=None, metadata=bounds(ge=2))
     padding: str = field(default="pre", metadata=bounds(choices=("pre", "post")))

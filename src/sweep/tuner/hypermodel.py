@@ -47,8 +47,10 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         return self._encoded[cfg.data.num_words]
 
     def arrays(self, cfg: DictConfig) -> train.Arrays:
-        """Cut once per vocabulary and sequence length per sweep: cheap, re-tokenising never."""
-        key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+        """Cut once per vocabulary and sequence length per sweep (and per seed, when each seed
+        draws its own validation split): cheap, re-tokenising never."""
+        split = int(cfg.seed) if cfg.data.get("split_per_seed", False) else None
+        key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating, split)
         if key not in self._arrays:
             self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg)
         return self._arrays[key]
@@ -63,17 +65,20 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         return build_model(cfg)
 
     def seed(self, cfg: DictConfig) -> int:
-        """This execution's seed for weights and batch order (the data and its validation split
-        keep the config's): the first execution's is the config's own, so a one-execution trial
-        trains exactly as a single run would."""
+        """This execution's seed for weights and batch order (the validation split keeps the
+        config's unless `data.split_per_seed`): the first execution's is the config's own, so a
+        one-execution trial trains exactly as a single run would."""
         return int(cfg.seed) + self._execution
 
     def fit(
         self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
     ) -> keras.callbacks.History:
         cfg = self.trial_config(hp)
+        seed = self.seed(cfg)
+        if cfg.data.get("split_per_seed", False):  # this execution's own validation split
+            cfg.seed = seed
         xy = self.arrays(cfg)
-        cfg.seed = self.seed(cfg)  # after the split: only weights and batch order vary
+        cfg.seed = seed  # weights and batch order (and the split, if per seed)
         history = train.fit(model, cfg, xy, **kwargs)
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses):
