@@ -110,10 +110,20 @@ def test_initial_points_come_first_and_are_not_repeated_on_resume(
     with pytest.raises(KeyboardInterrupt):  # in the second initial point's trial
         sweep_run(cfg)
     monkeypatch.undo()
+    _, children = sweep_runs(cfg)
+    assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
     sweep_run(cfg)
 
+    # resumed: every trial finished once, the interrupted one retried (this test is also the
+    # interrupted-resume test of these three tuners: tests/test_sweep.py keeps hyperband's)
     assert_complete_record(cfg, trials)
+    _, children = sweep_runs(cfg)
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert [r.data.tags["trial_id"] for r in killed] == ["1"]
     finished = by_trial(cfg)
+    assert len(finished) == trials and "1" in finished
+    sweep_run(cfg)  # a finished sweep re-run logs nothing new
+    assert len(sweep_runs(cfg)[1]) == len(children)
     dims = {trial_id: run.data.params[DIM] for trial_id, run in finished.items()}
     assert (dims["0"], dims["1"]) == ("8", "16"), dims
     assert finished["0"].data.tags["initial"] == "base"
