@@ -1,7 +1,12 @@
-"""Median pruning (`search.pruning=median`): the median stopping rule of Google Vizier, as
-Optuna's MedianPruner applies it. After `search.pruning_min_epochs` epochs, a trial whose best
-objective so far is worse than the median of the objective at the same epoch of the sweep's
-earlier finished trials (completed or pruned) stops there.
+"""Median pruning (`search.pruning=median`): the median stopping rule of Google Vizier. After
+`search.pruning_min_epochs` epochs, a trial whose best objective so far is worse than the median
+of the objective at the same epoch of the sweep's earlier finished trials (completed or pruned)
+stops there, once at least MIN_TRIALS of them reached that epoch.
+
+How it differs from Optuna's MedianPruner (`n_startup_trials=5`, completed trials only): the
+median here also counts pruned trials' curves up to where they stopped (they are finished runs
+in MLflow), and judging starts after 2 earlier trials, not 5, because our sweeps are short
+(10-30 trials, where 5 startup trials would leave a third of them unjudged).
 
 The earlier trials are read from MLflow, the record every process of a sweep shares, so the rule
 works with every tuner and in distributed sweeps. Their curves are read once per trial, at its

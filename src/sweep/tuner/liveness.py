@@ -10,7 +10,7 @@ it forever. This adds one through the chief's own oracle, no other service:
   marks their runs KILLED with the reason (tag `kill_reason`), and sends them back to the queue
   by Keras Tuner's retry path (same trial id), for any live worker to take;
 - a worker that learns its trial was taken stops training at the next batch, and neither
-  reports nor logs it (`StopWhenLost`, and `Heartbeat.holds` before it logs).
+  reports nor logs it (`StopWhenLost`, and `Heartbeat.still_holds` before it logs).
 
 `serve` is the chief's part: Keras Tuner's oracle servicer (as `oracle_chief.start_server`,
 pinned by tests/test_pins.py) behind the oracle's token (`cluster.oracle_server`), with the
