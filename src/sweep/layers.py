@@ -5,6 +5,9 @@ score scaling is a hyperparameter (fixed number, `sqrt(d_k)`, none, or a
 learned temperature), so a sweep can compare scaling strategies while keeping
 everything else fixed. It is registered for serialization, so models that use
 it reload with `keras.saving.load_model` without `custom_objects`.
+
+This module imports nothing from `sweep`: it ships with every logged model (`sweep.served`),
+which loads and predicts where the harness is not installed.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from typing import Any
 
 import keras
 from keras import ops
-
-from sweep.schema import SCALE_WORDS
 
 
 def _validate_output_dim(output_dim: Any) -> int:
@@ -67,7 +68,7 @@ def resolve_scale(scale: float | str, output_dim: int) -> float:
             return value
     raise ValueError(
         "Invalid value for argument `scale`. Expected a positive finite number or "
-        f"one of {SCALE_WORDS}. Received: scale={scale!r}"
+        f"one of 'sqrt_dk', 'none', 'learned'. Received: scale={scale!r}"
     )
 
 

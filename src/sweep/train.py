@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from sweep import batches, data, tracking
 from sweep.interrupt import INTERRUPTED
 from sweep.model import build_model
+from sweep.served.scorer import Preprocessing
 from sweep.tracking.callbacks import EpochMetrics, log_final, log_outcome
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
     )
 
 
+def preprocessing(cfg: DictConfig, encoded: data.Encoded) -> Preprocessing:
+    """How this config turns a review into the classifier's input: its served model repeats it."""
+    return Preprocessing(
+        encoded.vocabulary, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating
+    )
+
+
 def fit(
     model: keras.Model, cfg: DictConfig, xy: Arrays, **fit_kwargs: Any
 ) -> keras.callbacks.History:
@@ -115,7 +123,7 @@ def run(cfg: DictConfig) -> float:
             [history.history],
             seconds,
             xy.x_val,
-            encoded.vocabulary,
+            preprocessing(cfg, encoded),
             log_model=cfg.tracking.log_models != "none",
         )
     best = max(history.history.get("val_accuracy", [float("nan")]))
@@ -159,7 +167,7 @@ def final_evaluation(
         else:
             loss, accuracy = model.evaluate(xy.x_val, xy.y_val, batch_size=256, verbose=0)
         metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
-        log_final(model, metrics, registered_model, xy.x_val[:2])
+        log_final(model, metrics, registered_model, preprocessing(cfg, encoded))
     log.info(
         "final model: test_accuracy %.4f (registered as %s)",
         metrics["test_accuracy"],

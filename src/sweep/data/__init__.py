@@ -14,6 +14,7 @@ Modules: ``ragged`` (flat sequences, padding), ``encoding`` (tokeniser, vocabula
 from sweep.data.cache import CACHE_FORMAT
 from sweep.data.encoding import (
     INDEX_FROM,
+    LABEL_NAMES,
     OOV,
     PAD,
     SPECIAL_TOKENS,
@@ -24,7 +25,7 @@ from sweep.data.encoding import (
 )
 from sweep.data.load import load_encoded
 from sweep.data.ragged import Ragged, pad
-from sweep.data.sources import KERAS_SOURCE, LABEL_NAMES, SOURCES, SPLIT_NAMES
+from sweep.data.sources import KERAS_SOURCE, SOURCES, SPLIT_NAMES
 from sweep.data.split import (
     VAL_SPLITS,
     movie_split_indices,

@@ -3,21 +3,26 @@
 Conventions (keras ``imdb`` style): index 0 = padding, 1 = start of review, 2 = out of
 vocabulary, words from 3 in order of training-split frequency; every index is ``< num_words``.
 Labels: neg = 0, pos = 1.
+
+This module imports nothing from `sweep` but, relatively, `ragged`: both ship with every logged
+model (`sweep.served`), which encodes a served review with this very :func:`tokenize`.
 """
 
 from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sweep.data.ragged import Ragged
+# relative: the served model's copy of this module lives in another package (`sweep.served`)
+from .ragged import Ragged
 
 PAD, START, OOV, INDEX_FROM = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<start>", "<oov>")
+LABEL_NAMES = ("neg", "pos")  # label i's name
 TOKENIZER_VERSION = "imdb-words-v1"  # bump when tokenise()/encoding changes: invalidates caches
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -57,7 +62,7 @@ class Encoded:
         return len(self.vocabulary)
 
     def word_index(self) -> dict[str, int]:
-        return {w: i for i, w in enumerate(self.vocabulary) if i >= INDEX_FROM}
+        return word_index(self.vocabulary)
 
     def decode(self, sequence: Sequence[int]) -> str:
         """Turn indices back into text (debugging / sanity checks)."""
@@ -68,6 +73,20 @@ class Encoded:
 def tokenize(text: str) -> list[str]:
     """Lowercase word tokens; ``<br />`` counts as whitespace. Kept simple and fast."""
     return _TOKEN_RE.findall(text.lower().replace("<br />", " "))
+
+
+def word_index(vocabulary: Sequence[str]) -> dict[str, int]:
+    """word -> id of a vocabulary (index -> word), without the reserved ids."""
+    return {w: i for i, w in enumerate(vocabulary) if i >= INDEX_FROM}
+
+
+def encode_texts(texts: Sequence[str], index: Mapping[str, int]) -> Ragged:
+    """Ids of texts a vocabulary was not built from (a served review), with ``index`` from
+    :func:`word_index`: the ids :func:`encode` gave the texts it read, START first, OOV for a
+    word outside the vocabulary."""
+    return Ragged.from_sequences(
+        [[START, *(index.get(word, OOV) for word in tokenize(text))] for text in texts]
+    )
 
 
 class _AutoIds(dict):

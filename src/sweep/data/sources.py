@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sweep.data import encoding
-from sweep.data.encoding import INDEX_FROM, OOV, SPECIAL_TOKENS, START
+from sweep.data.encoding import INDEX_FROM, LABEL_NAMES, OOV, SPECIAL_TOKENS, START
 from sweep.data.ragged import Ragged
 from sweep.errors import DataError, first_line
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 KERAS_SOURCE = "keras.datasets.imdb"
 SOURCES = ("auto", "files", "keras")
 SPLIT_NAMES = ("train", "test")
-LABEL_NAMES = ("neg", "pos")
 NO_MOVIE = -1  # the movie of a review whose split has no links file
 
 _MEMBER_RE = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")

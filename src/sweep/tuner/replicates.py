@@ -241,7 +241,7 @@ def _fit(
         [history.history],
         time.perf_counter() - started,
         xy.x_val,
-        hypermodel.encoded_for(cfg).vocabulary,
+        train.preprocessing(cfg, hypermodel.encoded_for(cfg)),
         log_model=False,
         objective=objective.name,
         direction=objective.direction,

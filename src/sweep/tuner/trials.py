@@ -20,7 +20,7 @@ import keras_tuner
 from keras_tuner.errors import FatalError
 from omegaconf import DictConfig
 
-from sweep import leaderboard, pruning, space, tracking
+from sweep import leaderboard, pruning, space, tracking, train
 from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
 from sweep.tuner import liveness
@@ -242,7 +242,7 @@ class TrialTracking:
             runs,
             seconds,
             self.hypermodel.arrays(cfg).x_val,
-            self.hypermodel.encoded_for(cfg).vocabulary,
+            train.preprocessing(cfg, self.hypermodel.encoded_for(cfg)),
             log_model=log_models == "all" or (log_models == "best" and is_best),
             objective=objective.name,
             direction=objective.direction,
