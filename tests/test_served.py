@@ -92,29 +92,32 @@ class Logged:
     uri: str
 
 
+class Trained(dict):
+    """SETTINGS name -> its tiny run of `train.run`, trained on first use: the module's tests
+    may land on different workers (xdist), each training only the models its tests read."""
+
+    def __init__(self, work: Path, data_path: Path) -> None:
+        super().__init__()
+        self.work, self.data_path = work, data_path
+
+    def __missing__(self, name: str) -> Logged:
+        overrides = [*tiny_overrides(self.work, self.data_path), "tracking.log_models=best"]
+        cfg = compose_config([*overrides, f"name={name}", *SETTINGS[name]])
+        train.run(cfg)
+        client = MlflowClient(cfg.tracking.uri)
+        (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        self[name] = Logged(cfg, f"runs:/{run.info.run_id}/model")
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def logged(
     tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path, migrated_store: Path
-) -> dict[str, Logged]:
-    """One tiny trained run per SETTINGS entry, its model logged as every run logs it."""
+) -> Trained:
+    """The SETTINGS runs, their models logged as every run logs them, for the whole module."""
     work = tmp_path_factory.mktemp("served")
     copy_store(migrated_store, work)
-    runs = {}
-    for name, settings in SETTINGS.items():
-        cfg = compose_config(
-            [
-                *tiny_overrides(work, tiny_imdb),
-                "tracking.log_models=best",
-                f"name={name}",
-                *settings,
-            ]
-        )
-        train.run(cfg)
-        client = MlflowClient(cfg.tracking.uri)
-        experiment = client.get_experiment_by_name(name).experiment_id
-        (run,) = client.search_runs([experiment])
-        runs[name] = Logged(cfg, f"runs:/{run.info.run_id}/model")
-    return runs
+    return Trained(work, tiny_imdb)
 
 
 def no_sweep_env(work: Path, tracking_uri: str) -> dict[str, str]:
@@ -151,7 +154,7 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_a_logged_model_predicts_text_in_a_process_without_sweep(
-    logged: dict[str, Logged], tmp_path: Path
+    logged: Trained, tmp_path: Path
 ) -> None:
     run = logged["fixed"]
     env = no_sweep_env(tmp_path, str(run.cfg.tracking.uri))
@@ -176,12 +179,12 @@ def test_a_logged_model_predicts_text_in_a_process_without_sweep(
 
 
 @pytest.mark.slow
-def test_a_logged_model_says_what_it_takes_and_needs(logged: dict[str, Logged]) -> None:
-    model = mlflow.models.get_model_info(logged["bucketed"].uri)
+def test_a_logged_model_says_what_it_takes_and_needs(logged: Trained) -> None:
+    model = mlflow.models.get_model_info(logged["fixed"].uri)
     assert [(i["type"], i.get("name")) for i in model.signature.inputs.to_dict()] == [
         ("string", None)
     ]
-    files = Path(mlflow.artifacts.download_artifacts(logged["bucketed"].uri))
+    files = Path(mlflow.artifacts.download_artifacts(logged["fixed"].uri))
     example = json.loads((files / "serving_input_example.json").read_text())
     assert example == {"inputs": list(served.EXAMPLES)}
     requirements = (files / "requirements.txt").read_text().splitlines()
@@ -220,9 +223,7 @@ def harness_predictions(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batching", list(SETTINGS))
-def test_the_served_answer_is_the_harness_prediction(
-    logged: dict[str, Logged], batching: str
-) -> None:
+def test_the_served_answer_is_the_harness_prediction(logged: Trained, batching: str) -> None:
     run = logged[batching]
     encoded = train.load(run.cfg)
     reviews = data.Ragged.from_sequences([*encoded.train, *encoded.test])
