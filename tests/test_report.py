@@ -195,8 +195,7 @@ def test_attention_that_never_moved_gets_no_verdict_from_float_noise(
     diagnostics' margin (0.01), the scale's effect on entropy is at most negligible."""
     cfg = store()
     scales = [
-        ({"model.attention.scale": s}, [0.80, 0.81, 0.79])
-        for s in ("learned", "sqrt_dk", 8.0)
+        ({"model.attention.scale": s}, [0.80, 0.81, 0.79]) for s in ("learned", "sqrt_dk", 8.0)
     ]
 
     def diag(config: Mapping[str, Any], score: float) -> tuple[float, float]:
