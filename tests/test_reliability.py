@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import tracking
 from sweep.__main__ import run as main_run
+from sweep.distributed import server_env
 from sweep.errors import ConfigError
 from tests.conftest import (
     NO_REPLICATES,
@@ -191,8 +192,13 @@ class MlflowServer:
         ]
         log = (self.work / "server.log").open("a")
         # its own process group: `mlflow server` runs the web server as its child
-        self.process = subprocess.Popen(
-            command, cwd=self.work, stdout=log, stderr=log, start_new_session=True
+        self.process = subprocess.Popen(  # as scripts/mlflow-server: no GenAI job runner
+            command,
+            cwd=self.work,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=server_env(),
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
