@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -426,3 +426,35 @@ def refused(
         return lines[0]
 
     return refuse
+
+
+def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A config tree from dotted keys ({"a.b": 1} -> {"a": {"b": 1}}), as a run logs it."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3) -> Any:
+    """A chief's Keras Tuner oracle in this process (random search over one choice, heartbeats
+    on), its state under `directory`."""
+    import keras_tuner
+
+    from sweep.tuner.oracles import RandomOracle
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("x", [1, 2, 3, 4, 5, 6])
+    oracle = RandomOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"),
+        hyperparameters=hp,
+        max_trials=3,
+        seed=1,
+    )
+    oracle.watch(timeout_s, max_requeues)
+    oracle._set_project_dir(str(directory), "chief")
+    return oracle

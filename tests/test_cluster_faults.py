@@ -35,7 +35,7 @@ from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
-from tests.conftest import NO_REPLICATES, PYTHON, run_cli, tiny_overrides
+from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
 
@@ -90,20 +90,6 @@ def test_bad_heartbeat_settings_are_one_line_errors(override: str, reason: str) 
 # --- the chief's oracle, in this process ---------------------------------------------------------
 
 
-def _chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3) -> RandomOracle:
-    hp = keras_tuner.HyperParameters()
-    hp.Choice("x", [1, 2, 3, 4, 5, 6])
-    oracle = RandomOracle(
-        objective=keras_tuner.Objective("val_accuracy", "max"),
-        hyperparameters=hp,
-        max_trials=3,
-        seed=1,
-    )
-    oracle.watch(timeout_s, max_requeues)
-    oracle._set_project_dir(str(directory), "chief")
-    return oracle
-
-
 def _silence(oracle: RandomOracle, worker: str, seconds: float) -> None:
     """Move the chief's memory of `worker` back in time, as if it had been silent so long."""
     oracle._seen[worker] -= seconds
@@ -121,7 +107,7 @@ def _complete(oracle: RandomOracle, trial: keras_tuner.engine.trial.Trial) -> No
 
 
 def test_a_silent_workers_trial_goes_back_to_the_queue_under_its_id(tmp_path: Path) -> None:
-    oracle = _chief_oracle(tmp_path)
+    oracle = chief_oracle(tmp_path)
     a, b = oracle.create_trial("a"), oracle.create_trial("b")
     assert _beat(oracle, "a", a.trial_id) and not _beat(oracle, "a", b.trial_id)
     _silence(oracle, "b", 4.0)
@@ -149,7 +135,7 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_under_its_id(tmp_path: Pa
 
 
 def test_a_worker_with_nothing_to_do_waits_while_a_trial_may_come_back(tmp_path: Path) -> None:
-    oracle = _chief_oracle(tmp_path)
+    oracle = chief_oracle(tmp_path)
     first, second, third = (oracle.create_trial(w) for w in ("a", "b", "a2"))
     _complete(oracle, second)
     _complete(oracle, third)
@@ -166,7 +152,7 @@ def test_a_worker_with_nothing_to_do_waits_while_a_trial_may_come_back(tmp_path:
 
 
 def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
-    oracle = _chief_oracle(tmp_path, max_requeues=1)
+    oracle = chief_oracle(tmp_path, max_requeues=1)
     trial = oracle.create_trial("a")
     for worker in ("a", "b"):
         if worker == "b":
@@ -179,7 +165,7 @@ def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
 
 
 def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:
-    oracle = _chief_oracle(tmp_path, max_requeues=3)
+    oracle = chief_oracle(tmp_path, max_requeues=3)
     trial = oracle.create_trial("a")
     trial.status, trial.message = TrialStatus.INVALID, "Traceback ...\nValueError: broken"
     oracle.end_trial(trial)
@@ -188,11 +174,11 @@ def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:
 
 
 def test_a_restarted_chief_gives_running_trials_back_to_their_workers(tmp_path: Path) -> None:
-    oracle = _chief_oracle(tmp_path)
+    oracle = chief_oracle(tmp_path)
     a, b = oracle.create_trial("a"), oracle.create_trial("b")
     _complete(oracle, b)
     c = oracle.create_trial("b")
-    restarted = _chief_oracle(tmp_path)
+    restarted = chief_oracle(tmp_path)
     restarted.reload()
     assert {w: t.trial_id for w, t in restarted.ongoing_trials.items()} == {
         "a": a.trial_id,

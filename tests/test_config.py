@@ -155,6 +155,15 @@ def test_bad_command_line_is_one_line_and_nothing_runs(
     assert refused(*argv).startswith(starts)
 
 
+def test_a_multirun_over_experiments_with_search_settings_is_one_line(
+    refused: Callable[..., str],
+) -> None:
+    """Hydra composes a multirun's config without its swept experiments first, where `search`
+    is null: its traceback becomes one line naming the override (nothing runs)."""
+    line = refused("+experiment=dim_search,scale_search", "search.max_trials=3", options=["-m"])
+    assert line.startswith("config error: search.max_trials=3: a multirun over +experiment=")
+
+
 @pytest.mark.parametrize(
     ("body", "starts"),
     [

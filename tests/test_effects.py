@@ -10,7 +10,6 @@ import itertools
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -26,6 +25,7 @@ from sweep.objective import Objective
 from sweep.report import report
 from sweep.report.analysis import fitted
 from sweep.tracking.summary import Standing, log_leaderboard
+from tests.conftest import nested
 
 MARGIN, ALPHA = 0.01, 0.05
 
@@ -245,17 +245,6 @@ FOUR = {  # knob: (base value, other value, gain of the other): one verdict each
 }
 
 
-def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
 def _log_four_verdicts(cfg: DictConfig) -> str:
     """A one-knob-at-a-time sweep as the tuner and the seed repeats log it: the base and one
     other value per knob, each run with seeds 42..45 (repeats tagged with their trial's run);
@@ -268,7 +257,7 @@ def _log_four_verdicts(cfg: DictConfig) -> str:
     with mlflow.start_run(experiment_id=experiment, tags=tags) as parent:
         mlflow.log_params({"search.space": ", ".join(FOUR), "search.objective": "val_accuracy"})
         mlflow.log_param("search.direction", "max")
-        mlflow.log_text(OmegaConf.to_yaml(_nested({"name": cfg.name, **base})), "config.yaml")
+        mlflow.log_text(OmegaConf.to_yaml(nested({"name": cfg.name, **base})), "config.yaml")
     for number, config in enumerate(configs):
         gain = sum(g for k, (b, o, g) in FOUR.items() if config[k] == o)
         trial = None
@@ -281,7 +270,7 @@ def _log_four_verdicts(cfg: DictConfig) -> str:
             with mlflow.start_run(experiment_id=experiment, nested=True, tags=run_tags) as run:
                 mlflow.log_params(config)
                 mlflow.log_text(
-                    OmegaConf.to_yaml(_nested({"name": cfg.name, **config})), "config.yaml"
+                    OmegaConf.to_yaml(nested({"name": cfg.name, **config})), "config.yaml"
                 )
                 score = 0.8 + gain + float(noise[number, i])
                 mlflow.log_metrics(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import keras_tuner
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,6 +35,7 @@ from sweep.schema import DistributedConfig
 from sweep.schema.distributed import TOKEN_ENV, oracle_token
 from sweep.tuner import liveness
 from sweep.tuner.oracles import RandomOracle
+from tests.conftest import chief_oracle
 
 #: The sweep's secret and an intruder's guess (both long enough to be accepted as tokens).
 TOKEN = "right-token-0123456789abcdef"
@@ -69,16 +69,7 @@ class Chief:
 
 
 def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **tls: str) -> Chief:
-    hp = keras_tuner.HyperParameters()
-    hp.Choice("x", [1, 2, 3, 4, 5, 6])
-    oracle = RandomOracle(
-        objective=keras_tuner.Objective("val_accuracy", "max"),
-        hyperparameters=hp,
-        max_trials=3,
-        seed=1,
-    )
-    oracle.watch(5.0, 3)  # heartbeats on, as a chief's oracle has them
-    oracle._set_project_dir(str(tmp_path), "chief")
+    oracle = chief_oracle(tmp_path)  # heartbeats on, as a chief's oracle has them
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # what the chief reads when it starts serving
     dist = _dist(f"127.0.0.1:{distributed.free_port()}", role="chief", **tls)
     server, _ = liveness.start_oracle(oracle, dist)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import tracking
 from sweep.errors import ReportError
 from sweep.report import report
-from tests.conftest import REAL_DATA, own_lines, run_cli, tiny_overrides
+from tests.conftest import REAL_DATA, nested, own_lines, run_cli, tiny_overrides
 
 BASE = {
     "model.attention.output_dim": 128,
@@ -30,17 +30,6 @@ BASE = {
     "train.epochs": 2,
     "train.learning_rate": 0.0002,
 }
-
-
-def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
 
 
 def log_sweep(
@@ -61,7 +50,7 @@ def log_sweep(
             {"search.space": ", ".join(knobs), "search.objective": "val_accuracy"}
             | {"search.direction": "max"}
         )
-        mlflow.log_text(OmegaConf.to_yaml(_nested({"name": name, **base})), "config.yaml")
+        mlflow.log_text(OmegaConf.to_yaml(nested({"name": name, **base})), "config.yaml")
         for number, (values, scores) in enumerate(trials):
             config = {**base, **values}
             for i, score in enumerate(scores):
@@ -71,7 +60,7 @@ def log_sweep(
                 with mlflow.start_run(experiment_id=experiment, nested=True, tags=tags) as run:
                     mlflow.log_params(config)
                     mlflow.log_text(
-                        OmegaConf.to_yaml(_nested({"name": name, **config})), "config.yaml"
+                        OmegaConf.to_yaml(nested({"name": name, **config})), "config.yaml"
                     )
                     entropy, saturation = (diagnostics or (lambda c, s: (0.9, 0.1)))(config, score)
                     mlflow.log_metrics(

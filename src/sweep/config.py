@@ -74,6 +74,8 @@ def compose_config(
 #: An override of the search space: `search.space=...`, `+search.space.PATH=...`,
 #: `search.space.PATH.FIELD=...`, `~search.space.PATH`.
 _SPACE_OVERRIDE = re.compile(r"^(\+\+|\+|~)?search\.space(\.|=|$)")
+#: An override of any `search.*` key (a sweep's settings, its space among them).
+_SPACE_OR_SEARCH = re.compile(r"^(\+\+|\+|~)?search(\.|=|$)")
 #: The fields of one search space entry.
 _FIELDS = tuple(f.name for f in dataclasses.fields(SearchParam))
 
@@ -219,6 +221,26 @@ def check_command_line(args: Sequence[str]) -> None:
     for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
         for job in batch:
             compose_config(job, known.config_name or "config", config_dir)
+    if known.multirun:
+        _check_multirun_base(parsed)
+
+
+def _check_multirun_base(parsed: Sequence[Override]) -> None:
+    """Hydra's multirun first composes the config without the swept values: when those are the
+    experiments, `search` is still null there, and a `search.*` override is a traceback."""
+    swept = [o for o in parsed if o.is_sweep_override()]
+    if not any(o.key_or_group == "experiment" for o in swept):
+        return
+    for override in parsed:
+        if not override.is_sweep_override() and _SPACE_OR_SEARCH.match(override.input_line):
+            key, _, value = override.input_line.lstrip("+~").partition("=")
+            raise ConfigError(
+                key,
+                value,
+                "a multirun over +experiment=... composes its config without the experiments "
+                "first, where search is null: set it in the experiment files, or run each "
+                "experiment with its own command",
+            )
 
 
 def as_config_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
