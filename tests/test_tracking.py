@@ -100,6 +100,7 @@ def rows(db: Path, kept: dict[str, list[str]]) -> dict[str, set[tuple]]:
         return {t: set(store.execute(f"SELECT {', '.join(c)} FROM {t}")) for t, c in kept.items()}
 
 
+@pytest.mark.slow  # runs `mlflow db upgrade`, a process
 def test_a_store_mlflow_39_wrote_is_upgraded_with_nothing_lost(tmp_path: Path) -> None:
     db = tmp_path / "mlruns" / "mlflow.db"
     db.parent.mkdir()
