@@ -59,10 +59,11 @@ def load(cfg: DictConfig) -> data.Encoded:
     )
 
 
-def arrays(encoded: data.Encoded, cfg: DictConfig) -> Arrays:
-    """Split off validation (fixed seed) and cut every review to this config's `seq_len`
-    (cheap, per run; padding, if any, happens on first use)."""
-    train, val = data.validation_split(encoded, cfg.data.val_fraction, seed=cfg.seed)
+def arrays(encoded: data.Encoded, cfg: DictConfig, split_seed: int | None = None) -> Arrays:
+    """Split off validation (seeded: the config's seed unless `split_seed` is given) and cut
+    every review to this config's `seq_len` (cheap, per run; padding happens on first use)."""
+    seed = cfg.seed if split_seed is None else split_seed
+    train, val = data.validation_split(encoded, cfg.data.val_fraction, seed=seed)
     reviews = encoded.train.truncate(cfg.data.seq_len, cfg.data.truncating)
     y = np.asarray(encoded.y_train, dtype=np.int32)
     return Arrays(

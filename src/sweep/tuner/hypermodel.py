@@ -46,13 +46,16 @@ class AttentionHyperModel(keras_tuner.HyperModel):
             self._encoded[cfg.data.num_words] = train.load(cfg)
         return self._encoded[cfg.data.num_words]
 
-    def arrays(self, cfg: DictConfig) -> train.Arrays:
-        """Cut once per vocabulary and sequence length per sweep (and per seed, when each seed
-        draws its own validation split): cheap, re-tokenising never."""
-        split = int(cfg.seed) if cfg.data.get("split_per_seed", False) else None
+    def arrays(self, cfg: DictConfig, seed: int | None = None) -> train.Arrays:
+        """The reviews cut for `cfg`, its validation split drawn by the config's seed, or by
+        `seed` (an execution's or a repeat's) with `data.split_per_seed`: cut once per
+        vocabulary, sequence length and split per sweep; cheap, re-tokenising never."""
+        split = int(cfg.seed)
+        if seed is not None and cfg.data.get("split_per_seed", False):
+            split = seed
         key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating, split)
         if key not in self._arrays:
-            self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg)
+            self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg, split)
         return self._arrays[key]
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
@@ -75,10 +78,8 @@ class AttentionHyperModel(keras_tuner.HyperModel):
     ) -> keras.callbacks.History:
         cfg = self.trial_config(hp)
         seed = self.seed(cfg)
-        if cfg.data.get("split_per_seed", False):  # this execution's own validation split
-            cfg.seed = seed
-        xy = self.arrays(cfg)
-        cfg.seed = seed  # weights and batch order (and the split, if per seed)
+        xy = self.arrays(cfg, seed)
+        cfg.seed = seed  # weights and batch order (the split too, with data.split_per_seed)
         history = train.fit(model, cfg, xy, **kwargs)
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses):

@@ -5,7 +5,8 @@ decided (`sweep.stats.decide`), or the budget of repeats, time or seeds is spent
 Round by round: the `top` configurations by their mean over seeds (a trial's own run is its
 first seed) are each brought up to `n` seeds, n starting at `min_seeds`; then the decision is
 taken; undecided, n grows by one, up to `max_seeds`. A repeat re-seeds the weights and the batch
-order (seed = the config's seed + k); the data and its validation split stay the sweep's. Each
+order (seed = the config's seed + k); the data and its validation split stay the sweep's (with
+`data.split_per_seed`, each seed validates on its own split, as the trials' executions do). Each
 repeat is a nested run of the sweep tagged `replicate_of` (the trial's run), found again in
 MLflow on a re-run: a repeat that exists is never run twice, one that failed is not retried (the
 next seed is used), one interrupted is.
@@ -174,7 +175,7 @@ def _repeat(
     """One more seed of a trial's configuration, as a nested run of the sweep."""
     seed = config.next_seed()
     trial_cfg = OmegaConf.create(tracking.run_config(config.run_id))
-    xy = hypermodel.arrays(trial_cfg)  # cut with the trial's seed: the sweep's validation split
+    xy = hypermodel.arrays(trial_cfg, seed)  # the sweep's split, or this seed's (split_per_seed)
     cfg = OmegaConf.merge(trial_cfg, {"seed": seed})
     tags = {
         **sweep.tags,
