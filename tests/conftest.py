@@ -14,9 +14,12 @@ import gc
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -458,3 +461,56 @@ def chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3)
     oracle.watch(timeout_s, max_requeues)
     oracle._set_project_dir(str(directory), "chief")
     return oracle
+
+
+class Servers:
+    """Servers a test starts (`mlflow ui`, `mlflow models serve`...), each in its own process
+    group (they run their workers as children), all stopped with their groups at its end."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.processes = work, list[subprocess.Popen]()
+
+    def start(
+        self,
+        command: Sequence[str],
+        probe: str,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 180.0,
+    ) -> None:
+        """Start `command` in the test's directory, its output in NAME.log; return once the URL
+        `probe` answers 200, fail with the log's end if it dies or never does."""
+        log_path = self.work / f"{name}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                list(command),
+                cwd=self.work,
+                env=None if env is None else dict(env),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(probe, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"{name} did not start: {log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """`Servers` started under tmp_path, stopped at the test's end."""
+    started = Servers(tmp_path)
+    yield started
+    started.stop()

@@ -6,14 +6,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +24,10 @@ from omegaconf import DictConfig
 from sweep import batches, data, served, train
 from sweep.config import compose_config
 from sweep.data.encoding import OOV, encode, encode_texts, word_index
+from sweep.distributed import free_port
 from sweep.export import export
 from sweep.served.scorer import CLASSIFIER
-from tests.conftest import Swept, copy_store, tiny_overrides
+from tests.conftest import Servers, Swept, copy_store, tiny_overrides
 
 PYTHON = sys.executable
 REVIEWS = ["a great film", "a dreadful film"]
@@ -249,46 +247,20 @@ def test_the_served_answer_is_the_harness_prediction(logged: Trained, batching: 
 # --- slow: `mlflow models serve` on the registered final model of a sweep ----------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
+def serve(tmp_path: Path, servers: Servers) -> Callable[[str, str], str]:
     """Start docs/serving.md's `mlflow models serve` for a model URI on a free loopback port,
     in a process that cannot import sweep; its URL."""
-    processes: list[subprocess.Popen] = []
 
     def start(model_uri: str, tracking_uri: str) -> str:
-        port, log = free_port(), (tmp_path / "serve.log").open("w")
+        port = free_port()
         command = [str(Path(PYTHON).parent / "mlflow"), "models", "serve", "-m", model_uri]
         command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-        env = no_sweep_env(tmp_path, tracking_uri)
-        # its own process group: the server runs its workers as children
-        processes.append(
-            subprocess.Popen(
-                command, cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True
-            )
-        )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and processes[-1].poll() is None:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
-                    if answer.status == 200:
-                        return url
-            except OSError:
-                time.sleep(0.5)
-        log.close()
-        raise AssertionError(f"no model server: {Path(log.name).read_text()[-3000:]}")
+        servers.start(command, f"{url}/ping", "serve", env=no_sweep_env(tmp_path, tracking_uri))
+        return url
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    return start
 
 
 def invoke(url: str, body: object) -> tuple[int, dict]:

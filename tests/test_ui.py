@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +13,8 @@ from omegaconf import DictConfig
 
 from sweep import tracking
 from sweep.__main__ import run as command
+from sweep.distributed import free_port
+from tests.conftest import Servers
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Screenshots land here for CI to keep.
@@ -49,50 +45,19 @@ def test_documented_ui_command_binds_to_loopback() -> None:
     assert command[command.index("--backend-store-uri") + 1] == "sqlite:///mlruns/mlflow.db"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_ui(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+def mlflow_ui(servers: Servers) -> Callable[[str], str]:
     """Start the README's `mlflow ui` command for a store on a free loopback port."""
-    processes: list[subprocess.Popen] = []
 
     def start(store_uri: str) -> str:
         port = free_port()
-        command = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            store_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        log = (tmp_path / "mlflow-ui.log").open("w")
-        # its own process group: `mlflow ui` runs the web server (and a job runner) as children
-        processes.append(
-            subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
-        )
+        command = [str(Path(sys.executable).parent / "mlflow"), *documented_ui_command()[1:]]
+        command[command.index("--backend-store-uri") + 1] = store_uri
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return url
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"mlflow ui did not start: {(tmp_path / 'mlflow-ui.log').read_text()}")
+        servers.start([*command, "--port", str(port)], f"{url}/health", "mlflow-ui")
+        return url
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    return start
 
 
 @pytest.mark.browser
