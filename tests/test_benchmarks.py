@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON
+from tests.conftest import PYTHON, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
@@ -93,13 +93,8 @@ def test_benchmark_runs_on_a_tiny_slice(
     assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
 
     # the package's own entry point re-renders the same tables from the JSON, measuring nothing
-    rerendered = subprocess.run(
-        [PYTHON, "-m", "benchmarks", f"--from-json={out}", f"--readme={readme}"],
-        cwd=ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    rerendered = run_cli(
+        [f"--from-json={out}", f"--readme={readme}"], ROOT, cli_env, module="benchmarks", timeout=60
     )
     assert rerendered.returncode == 0, rerendered.stderr[-3000:]
     assert readme.read_text() == text
