@@ -63,12 +63,22 @@ def arrays(encoded: data.Encoded, cfg: DictConfig, split_seed: int | None = None
     """Split off validation (seeded: the config's seed unless `split_seed` is given) and cut
     every review to this config's `seq_len` (cheap, per run; padding happens on first use)."""
     seed = cfg.seed if split_seed is None else split_seed
-    train, val = data.validation_split(encoded, cfg.data.val_fraction, seed=seed)
+    confirm = cfg.data.get("confirm_fraction", 0.0)
+    train, val = data.validation_split(encoded, cfg.data.val_fraction, seed, confirm)
     reviews = encoded.train.truncate(cfg.data.seq_len, cfg.data.truncating)
     y = np.asarray(encoded.y_train, dtype=np.int32)
     return Arrays(
         reviews.take(train), y[train], reviews.take(val), y[val], cfg.data.seq_len, cfg.data.padding
     )
+
+
+def confirmation(encoded: data.Encoded, cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The confirmation slice (`data.confirm_fraction`), padded to this config's `seq_len`:
+    what the confirmation stage scores on, never trained or selected on."""
+    _, rows = data.confirmation_split(encoded, cfg.data.confirm_fraction)
+    reviews = encoded.train.truncate(cfg.data.seq_len, cfg.data.truncating).take(rows)
+    y = np.asarray(encoded.y_train, dtype=np.int32)[rows]
+    return data.pad(reviews, cfg.data.seq_len, cfg.data.padding), y
 
 
 def preprocessing(cfg: DictConfig, encoded: data.Encoded) -> Preprocessing:

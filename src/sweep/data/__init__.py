@@ -28,6 +28,7 @@ from sweep.data.ragged import Ragged, pad
 from sweep.data.sources import KERAS_SOURCE, SOURCES, SPLIT_NAMES
 from sweep.data.split import (
     VAL_SPLITS,
+    confirmation_split,
     movie_split_indices,
     split_indices,
     val_movies,
@@ -51,6 +52,7 @@ __all__ = [
     "DataError",
     "Encoded",
     "Ragged",
+    "confirmation_split",
     "load_encoded",
     "movie_split_indices",
     "pad",

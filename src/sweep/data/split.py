@@ -208,21 +208,55 @@ def movie_split_indices(
     return rng.permutation(np.flatnonzero(~val_rows)), rng.permutation(np.flatnonzero(val_rows))
 
 
-def validation_split(
-    encoded: Encoded, val_fraction: float = 0.2, seed: int = 42
+#: The confirmation slice is drawn once, by this fixed seed: every run of every seed and every
+#: sweep of the data sees the same slice, so nothing a seed picks can reach it.
+CONFIRM_SEED = 7
+
+
+def _split(
+    encoded: Encoded, rows: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation rows of ``encoded``'s training split, the way its resolved
-    ``val_split`` says: whole movies (:func:`movie_split_indices`) or :func:`split_indices`."""
+    """``rows`` of the training split cut in two the way ``val_split`` says (whole movies, or
+    stratified at random); the second part holds ``fraction`` of them."""
+    y = encoded.y_train[rows]
     if encoded.val_split == "movie":
         if encoded.movie_train is None:
             raise ValueError("val_split='movie' needs movie ids")
-        return movie_split_indices(encoded.y_train, encoded.movie_train, val_fraction, seed)
-    return split_indices(encoded.y_train, val_fraction, seed)
+        kept, held = movie_split_indices(y, encoded.movie_train[rows], fraction, seed)
+    else:
+        kept, held = split_indices(y, fraction, seed)
+    return rows[kept], rows[held]
 
 
-def val_movies(encoded: Encoded, val_fraction: float = 0.2, seed: int = 42) -> int | None:
+def confirmation_split(encoded: Encoded, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training split left for selection, and the confirmation slice
+    (``data.confirm_fraction`` of it, whole movies where the data names them): the slice that
+    only the confirmation stage scores on, after every choice was made elsewhere."""
+    every = np.arange(len(encoded.y_train))
+    if not fraction:
+        return every, every[:0]
+    return _split(encoded, every, fraction, CONFIRM_SEED)
+
+
+def validation_split(
+    encoded: Encoded, val_fraction: float = 0.2, seed: int = 42, confirm_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows of ``encoded``'s training split, the way its resolved
+    ``val_split`` says: whole movies (:func:`movie_split_indices`) or :func:`split_indices`.
+    With ``confirm_fraction``, both come from what the confirmation slice leaves, validation
+    still ``val_fraction`` of the whole split."""
+    if not confirm_fraction:
+        rows = np.arange(len(encoded.y_train))
+        return _split(encoded, rows, val_fraction, seed)
+    rest, _ = confirmation_split(encoded, confirm_fraction)
+    return _split(encoded, rest, val_fraction / (1.0 - confirm_fraction), seed)
+
+
+def val_movies(
+    encoded: Encoded, val_fraction: float = 0.2, seed: int = 42, confirm_fraction: float = 0.0
+) -> int | None:
     """How many movies validation holds (None: the data names no movies)."""
     if encoded.movie_train is None:
         return None
-    _, val = validation_split(encoded, val_fraction, seed)
+    _, val = validation_split(encoded, val_fraction, seed, confirm_fraction)
     return len(np.unique(encoded.movie_train[val]))

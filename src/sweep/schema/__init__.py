@@ -124,6 +124,12 @@ def validate(cfg: DictConfig) -> None:
     check_tracking_uri(str(cfg.tracking.uri), str(dist.role) if dist is not None else "none")
     if cfg.search is not None:
         check_search(cfg.search)
+        if cfg.search.confirm.enabled and not cfg.data.confirm_fraction:
+            raise ConfigError(
+                "search.confirm.enabled",
+                True,
+                "needs a confirmation slice: set data.confirm_fraction (e.g. 0.1)",
+            )
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:

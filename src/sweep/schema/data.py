@@ -33,6 +33,9 @@ class DataConfig:
     # seed (execution, repeat) also redraws the movie-disjoint validation split, so split noise
     # is measured, and, each seed's split shared by every trial, cancels in comparisons
     split_per_seed: bool = False
+    # share of the training split set aside (whole movies, drawn once) as the confirmation
+    # slice: no trial trains or validates on it; only `search.confirm` scores on it (0: none)
+    confirm_fraction: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))
     # stratified slice of N reviews per split, for smoke runs and tests
     limit: int | None = field(default=None, metadata=bounds(ge=2))
     padding: str = field(default="pre", metadata=bounds(choices=("pre", "post")))
@@ -43,6 +46,12 @@ class DataConfig:
 
 def check_data(data: DictConfig) -> None:
     """Settings that are fine alone but not together (`data.*` only)."""
+    if data.confirm_fraction + data.val_fraction >= 1.0:
+        raise ConfigError(
+            "data.confirm_fraction",
+            data.confirm_fraction,
+            f"with data.val_fraction={data.val_fraction} it leaves nothing to train on",
+        )
     if data.source == "files" and not data.path:
         raise ConfigError("data.path", data.path, "data.source=files needs a path")
     if data.val_split == "movie" and (data.source == "keras" or not data.path):

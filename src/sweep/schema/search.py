@@ -39,6 +39,14 @@ class ReplicatesConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    # after the search: the best, the runner-up and the base configuration re-run with fresh
+    # seeds, scored on the confirmation slice (data.confirm_fraction) that no selection saw
+    enabled: bool = False
+    seeds: int = field(default=3, metadata=bounds(ge=2))  # fresh seeds per configuration
+
+
+@dataclass
 class SearchConfig:
     tuner: str = field(
         default="random", metadata=bounds(choices=("random", "bayesian", "hyperband", "grid"))
@@ -67,6 +75,7 @@ class SearchConfig:
     # of the space), {best_of: EXPERIMENT} (another sweep's best trial), {config.path: value}
     initial: list[Any] = field(default_factory=lambda: ["base"])
     replicates: ReplicatesConfig = field(default_factory=ReplicatesConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass

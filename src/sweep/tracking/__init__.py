@@ -8,10 +8,16 @@ explicitly from `sweep.tracking.callbacks`.
 
 from sweep.tracking.paging import all_experiments, all_runs, each_run
 from sweep.tracking.queries import (
+    CONFIRM_OF_TAG,
+    CONFIRM_ROLE_TAG,
+    CONFIRMATION,
     ORACLE_PORT_TAG,
+    SELECTION_TAG,
+    STAGE_TAG,
     best_epochs,
     best_finished,
     best_value,
+    confirmation_run,
     execution_scores,
     existing_run,
     find_sweep_parent,
@@ -78,6 +84,9 @@ from sweep.tracking.ui import (
 )
 
 __all__ = [
+    "CONFIRMATION",
+    "CONFIRM_OF_TAG",
+    "CONFIRM_ROLE_TAG",
     "DESCRIPTION_TOP",
     "EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TAG",
@@ -88,6 +97,8 @@ __all__ = [
     "NOTE_TAG",
     "ORACLE_PORT_TAG",
     "PACKAGES",
+    "SELECTION_TAG",
+    "STAGE_TAG",
     "VIEW_TAG",
     "WORKER_TAG",
     "Standing",
@@ -102,6 +113,7 @@ __all__ = [
     "close_stale_runs",
     "close_stale_runs_outside",
     "configure",
+    "confirmation_run",
     "describe_sweep",
     "each_run",
     "execution_scores",

@@ -58,10 +58,30 @@ def _repeat(run: Run) -> bool:
     return leaderboard.REPLICATE_OF_TAG in run.data.tags
 
 
-def trial_runs(parent_run_id: str) -> list[Run]:
-    """Every child run of a sweep, whatever its status (trials and their seed repeats)."""
+#: A sweep's stage run (not a trial), nested under its parent: the confirmation stage's runs
+#: are its children. `confirm_selection`: what it confirms, recorded before it trains anything;
+#: each confirmation run names the trial run it re-runs and that configuration's roles.
+STAGE_TAG, CONFIRMATION = "sweep_stage", "confirmation"
+SELECTION_TAG, CONFIRM_OF_TAG, CONFIRM_ROLE_TAG = "confirm_selection", "confirm_of", "confirm_role"
+
+
+def _children(parent_run_id: str) -> list[Run]:
     parent = MlflowClient().get_run(parent_run_id)
     return all_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def trial_runs(parent_run_id: str) -> list[Run]:
+    """Every child run of a sweep, whatever its status (trials and their seed repeats; not its
+    stage runs)."""
+    return [r for r in _children(parent_run_id) if STAGE_TAG not in r.data.tags]
+
+
+def confirmation_run(parent_run_id: str) -> Run | None:
+    """The sweep's confirmation stage run (`search.confirm`), if it has started."""
+    return next(
+        (r for r in _children(parent_run_id) if r.data.tags.get(STAGE_TAG) == CONFIRMATION),
+        None,
+    )
 
 
 def objective_curves(

@@ -79,7 +79,9 @@ def standard_tags(cfg: DictConfig, dataset: str | data.Encoded) -> dict[str, str
     }
     if isinstance(dataset, data.Encoded):
         tags["data.val_split_used"] = dataset.val_split
-        movies = data.val_movies(dataset, cfg.data.val_fraction, cfg.seed)
+        movies = data.val_movies(
+            dataset, cfg.data.val_fraction, cfg.seed, cfg.data.get("confirm_fraction", 0.0)
+        )
         if movies is not None:
             tags["data.val_movies"] = str(movies)
     commit = git_commit()

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from sweep import cluster, tracking
 from sweep.errors import SweepError, first_line
-from sweep.tuner import replicates
+from sweep.tuner import confirm, replicates
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.oracles import ConsecutiveFailures, SweepOracle
 from sweep.tuner.state import SweepState, resume_or_start
@@ -83,7 +83,8 @@ class Role(ABC):
     def replicate(
         self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
     ) -> None:
-        """Seed repeats of the leaders (`search.replicates`): run by a lone process only."""
+        """Seed repeats of the leaders (`search.replicates`), then the confirmation stage
+        (`search.confirm`): run by a lone process only."""
         return
 
     @abstractmethod
@@ -150,6 +151,7 @@ class Alone(Role):
         self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
     ) -> None:
         replicates.run(sweep, hypermodel, callbacks)
+        confirm.run(sweep, hypermodel, callbacks)
 
     def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:
         """Why the search ended (a tag; a line when re-running goes on), the leaderboard."""
@@ -185,10 +187,11 @@ class Chief(Alone):
     def replicate(
         self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
     ) -> None:
-        if self.cfg.search.replicates.enabled:  # the chief trains nothing
+        search = self.cfg.search
+        if search.replicates.enabled or search.confirm.enabled:  # the chief trains nothing
             log.info(
-                "search.replicates: the chief trains no model; once the sweep is done, re-run "
-                "the same command without distributed.role to repeat the leaders' seeds"
+                "search.replicates/confirm: the chief trains no model; once the sweep is done, "
+                "re-run the same command without distributed.role to run them"
             )
 
     def summarise(self, oracle: SweepOracle, sweep: SweepRun) -> float:

@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = (
     "search.time_budget",
     "search.initial",
     "search.replicates",  # seed repeats come after the trials and change none of them
+    "search.confirm",  # so does the confirmation stage
 )
 
 
