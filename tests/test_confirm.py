@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import data, train, tracking, tuner
+from sweep import data, tracking, train, tuner
 from sweep.tuner import confirm
 
 SPACE = {"model.attention.output_dim": {"type": "choice", "values": [8, 4, 2]}}
@@ -65,7 +65,10 @@ def test_selection_by_mean_and_the_base_once() -> None:
     runs = [Fake("a", {"trial_id": "0", "initial": "base"}), Fake("b", {"trial_id": "1"})]
     runs.append(Fake("c", {"trial_id": "2"}))
     picks = confirm.select(runs, scores, sign=1.0)  # type: ignore[arg-type]
-    assert [(p.roles, p.run_id, p.n) for p in picks] == [("best", "b", 2), ("runner-up, base", "a", 2)]
+    assert [(p.roles, p.run_id, p.n) for p in picks] == [
+        ("best", "b", 2),
+        ("runner-up, base", "a", 2),
+    ]
     assert picks[0].screened == pytest.approx(0.84)
 
 

@@ -121,6 +121,7 @@ def test_the_page_pools_siblings_and_every_run_is_cited(
     shown = re.search(r"sigma = ([0-9.]+) val_accuracy with (\d+) degrees", text)
     assert shown and abs(float(shown.group(1)) - sigma) < 1e-4 and shown.group(2) == "6", shown
     assert "The seed is a block of the model" in text
+    assert "attention was not tested against plain averaging" in text  # no scale=uniform
     assert all(run_id in text for run_id in ids)
     assert (path.parent / "effects_1.png").is_file() and (path.parent / "best.yaml").is_file()
     logged = MlflowClient().search_runs(

@@ -168,3 +168,23 @@ def diagnostics(
     axes[-1].set_title("does saturation predict the score?")
     axes[-1].grid(alpha=0.3)
     return fig
+
+
+def tuning_curve(
+    n: Sequence[int],
+    estimate: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    objective: str,
+) -> Figure:
+    """The expected best of n trials, with its band, on a log axis of n."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.fill_between(n, low, high, alpha=0.25, label="band")
+    ax.plot(n, estimate, "-o", markersize=3, label="expected best (unbiased)")
+    ax.set_xscale("log")
+    ax.set_xlabel("trials")
+    ax.set_ylabel(f"best {objective}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from sweep.effects import KnobEffect, PairEffect, knob_effects, pair_effects
 from sweep.errors import ReportError
 from sweep.objective import Objective
-from sweep.report import analysis, pool
+from sweep.report import analysis, pool, study
 from sweep.report.analysis import Level
 
 #: The knob whose effect on the attention diagnostics the page shows.
@@ -66,6 +66,9 @@ class Answer:
     best: Best
     alpha: float
     margin: float
+    control: study.Control | None  # attention vs plain averaging (scale=uniform)
+    confirmations: tuple[study.Confirmation, ...]  # screened vs confirmed, per sweep
+    curve: study.Curve | None  # the expected best of n trials
 
     @property
     def names(self) -> str:
@@ -96,6 +99,11 @@ def answer(group: Sequence[pool.Sweep], settings: DictConfig) -> Answer:
         best=_best(obs, knobs, objective),
         alpha=alpha,
         margin=margin,
+        control=study.control(model, SCALE, objective.sign, alpha, margin),
+        confirmations=tuple(
+            c for s in group if (c := study.confirmation(s, alpha, margin)) is not None
+        ),
+        curve=study.tuning_curve(list(obs["score"]), objective.name, objective.sign, 1 - alpha),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +76,8 @@ def report(cfg: DictConfig) -> Path:
         )
         mlflow.set_tag(tracking.NOTE_TAG, text[: tracking.MAX_NOTE])
         mlflow.log_artifacts(str(directory))
+    if cfg.report.readme:
+        summarise_into(Path(cfg.report.readme), answers, directory / PAGE, text)
     for found in answers:
         for effect in found.effects:
             log.info("%s: %s (%s)", effect.knob, effect.verdict, found.names)
@@ -82,6 +85,27 @@ def report(cfg: DictConfig) -> Path:
     shown = OmegaConf.merge(cfg, {"name": str(cfg.report.experiment)})
     tracking.show_runs_page(shown)  # the last line: where to see it
     return directory / PAGE
+
+
+#: The lines around the block of a markdown file `report.readme` rewrites.
+START, END = "<!-- answer:start -->", "<!-- answer:end -->"
+
+
+def summarise_into(path: Path, answers: Sequence[Answer], page_path: Path, text: str) -> None:
+    """Replace `path`'s answer block with each group's headline, the page's own first lines
+    (date, command, commit) and a link to the page: the file says what the page says."""
+    found = path.read_text() if path.exists() else ""
+    if START not in found or END not in found:
+        raise ReportError(
+            f"report.readme={path}: no '{START}' ... '{END}' block in it to write the answer into"
+        )
+    link = os.path.relpath(page_path, path.parent)
+    written = text.split("\n\n", 2)[1]  # "Written <date> by <command> at commit ..."
+    block = [START, "", f"{written} The whole page: [{link}]({link}).", ""]
+    for each in answers:
+        block += [f"**{each.names}**", "", page.headline(each), ""]
+    before, rest = found.split(START, 1)
+    path.write_text(before + "\n".join(block) + rest[rest.index(END) :])
 
 
 def _rank_file(cfg: DictConfig, best: Best, directory: Path) -> tuple[str, str]:
@@ -112,9 +136,9 @@ def _page(
     lines = [
         "# Which attention settings matter?",
         "",
-        f"Written {today} by `python -m sweep.report{' ' + args if args else ''}` from the MLflow "
-        f"store `{cfg.tracking.uri}`; logged as run `{run_id}` of experiment "
-        f"`{cfg.report.experiment}`.",
+        f"Written {today} by `python -m sweep.report{' ' + args if args else ''}` at commit "
+        f"`{tracking.git_commit() or 'unknown'}` from the MLflow store `{cfg.tracking.uri}`; "
+        f"logged as run `{run_id}` of experiment `{cfg.report.experiment}`.",
         "",
         METHOD.format(objective=first.objective.name, alpha=first.alpha, margin=first.margin),
         "",
@@ -153,6 +177,19 @@ def _section(found: Answer, index: int, heading: bool) -> list[str]:
         "### Which knobs interact",
         "",
         page.interaction_table(found),
+        "",
+        "### Does attention beat plain averaging? (the `scale=uniform` control)",
+        "",
+        page.control_table(found),
+        "",
+        "### Screened vs confirmed: the best on runs that did not select it",
+        "",
+        *page.confirmation_tables(found),
+        "### How many trials does this space need?",
+        "",
+        page.curve_table(found),
+        "",
+        f"![tuning curve](tuning_{index}.png)" if found.curve else "",
         "",
         "### Attention diagnostics: does the scale change them, does saturation predict "
         f"{found.objective.name}?",

@@ -1,18 +1,21 @@
 """The answer page in markdown, and its figures: per group of sibling sweeps a headline table
 (each knob's effect, noise and verdict), each knob's values, interactions, the attention
-diagnostics, and the observations (MLflow runs) every number rests on."""
+diagnostics, the uniform-attention control, screened vs confirmed, the expected best of n
+trials, and the observations (MLflow runs) every number rests on."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweep import leaderboard, plots
+from sweep import leaderboard, plots, stats
 from sweep.effects import KnobEffect, Term
 from sweep.report.answer import DIAGNOSTICS, Answer, Best
+from sweep.report.study import CURVE_AT
 
 
 def _num(value: float, digits: int = 4) -> str:
@@ -201,6 +204,101 @@ def noise_line(answer: Answer) -> str:
     )
 
 
+def control_table(answer: Answer) -> str:
+    """Each attention scale minus the uniform control (every weight 1/n), by the one rule."""
+    found, margin = answer.control, answer.margin
+    if found is None:
+        return (
+            "No `scale=uniform` control in these runs: attention was not tested against plain "
+            "averaging."
+        )
+    rows = [
+        {"scale": gap.best, "minus uniform: verdict": stats.words(gap, said, found.level, margin)}
+        for gap, said in zip(found.gaps, found.verdicts, strict=True)
+    ]
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    sd = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.4f}{sd} ({len(values)})"
+
+
+def confirmation_tables(answer: Answer) -> list[str]:
+    """Per confirmation stage: each pick as screened and on fresh seeds, and the best's gaps."""
+    if not answer.confirmations:
+        return ["No confirmation stage in these sweeps (`search.confirm.enabled=true`)."]
+    name, lines = answer.objective.name, []
+    for found in answer.confirmations:
+        rows = [
+            {
+                "configuration": f"{row.roles} (trial {row.trial_id})",
+                f"screened {name} (seeds)": f"{row.screened:.4f}"
+                + (f" ± {row.screened_sd:.4f}" if math.isfinite(row.screened_sd) else "")
+                + f" ({row.screened_n})",
+                f"fresh seeds, {name}": _spread(list(row.fresh_val.values())),
+                "fresh seeds, slice accuracy": _spread(list(row.slice.values())),
+            }
+            for row in found.rows
+        ]
+        gaps = [
+            {
+                "gap": f"{screened.best} - {screened.other}",
+                "screened (95% CI)": f"{screened.gap:+.4f} {_ci(*screened.interval(0.95))}",
+                "confirmed on the slice (95% CI)": f"{confirmed.gap:+.4f} "
+                + _ci(*confirmed.interval(0.95)),
+                "verdict (confirmed)": stats.words(confirmed, said, found.level, answer.margin),
+            }
+            for screened, confirmed, said in found.gaps
+        ]
+        best = found.rows[0]
+        shift = (
+            statistics.fmean(best.fresh_val.values()) - best.screened
+            if best.fresh_val
+            else math.nan
+        )
+        lines += [
+            f"Confirmation stage of {found.sweep} (run `{found.run_id}`): the screened best, "
+            "the runner-up and the base re-run with fresh seeds (each also a fresh validation "
+            "split), scored on the confirmation slice no trial saw (mean ± std (seeds)).",
+            "",
+            pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
+            "",
+            pd.DataFrame(gaps).to_markdown(index=False, disable_numparse=True),
+            "",
+            f"The winner's curse, measured: the best's {name} on fresh seeds minus its screened "
+            f"mean: {shift:+.4f}. (Slice and validation accuracy are different reviews: compare "
+            "gaps across them, levels within a column.)",
+            "",
+        ]
+    return lines
+
+
+def curve_table(answer: Answer) -> str:
+    """The expected best of n trials at a few n, with its simultaneous band."""
+    curve = answer.curve
+    if curve is None:
+        return "Too few runs (or an unbounded objective) for the expected best of n trials."
+    rows = [
+        {
+            "trials": str(n),
+            f"expected best {answer.objective.name}": f"{curve.estimate[n - 1]:.4f}",
+            f"{curve.confidence:.0%} band": _ci(curve.low[n - 1], curve.high[n - 1], sign=""),
+        }
+        for n in CURVE_AT
+        if n <= len(curve.n)
+    ]
+    return (
+        f"From {curve.observations} (configuration, seed) runs of the screen: a trial of a "
+        "random search over this design is one of them drawn at random. Unbiased estimate "
+        "(Tang et al.'s U-statistic of Dodge et al.'s expected maximum), band simultaneous over "
+        "n (opda, from the empirical CDF's band on [0, 1]).\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    )
+
+
 def best_section(
     best: Best, objective: str, rank_file: str, command: str, test: tuple[float, str] | None
 ) -> str:
@@ -238,6 +336,14 @@ def figures(answer: Answer, index: int) -> dict[str, Figure]:
     found: dict[str, Figure] = {}
     if panels:
         found[f"effects_{index}.png"] = plots.knob_panels(panels, answer.objective.name)
+    if answer.curve is not None:
+        found[f"tuning_{index}.png"] = plots.tuning_curve(
+            answer.curve.n,
+            answer.curve.estimate,
+            answer.curve.low,
+            answer.curve.high,
+            answer.objective.name,
+        )
     diag = answer.diagnostics
     if diag is not None:
         units = answer.obs.dropna(subset=["attention_saturation"])

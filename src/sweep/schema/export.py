@@ -24,6 +24,9 @@ class ReportConfig:
     experiments: list[str] = field(default_factory=list)  # to pool; default: every sweep
     dir: str = "reports"  # the page and its figures
     experiment: str = "answers"  # the MLflow experiment the page is logged to
+    # a markdown file (README.md) whose block between the lines `<!-- answer:start -->` and
+    # `<!-- answer:end -->` is replaced by the page's headline, dated, with a link to the page
+    readme: str | None = None
     alpha: float = field(default=0.05, metadata=bounds(gt=0.0, lt=1.0))
     margin: float = field(default=0.01, metadata=bounds(gt=0.0))
     # the practical floor of attention_entropy and attention_saturation (both 0..1)
