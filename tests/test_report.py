@@ -264,42 +264,53 @@ def test_cli_report_on_an_empty_store_exits_2_with_one_line(
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
-def test_the_shipped_experiments_answer_on_a_slice_of_real_data(
+def test_a_small_study_runs_and_answers_on_a_slice_of_real_data(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    """dim_search, scale_search and init_search on 400 real reviews, one epoch, then the page:
-    every run of the three sweeps is cited on it, and it names each knob."""
-    short = [
+    """attention_study as shipped, shrunk (800 real reviews, 2 x 2 x 2 cells with the original
+    initializer, 2 seeds, 1 epoch), then the page: every run cited, each knob and pair answered,
+    the control judged, the confirmation stage side by side with the screen, the trials curve."""
+    space = "search.space.model.attention"
+    small = [
+        "+experiment=attention_study",
         f"data.path={REAL_DATA}",
-        "data.limit=400",
+        "data.limit=800",
         "data.num_words=2000",
-        "data.seq_len=32",
         "model.embedding_dim=16",
+        "model.attention.output_dim=16",
+        "train.learning_rate=0.01",
         "train.epochs=1",
         "train.verbose=0",
-        "search.max_trials=3",
-        "search.replicates.max_runs=2",
         "tracking.log_models=none",
+        "search.executions_per_trial=2",
+        "search.confirm.seeds=2",
+        f"{space}.output_dim.values=[16,8]",
+        f"{space}.scale.values=[8.0,uniform]",
+        f"{space}.initializer.values=[{{class_name: RandomUniform, config: "
+        "{minval: -0.05, maxval: 0.05}}]",
+        "search.space.data.seq_len.values=[32,64]",
+        "search.max_trials=8",
     ]
-    for name in ("dim_search", "scale_search", "init_search"):
-        done = run_cli([f"+experiment={name}", *short], tmp_path, cli_env, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    result = run_cli(
-        ["report.experiments=[dim_search,scale_search,init_search]"],
-        tmp_path,
-        cli_env,
-        module="sweep.report",
-    )
+    done = run_cli(small, tmp_path, cli_env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = run_cli(["report.experiments=[attention_study]"], tmp_path, cli_env, "sweep.report")
     assert result.returncode == 0, result.stderr[-3000:]
     text = (tmp_path / "reports" / "answers.md").read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    for name in ("dim_search", "scale_search", "init_search"):
-        experiment = client.get_experiment_by_name(name).experiment_id
-        runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert children and all(r.info.run_id in text for r in children), name
-    for knob in ("output_dim", "scale", "initializer"):
+    experiment = client.get_experiment_by_name("attention_study").experiment_id
+    parent = client.search_runs([experiment], "tags.sweep = 'attention_study'")[-1]
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    trials = [r for r in trials if tracking.STAGE_TAG not in r.data.tags]
+    assert len(trials) == 8 and all(r.info.run_id in text for r in trials)
+    for knob in ("output_dim", "scale"):
         assert f"| model.attention.{knob}" in text, knob
+    assert "| data.seq_len" in text and "only this value tried" in text  # the initializer
+    control = text.split("the `scale=uniform` control)", 1)[1].split("###", 1)[0]
+    assert "| 8 " in control and "minus uniform" in control
+    section = text.split("Screened vs confirmed", 1)[1].split("###", 1)[0]
+    assert "best (trial" in section and "base" in section and "| best - " in section
+    assert "| 8 " in text.split("How many trials", 1)[1]  # 16 runs: the curve reaches n = 10
+    assert (tmp_path / "reports" / "tuning_1.png").is_file()
 
 
 def test_resume_recovery_and_the_page_read_every_run_across_pages(
