@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -31,9 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import leaderboard, tracking, train
 from sweep.errors import SweepError, first_line
-from sweep.model import build_model
 from sweep.objective import Objective
-from sweep.tracking.callbacks import log_outcome
+from sweep.tuner import replicates
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.trials import SweepRun
 
@@ -238,27 +236,9 @@ def _fit(
     objective: Objective,
     scorer: SliceScore,
 ) -> float:
-    """Train with the run's seed, log it as a trial is logged, and score the slice at the epoch
-    validation picks (the trials' endpoint)."""
-    tracking.log_config(cfg)
-    keras.utils.set_random_seed(int(cfg.seed))
-    model = build_model(cfg)
-    started = time.perf_counter()
-    try:
-        history = train.fit(model, cfg, xy, callbacks=callbacks)
-    except Exception as err:
-        tracking.log_failure(err)
-        raise
-    log_outcome(
-        model,
-        [history.history],
-        time.perf_counter() - started,
-        xy.x_val,
-        train.preprocessing(cfg, hypermodel.encoded_for(cfg)),
-        log_model=False,
-        objective=objective.name,
-        direction=objective.direction,
-    )
+    """Train and log as a seed repeat does; the slice's score at the epoch validation picks
+    (the trials' endpoint)."""
+    history, _ = replicates.fit_logged(cfg, xy, hypermodel, callbacks, objective)
     curve = history.history[objective.name]
     epoch = objective.best_of(list(range(len(curve))), key=lambda e: curve[e])
     score = scorer.values[int(epoch)]

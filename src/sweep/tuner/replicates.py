@@ -193,7 +193,8 @@ def _repeat(
             run_name=f"trial-{config.trial_id}-seed-{seed}",
             tags=tags,
         ):
-            score = _fit(cfg, xy, hypermodel, callbacks, objective)
+            _, summary = fit_logged(cfg, xy, hypermodel, callbacks, objective)
+            score = float(summary[f"best_{objective.name}"])
     except Exception as err:  # logged FAILED: the next round tries the next seed
         if tracking.unreachable(err):
             raise SweepError(f"seed repeats stopped: {tracking.gone_message(err)}") from None
@@ -217,14 +218,15 @@ def _repeat(
     )
 
 
-def _fit(
+def fit_logged(
     cfg: DictConfig,
     xy: train.Arrays,
     hypermodel: AttentionHyperModel,
     callbacks: list[keras.callbacks.Callback],
     objective: Objective,
-) -> float:
-    """Train the configuration with its seed and log it as a trial is logged; its score."""
+) -> tuple[keras.callbacks.History, dict[str, float]]:
+    """Train the configuration with its seed and log it as a trial is logged (a repeat's or a
+    confirmation's run): its history and logged summary."""
     tracking.log_config(cfg)
     keras.utils.set_random_seed(int(cfg.seed))
     model = build_model(cfg)
@@ -247,4 +249,4 @@ def _fit(
         objective=objective.name,
         direction=objective.direction,
     )
-    return float(summary[f"best_{objective.name}"])
+    return history, summary
