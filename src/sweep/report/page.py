@@ -57,6 +57,7 @@ def headline(answer: Answer) -> str:
                 f"best ({name}, marginal mean)": f"{best.value} ({_num(best.mean.gap)})",
                 f"deciding gap ({level:.0%} CI)": f"{gap.best} - {gap.other}: "
                 f"{gap.gap:+.4f} {_ci(*gap.interval(level))}",
+                "SE": _num(gap.se),
                 f"share of variance (ω², {level:.0%} CI)": _omega(effect.term, level),
                 "verdict": effect.words,
             }
@@ -126,6 +127,7 @@ def interaction_table(answer: Answer) -> str:
                 f"difference of differences ({level:.0%} CI)": "-"
                 if gap is None
                 else f"{gap.best} vs {gap.other}: {gap.gap:+.4f} {_ci(*gap.interval(level))}",
+                "SE": "-" if gap is None else _num(gap.se),
                 f"share of variance (ω², {level:.0%} CI)": _omega(pair.term, level),
                 "verdict": pair.words,
             }
