@@ -104,6 +104,9 @@ def summarise_into(path: Path, answers: Sequence[Answer], page_path: Path, text:
     block = [START, "", f"{written} The whole page: [{link}]({link}).", ""]
     for each in answers:
         block += [f"**{each.names}**", "", page.headline(each), ""]
+        if each.control is not None:
+            block += ["Attention against plain averaging (`scale=uniform`):", ""]
+            block += [page.control_table(each), ""]
     before, rest = found.split(START, 1)
     path.write_text(before + "\n".join(block) + rest[rest.index(END) :])
 
