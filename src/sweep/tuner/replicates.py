@@ -193,8 +193,7 @@ def _repeat(
             run_name=f"trial-{config.trial_id}-seed-{seed}",
             tags=tags,
         ):
-            _, summary = fit_logged(cfg, xy, hypermodel, callbacks, objective)
-            score = float(summary[f"best_{objective.name}"])
+            _, score = fit_logged(cfg, xy, hypermodel, callbacks, objective)
     except Exception as err:  # logged FAILED: the next round tries the next seed
         if tracking.unreachable(err):
             raise SweepError(f"seed repeats stopped: {tracking.gone_message(err)}") from None
@@ -224,9 +223,9 @@ def fit_logged(
     hypermodel: AttentionHyperModel,
     callbacks: list[keras.callbacks.Callback],
     objective: Objective,
-) -> tuple[keras.callbacks.History, dict[str, float]]:
+) -> tuple[keras.callbacks.History, float]:
     """Train the configuration with its seed and log it as a trial is logged (a repeat's or a
-    confirmation's run): its history and logged summary."""
+    confirmation's run): its history and its best objective value."""
     tracking.log_config(cfg)
     keras.utils.set_random_seed(int(cfg.seed))
     model = build_model(cfg)
@@ -249,4 +248,4 @@ def fit_logged(
         objective=objective.name,
         direction=objective.direction,
     )
-    return history, summary
+    return history, float(summary[f"best_{objective.name}"])
