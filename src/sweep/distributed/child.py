@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import tuner
-from sweep.config import validate
+from sweep.config import check_config
 from sweep.errors import USER_ERROR_EXIT, UserError
 from sweep.schema import CHIEF_WORD, Config
 
@@ -39,7 +39,7 @@ def main(config_file: str, overrides: Sequence[str]) -> int:
         force=True,
     )
     try:
-        validate(cfg)
+        check_config(cfg)
         tuner.run(cfg)
     except UserError as err:
         sys.stderr.write(f"{who}: {err}\n")

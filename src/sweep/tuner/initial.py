@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import space, tracking
 from sweep.errors import ConfigError
 from sweep.objective import Objective
+from sweep.vocabulary import HYPERPARAMETERS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,6 @@ def _best_of(cfg: DictConfig, key: str, name: str) -> dict[str, Any]:
     best = objective.best_of(finished, key=lambda r: r.data.metrics[metric])
     if best is None:
         raise ConfigError(key, name, "that sweep has no finished trial yet")
-    searched = [k.strip() for k in best.data.tags.get("hyperparameters", "").split(",")]
+    searched = [k.strip() for k in best.data.tags.get(HYPERPARAMETERS_TAG, "").split(",")]
     config = OmegaConf.create(tracking.run_config(best.info.run_id))
     return {k: OmegaConf.select(config, k) for k in searched if k in cfg.search.space}

@@ -27,11 +27,10 @@ from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.oracles import ConsecutiveFailures, SweepOracle
 from sweep.tuner.state import SweepState, resume_or_start
 from sweep.tuner.trials import SweepRun, TrialTracking
+from sweep.vocabulary import STOP_REASON_TAG, SWEEP_TAG
 
 log = logging.getLogger(__name__)
 
-#: The parent run's tag that says why the search ended.
-STOP_REASON = "stop_reason"
 #: How gRPC prefixes the text of an exception the chief's servicer raised.
 GRPC_APPLICATION = "Exception calling application: "
 
@@ -123,7 +122,7 @@ class Alone(Role):
             run_id=parent_id,
             experiment_id=experiment,
             run_name=None if parent_id else f"{name}-sweep",
-            tags={**tags, "sweep": name, **self.parent_tags()},
+            tags={**tags, SWEEP_TAG: name, **self.parent_tags()},
         ) as parent:
             if parent_id is None:
                 tracking.log_sweep_settings(self.cfg)
@@ -140,7 +139,7 @@ class Alone(Role):
         except FatalError as err:  # raised by TrialTracking.run_trial: tracking went away
             raise SweepError(f"sweep stopped: {first_line(err)}") from None
         except ConsecutiveFailures as err:
-            MlflowClient().set_tag(sweep.parent_run_id, STOP_REASON, str(err))
+            MlflowClient().set_tag(sweep.parent_run_id, STOP_REASON_TAG, str(err))
             raise SweepError(f"sweep stopped: {err}") from None
         except Exception as err:
             if tracking.unreachable(err):
@@ -157,7 +156,7 @@ class Alone(Role):
         """Why the search ended (a tag; a line when re-running goes on), the leaderboard."""
         cfg, parent_id = self.cfg, sweep.parent_run_id
         reason = _stop_reason(oracle, str(cfg.search.tuner))
-        MlflowClient().set_tag(parent_id, STOP_REASON, reason)
+        MlflowClient().set_tag(parent_id, STOP_REASON_TAG, reason)
         if oracle.stop_reason:
             log.info(
                 "sweep %s stopped: %s; re-run the same command to go on (with a fresh budget)",

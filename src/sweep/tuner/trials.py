@@ -25,6 +25,7 @@ from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
 from sweep.tuner import liveness
 from sweep.tuner.hypermodel import AttentionHyperModel, searched_values
+from sweep.vocabulary import INITIAL_TAG, TRIAL_ID_TAG
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class TrialTracking:
         if logged is not None:
             log.info("trial %s is logged FINISHED already; not run again", trial.trial_id)
             return logged
-        tags = {**self.sweep.tags, "trial_id": trial.trial_id, **self._initial_tag(trial)}
+        tags = {**self.sweep.tags, TRIAL_ID_TAG: trial.trial_id, **self._initial_tag(trial)}
         try:
             with tracking.tracked_run(
                 nested=True,
@@ -255,7 +256,7 @@ class TrialTracking:
         values = searched_values(trial.hyperparameters)
         labels = self.sweep.initial_labels
         label = next((name for name, point in labels if point == values), None)
-        return {"initial": label} if label else {}
+        return {INITIAL_TAG: label} if label else {}
 
     def _done(self) -> int:
         """Trials ended (finished or failed) in this sweep so far, by any process."""
