@@ -89,7 +89,7 @@ def select(runs: Sequence[Run], scores: Mapping[str, list[float]], sign: float) 
     for role, run_id in zip(("best", "runner-up"), ranked, strict=False):
         roles.setdefault(run_id, []).append(role)
     base = next((r.info.run_id for r in runs if r.data.tags.get(INITIAL_TAG) == "base"), None)
-    if base in scores:
+    if base is not None and base in scores:
         roles.setdefault(base, []).append("base")
     trial_ids = {r.info.run_id: str(r.data.tags.get(TRIAL_ID_TAG)) for r in runs}
     return [
@@ -187,9 +187,9 @@ def _fit_one(
     seed: int,
 ) -> str:
     """One fresh seed of a configuration, scored on the slice; its run's status."""
-    trial_cfg = OmegaConf.create(tracking.run_config(pick.run_id))
-    xy = hypermodel.arrays(trial_cfg, seed)  # this seed's split with data.split_per_seed
-    cfg = OmegaConf.merge(trial_cfg, {"seed": seed})
+    logged = tracking.run_config(pick.run_id)
+    xy = hypermodel.arrays(OmegaConf.create(logged), seed)  # this seed's with split_per_seed
+    cfg = OmegaConf.create({**logged, "seed": seed})
     scorer = SliceScore(*train.confirmation(hypermodel.encoded_for(cfg), cfg))
     tags = {
         **sweep.tags,
@@ -229,7 +229,8 @@ class SliceScore(keras.callbacks.Callback):
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         super().__init__()
-        self.x, self.y, self.values = x, y, []
+        self.x, self.y = x, y
+        self.values: list[float] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         probs = self.model.predict(self.x, batch_size=256, verbose=0)
@@ -269,6 +270,8 @@ def _fit(
     )
     curve = history.history[objective.name]
     epoch = objective.best_of(list(range(len(curve))), key=lambda e: curve[e])
-    score = scorer.values[int(epoch)]
-    mlflow.log_metrics({f"confirmed_{scorer.metric}": score, "confirmed_epoch": int(epoch) + 1})
+    if epoch is None:
+        raise ValueError(f"no epoch logged {objective.name}")
+    score = scorer.values[epoch]
+    mlflow.log_metrics({f"confirmed_{scorer.metric}": score, "confirmed_epoch": epoch + 1})
     return score

@@ -179,9 +179,9 @@ def _repeat(
 ) -> None:
     """One more seed of a trial's configuration, as a nested run of the sweep."""
     seed = config.next_seed()
-    trial_cfg = OmegaConf.create(tracking.run_config(config.run_id))
-    xy = hypermodel.arrays(trial_cfg, seed)  # the sweep's split, or this seed's (split_per_seed)
-    cfg = OmegaConf.merge(trial_cfg, {"seed": seed})
+    logged = tracking.run_config(config.run_id)
+    xy = hypermodel.arrays(OmegaConf.create(logged), seed)  # the sweep's split, or this seed's
+    cfg = OmegaConf.create({**logged, "seed": seed})
     tags = {
         **sweep.tags,
         SEED_TAG: str(seed),

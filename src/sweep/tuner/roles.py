@@ -133,7 +133,7 @@ class Alone(Role):
         self, tuner: TrialTracking, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]
     ) -> None:
         """The search; a stop the user must act on is a SweepError (the parent run FAILED)."""
-        tuner.oracle.start_clock()  # type: ignore[attr-defined]
+        tuner.oracle.start_clock()
         try:
             tuner.search_in(sweep, callbacks)
         except FatalError as err:  # raised by TrialTracking.run_trial: tracking went away
@@ -280,7 +280,7 @@ def _stop_reason(oracle: SweepOracle, tuner: str) -> str:
     """Why the search ended, in words, for the parent run's `stop_reason` tag."""
     if oracle.stop_reason:
         return oracle.stop_reason
-    n = len(oracle.trials)  # type: ignore[attr-defined]
+    n = len(oracle.trials)
     max_trials = getattr(oracle, "max_trials", None)
     if max_trials and n >= max_trials:
         return f"max_trials {max_trials} reached"

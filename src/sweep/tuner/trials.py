@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner
@@ -25,7 +25,11 @@ from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
 from sweep.tuner import liveness
 from sweep.tuner.hypermodel import AttentionHyperModel, searched_values
+from sweep.tuner.oracles import SweepOracle
 from sweep.vocabulary import INITIAL_TAG, TRIAL_ID_TAG
+
+if TYPE_CHECKING:
+    from keras_tuner.src.distribute.oracle_client import OracleClient
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +58,13 @@ class SweepRun:
         return self.standing.objective
 
 
-class TrialTracking:
+class TrialTracking(keras_tuner.Tuner):
     """Mixed into a Keras Tuner tuner: each trial a nested MLflow run, one console line each."""
 
     sweep: SweepRun
     hypermodel: AttentionHyperModel
-    oracle: keras_tuner.Oracle
+    #: the sweep's oracle; on a distributed worker, Keras Tuner's gRPC client of the chief's
+    oracle: SweepOracle | OracleClient
 
     def search_in(self, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]) -> None:
         """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; a
@@ -67,17 +72,17 @@ class TrialTracking:
         self.sweep = sweep
         dist = sweep.cfg.distributed
         if dist.role == "chief":
-            self.save()  # type: ignore[attr-defined]
-            liveness.serve(self.oracle, sweep.parent_run_id, dist)  # type: ignore[arg-type]
+            self.save()
+            liveness.serve(self.oracle, sweep.parent_run_id, dist)
             return
-        self.search(callbacks=callbacks)  # type: ignore[attr-defined]
+        self.search(callbacks=callbacks)
 
     def _populate_initial_space(self) -> None:
         """Keras Tuner builds models here to find conditional hyperparameters (its hook for such
         overrides); the space is declared whole up front, so no model is built before a trial."""
 
     def on_search_begin(self) -> None:
-        super().on_search_begin()  # type: ignore[misc]
+        super().on_search_begin()
         self._pruned: dict[str, int] = {}  # trial id -> the epoch median pruning stopped it at
         search = self.sweep.cfg.search
         self._pruner = None
@@ -99,18 +104,18 @@ class TrialTracking:
     def on_search_end(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        super().on_search_end()  # type: ignore[misc]
+        super().on_search_end()
 
     def pre_create_trial(self) -> None:
         """Keras Tuner asks again at once when the oracle answers IDLE (it waits for trials that
         others run): wait a moment first, so a waiting worker does not flood the chief."""
-        super().pre_create_trial()  # type: ignore[misc]
+        super().pre_create_trial()
         if self._asked:
             time.sleep(IDLE_WAIT_S)
         self._asked = True
 
     def on_trial_begin(self, trial: Any) -> None:
-        super().on_trial_begin(trial)  # type: ignore[misc]
+        super().on_trial_begin(trial)
         self._asked = False
         self._unreported = False
         if self._heartbeat is not None:
@@ -135,7 +140,7 @@ class TrialTracking:
     def on_epoch_end(
         self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None
     ) -> None:
-        super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        super().on_epoch_end(trial, model, epoch, logs)
         self._model = model
 
     def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
@@ -143,7 +148,7 @@ class TrialTracking:
         ends here, neither reported nor logged (`on_trial_end` skips it): it did not fail, so
         Keras Tuner prints no traceback for it."""
         try:
-            super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            super()._run_and_update_trial(trial, *args, **kwargs)
         except liveness.TrialLost as lost:
             self._unreported = True
             log.warning("%s: not reported by this worker", lost)
@@ -217,7 +222,7 @@ class TrialTracking:
             lost = liveness.StopWhenLost(self._heartbeat, trial.trial_id)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), lost]
         started = time.perf_counter()
-        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        histories = super().run_trial(trial, *args, **kwargs)
         seconds = time.perf_counter() - started
         if stop is not None and stop.pruned_at is not None:
             tracking.log_pruned(stop.pruned_at)
@@ -270,7 +275,7 @@ class TrialTracking:
         (the mean time per trial this command has seen, times the trials left). A trial the
         chief gave to another worker is not reported (nor counted) here."""
         if not self._unreported:
-            super().on_trial_end(trial)  # type: ignore[misc]
+            super().on_trial_end(trial)
         if self._heartbeat is not None:  # held (and beating) until the chief has the report
             self._heartbeat.hold(None)
         if self._unreported:

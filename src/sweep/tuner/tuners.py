@@ -25,11 +25,11 @@ from sweep.tuner.trials import TrialTracking
 PROJECT = "tuner"
 
 
-class RandomSweep(TrialTracking, keras_tuner.Tuner):
+class RandomSweep(TrialTracking):
     """Random search over the declared space."""
 
 
-class BayesianSweep(TrialTracking, keras_tuner.Tuner):
+class BayesianSweep(TrialTracking):
     """Gaussian-process Bayesian optimisation over the declared space."""
 
 
@@ -41,7 +41,7 @@ class HyperbandSweep(TrialTracking, keras_tuner.Hyperband):
         keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)
 
 
-class GridSweep(TrialTracking, keras_tuner.Tuner):
+class GridSweep(TrialTracking):
     """Every combination of the declared (discrete) space, in order."""
 
 
