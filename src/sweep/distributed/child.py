@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import tuner
 from sweep.config import check_config
 from sweep.errors import USER_ERROR_EXIT, UserError
-from sweep.schema import CHIEF_WORD, Config
+from sweep.schema import Config
+from sweep.tuner.roles import ROLES
 
 
 def load_child_config(config_file: str | Path, overrides: Sequence[str]) -> DictConfig:
@@ -32,7 +33,7 @@ def load_child_config(config_file: str | Path, overrides: Sequence[str]) -> Dict
 def main(config_file: str, overrides: Sequence[str]) -> int:
     """Run this process's role of the sweep; its exit code tells the launcher what happened."""
     cfg = load_child_config(config_file, overrides)
-    who = cfg.distributed.worker_id if cfg.distributed.role == "worker" else CHIEF_WORD
+    who = ROLES[str(cfg.distributed.role)](cfg).who()
     logging.basicConfig(
         level=logging.INFO,
         format=f"[%(asctime)s][{who}][%(name)s][%(levelname)s] - %(message)s",

@@ -50,8 +50,6 @@ class SweepRun:
     standing: tracking.Standing
     #: (label, Keras Tuner values) of the sweep's initial points, to tag their trials
     initial_labels: Sequence[tuple[str, dict[str, Any]]] = ()
-    #: other processes (distributed workers) log trials under the same parent
-    shared: bool = False
 
     @property
     def objective(self) -> Objective:
@@ -65,17 +63,25 @@ class TrialTracking(keras_tuner.Tuner):
     hypermodel: AttentionHyperModel
     #: the sweep's oracle; on a distributed worker, Keras Tuner's gRPC client of the chief's
     oracle: SweepOracle | OracleClient
+    #: a distributed worker's proof of life to the chief while it holds a trial
+    _heartbeat: liveness.Heartbeat | None
 
-    def search_in(self, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]) -> None:
-        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; a
-        distributed chief serves its oracle to the workers instead (and trains nothing)."""
-        self.sweep = sweep
-        dist = sweep.cfg.distributed
-        if dist.role == "chief":
-            self.save()
-            liveness.serve(self.oracle, sweep.parent_run_id, dist)
-            return
+    def search_in(
+        self,
+        sweep: SweepRun,
+        callbacks: list[keras.callbacks.Callback],
+        heartbeat: liveness.Heartbeat | None = None,
+    ) -> None:
+        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; on
+        a distributed worker, `heartbeat` beats while it holds a trial."""
+        self.sweep, self._heartbeat = sweep, heartbeat
         self.search(callbacks=callbacks)
+
+    @property
+    def _shared(self) -> bool:
+        """Other processes log trials under the same parent: this is a distributed worker (the
+        one kind of process that beats a heartbeat to the chief)."""
+        return self._heartbeat is not None
 
     def _populate_initial_space(self) -> None:
         """Keras Tuner builds models here to find conditional hyperparameters (its hook for such
@@ -93,12 +99,7 @@ class TrialTracking(keras_tuner.Tuner):
         self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
         self._best = self._best_so_far()
         self._asked = False  # asked the oracle for a trial, and got none yet
-        self._heartbeat: liveness.Heartbeat | None = None
-        if self.sweep.shared:  # a distributed worker: it proves it is alive while it trains
-            dist = self.sweep.cfg.distributed
-            timeout = float(dist.heartbeat_timeout_s)
-            liveness.reconnect_quickly(self.oracle, dist)
-            self._heartbeat = liveness.Heartbeat(self.oracle, str(dist.worker_id), timeout)
+        if self._heartbeat is not None:
             self._heartbeat.start()
 
     def on_search_end(self) -> None:
@@ -126,7 +127,7 @@ class TrialTracking(keras_tuner.Tuner):
         (a resumed sweep's earlier ones)."""
         objective = self.sweep.objective
         scores = [t.score for t in self._trials().values() if t.score is not None]
-        if self.sweep.shared:
+        if self._shared:
             logged = tracking.best_finished(
                 self.sweep.parent_run_id, objective.name, objective.direction
             )
@@ -237,7 +238,7 @@ class TrialTracking(keras_tuner.Tuner):
         objective = self.sweep.objective
         score = sum(tracking.best_value(h, objective.name, objective.direction) for h in runs)
         score /= len(runs)
-        if self.sweep.shared:  # the best so far may be another worker's
+        if self._shared:  # the best so far may be another worker's
             self._best = tracking.best_finished(
                 self.sweep.parent_run_id, objective.name, objective.direction
             )
