@@ -20,9 +20,6 @@ from benchmarks.settings import SRC, Bench
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-#: The tag MLflow marks a nested (trial) run with.
-PARENT_TAG = "mlflow.parentRunId"
-
 
 @dataclass(frozen=True)
 class Exited:
@@ -103,6 +100,8 @@ def trial_runs(b: Bench, label: str, finished_only: bool = False) -> list[Run]:
     """Sweep `label`'s trial runs (not its parent run), in start order."""
     from mlflow.tracking import MlflowClient
 
+    from sweep.vocabulary import PARENT_TAG
+
     client = MlflowClient(tracking_uri=f"sqlite:///{b.work / label / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(label)
     runs = client.search_runs(
@@ -120,6 +119,7 @@ def run_sweep(
     """`python -m sweep OVERRIDES` in a subprocess: its wall time, peak memory and MLflow record.
     `shown`: how the report's command line writes long overrides (a search space)."""
     from sweep.config import compose_config
+    from sweep.vocabulary import PRUNED_TAG
 
     args = [*b.overrides(*overrides), f"name={label}", *b.store(label)]
     cfg = compose_config(args)  # a bad override fails here, before a process is started
@@ -135,7 +135,7 @@ def run_sweep(
         "tuner": cfg.search.tuner,
         "trials": len(trials),
         "finished": len(finished),
-        "pruned": sum(r.data.tags.get("pruned") == "true" for r in finished),
+        "pruned": sum(r.data.tags.get(PRUNED_TAG) == "true" for r in finished),
         "epochs_run": sum(m.get("epochs_run", 0.0) for m in metrics),
         "wall_s": exited.wall_s,
         "cpu_s": exited.cpu_s,

@@ -32,9 +32,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as mlflow_tracking
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import compose_config
-from sweep.config import validate as validate_config
+from sweep.config import check_config, compose_config
 from sweep.errors import USER_ERROR_EXIT
+from sweep.vocabulary import PARENT_TAG
 
 #: The real dataset, beside the checkout (../shared/data), for integration tests.
 REAL_DATA = (
@@ -45,8 +45,6 @@ RUN_ARTIFACTS = {"config.yaml", "learning_curves.png", "attention_heatmap.png", 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste"]
 FILLER = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a"]
-#: The tag MLflow marks a nested (trial) run with.
-PARENT_TAG = "mlflow.parentRunId"
 #: A space of three attention widths, tried in this order by the grid tuner.
 DIMS = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
 #: The session sweep's space: two attention widths.
@@ -130,7 +128,7 @@ def with_space(cfg: DictConfig, space: dict) -> DictConfig:
     OmegaConf.set_struct(cfg, False)
     cfg = OmegaConf.merge(cfg, {"search": {"space": space}})
     OmegaConf.set_struct(cfg, True)
-    validate_config(cfg)
+    check_config(cfg)
     return cfg
 
 

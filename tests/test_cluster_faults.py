@@ -28,13 +28,14 @@ from keras_tuner.engine.trial import TrialStatus
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweep import distributed, tracking
+from sweep import distributed
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
+from sweep.vocabulary import KILL_REASON_TAG, WORKER_TAG
 from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
@@ -347,16 +348,12 @@ class Sweep:
         """(worker, its trial run) of a worker that has trained an epoch of a RUNNING trial."""
         for run in self.runs()[1]:
             if run.info.status == "RUNNING" and "val_accuracy" in run.data.metrics:
-                return run.data.tags[tracking.WORKER_TAG], run
+                return run.data.tags[WORKER_TAG], run
         return None
 
     def on_trials(self) -> dict[str, Run] | None:
         """Each worker's trial run, once both workers have a RUNNING one."""
-        found = {
-            r.data.tags[tracking.WORKER_TAG]: r
-            for r in self.runs()[1]
-            if r.info.status == "RUNNING"
-        }
+        found = {r.data.tags[WORKER_TAG]: r for r in self.runs()[1] if r.info.status == "RUNNING"}
         return found if set(found) == set(WORKERS) else None
 
     def wait_for(self, found: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -460,14 +457,14 @@ def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
     children = _finished_once(sweep)
     lost = run.data.tags["trial_id"]
     killed = [r for r in children if r.info.status == "KILLED"]
-    assert [(r.data.tags["trial_id"], r.data.tags[tracking.WORKER_TAG]) for r in killed] == [
+    assert [(r.data.tags["trial_id"], r.data.tags[WORKER_TAG]) for r in killed] == [
         (lost, victim)
     ], "only the lost worker's trial run is KILLED"
-    assert f"{victim} was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
+    assert f"{victim} was silent" in killed[0].data.tags[KILL_REASON_TAG]
     redone = next(
         r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == lost
     )
-    assert redone.data.tags[tracking.WORKER_TAG] == survivor, "a live worker took it over"
+    assert redone.data.tags[WORKER_TAG] == survivor, "a live worker took it over"
     # the sweep ended within the heartbeat timeout plus the work left (and a margin for
     # two processes to wind down on a shared machine)
     left = sum(_seconds(r, killed_at) for r in children if r.info.status == "FINISHED")
@@ -495,7 +492,7 @@ def test_a_worker_stopped_past_the_timeout_then_resumed_does_not_log_its_old_tri
     _finished_once(sweep)  # the lost trial too: done once, by someone
     old = MlflowClient(sweep.uri).get_run(run.info.run_id)
     assert old.info.status == "KILLED", "the woken worker did not close its old run otherwise"
-    assert f"{victim} was silent" in old.data.tags[tracking.KILL_REASON_TAG]
+    assert f"{victim} was silent" in old.data.tags[KILL_REASON_TAG]
     assert "best_val_accuracy" not in old.data.metrics, "the woken worker logged its old trial"
     assert f"trial {lost} was taken back by the chief" in sweep.log(victim)
 

@@ -63,6 +63,10 @@ BAD_COMMAND_LINES = [
         "config error: search.space.model.dropout.type=normal: expected one of choice, int,",
     ),
     (["train.batching=ragged"], "config error: train.batching=ragged:"),
+    (  # where the data is read from changes no trial (sweep.vocabulary.NOT_TRIAL)
+        ["+experiment=smoke", "+search.space.data.cache_dir={type: choice, values: [a, b]}"],
+        "config error: search.space.data.cache_dir=data.cache_dir: changes no trial",
+    ),
     (
         ["model.mask_padding=false", "train.batching=bucketed"],
         "config error: train.batching=bucketed: needs model.mask_padding=true "

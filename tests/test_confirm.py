@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from sweep import data, tracking, train, tuner
 from sweep.tuner import confirm
+from sweep.vocabulary import CONFIRM_OF_TAG, SELECTION_TAG
 
 SPACE = {"model.attention.output_dim": {"type": "choice", "values": [8, 4]}}
 
@@ -81,12 +82,12 @@ def test_a_study_confirms_its_selection_once_and_a_rerun_trains_nothing(
     parent = tracking.sweep_parent(str(cfg.name))
     holder = tracking.confirmation_run(parent.info.run_id)
     assert holder is not None and holder.info.status == "FINISHED"
-    picks = json.loads(holder.data.tags[tracking.SELECTION_TAG])
+    picks = json.loads(holder.data.tags[SELECTION_TAG])
     assert [p["roles"].split(", ")[0] for p in picks][:2] == ["best", "runner-up"]
     assert all(p["n"] == 2 for p in picks)  # two executions each
     runs = tracking.trial_runs(holder.info.run_id)
     assert len(tracking.trial_runs(parent.info.run_id)) == 2  # the stage is no trial
-    seeds = Counter((r.data.tags[tracking.CONFIRM_OF_TAG], r.data.tags["seed"]) for r in runs)
+    seeds = Counter((r.data.tags[CONFIRM_OF_TAG], r.data.tags["seed"]) for r in runs)
     assert set(seeds.values()) == {1} and len(seeds) == 2 * len(picks)
     assert {s for _, s in seeds} == {"1042", "1043"}  # fresh, the same for each configuration
     for run in runs:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from sweep import leaderboard, quiet, tracking
 from sweep.tuner.trials import TrialTracking, _span
+from sweep.vocabulary import EXPERIMENT_KIND_TAG
 from tests.conftest import PYTHON, copy_store, run_cli, tiny_overrides
 
 #: Lines TensorFlow 2.21 logs while its libraries load (seen on a 2-core CPU machine).
@@ -180,7 +181,7 @@ def test_experiments_are_typed_as_model_training(make_config: Callable[..., Dict
     assert tracking.use_experiment("untyped", cfg.tracking) == older
     for experiment in (created, older):
         tags = client.get_experiment(experiment).tags
-        assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+        assert tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 def _last_line(output: str) -> str:

@@ -25,6 +25,7 @@ from sweep.objective import Objective
 from sweep.report import report
 from sweep.report.analysis import fitted
 from sweep.tracking.summary import Standing, log_leaderboard
+from sweep.vocabulary import NOTE_TAG
 from tests.conftest import nested
 
 MARGIN, ALPHA = 0.01, 0.05
@@ -300,7 +301,7 @@ def test_export_the_description_and_the_page_say_the_same_words(
     parent = _log_four_verdicts(cfg)
     standing = Standing(tuple(FOUR), Objective("val_accuracy"), 5, 1, False, ALPHA, MARGIN)
     log_leaderboard(parent, standing)
-    described = _listed(MlflowClient().get_run(parent).data.tags[tracking.NOTE_TAG])
+    described = _listed(MlflowClient().get_run(parent).data.tags[NOTE_TAG])
     exported = _listed((export(cfg).directory / "effects.md").read_text())
     page = report(cfg).read_text()
     rows = {

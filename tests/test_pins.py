@@ -13,7 +13,12 @@ from keras_tuner.engine.trial import TrialStatus
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief, oracle_client
 
-from sweep.tuner.oracles import ConsecutiveFailures, RandomOracle
+from sweep.tuner.oracles import (
+    ConsecutiveFailures,
+    KerasOracle,
+    RandomOracle,
+    ResumableGridSearchOracle,
+)
 
 #: (where, attribute): private methods the sweep's oracles and tuners override or call.
 METHODS = [
@@ -25,15 +30,9 @@ METHODS = [
     (keras_tuner.Tuner, "_run_and_update_trial"),  # a trial taken from a worker ends quietly
 ]
 #: Instance state of a fresh grid oracle that ResumableGridSearchOracle rebuilds on reload.
-GRID_STATE = ["_ordered_ids", "_populate_next", "start_order", "end_order", "trials"]
-#: Oracle state SweepOracle reads.
-ORACLE_STATE = [
-    "ongoing_trials",
-    "tuner_ids",
-    "max_consecutive_failed_trials",
-    "max_retries_per_trial",
-    "_retry_queue",
-]
+GRID_STATE = list(ResumableGridSearchOracle.__annotations__)
+#: Oracle state SweepOracle reads and writes, as KerasOracle types it.
+ORACLE_STATE = list(KerasOracle.__annotations__)
 
 
 def _grid() -> keras_tuner.Oracle:

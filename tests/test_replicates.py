@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from sweep import leaderboard, stats, tracking, tuner
 from sweep.objective import Objective
-from sweep.tuner.replicates import STOP_TAG, VERDICT_TAG
+from sweep.vocabulary import NOTE_TAG, REPLICATE_OF_TAG, REPLICATES_STOP_TAG, VERDICT_TAG
 
 MAX = Objective("val_accuracy", "max")
 
@@ -81,7 +81,7 @@ def _sweep(make_sweep: Callable[..., DictConfig], *overrides: str) -> DictConfig
 
 
 def _repeats(parent: str) -> list[Any]:
-    return [r for r in tracking.trial_runs(parent) if leaderboard.REPLICATE_OF_TAG in r.data.tags]
+    return [r for r in tracking.trial_runs(parent) if REPLICATE_OF_TAG in r.data.tags]
 
 
 def _parent(cfg: DictConfig) -> Any:
@@ -101,8 +101,8 @@ def test_configurations_within_seed_noise_get_seeds_until_no_difference(
     parent = _parent(cfg)
     tags = parent.data.tags
     assert tags[VERDICT_TAG].startswith(stats.SAME), tags[VERDICT_TAG]
-    assert tags[STOP_TAG].startswith("decided after"), tags[STOP_TAG]
-    seeds = int(tags[STOP_TAG].split()[2])
+    assert tags[REPLICATES_STOP_TAG].startswith("decided after"), tags[REPLICATES_STOP_TAG]
+    seeds = int(tags[REPLICATES_STOP_TAG].split()[2])
     assert 3 < seeds <= 8  # more than the minimum, within the budget
     assert len(_repeats(parent.info.run_id)) == 2 * (seeds - 1)
     table = leaderboard.frame(
@@ -120,14 +120,14 @@ def test_a_clear_difference_stops_after_the_minimum_and_a_rerun_repeats_nothing(
     tuner.run(cfg)
     parent = _parent(cfg)
     assert parent.data.tags[VERDICT_TAG].startswith(stats.MATTERS)
-    assert parent.data.tags[STOP_TAG] == "decided after 3 seeds per leader"
+    assert parent.data.tags[REPLICATES_STOP_TAG] == "decided after 3 seeds per leader"
     first = {r.info.run_id for r in _repeats(parent.info.run_id)}
     assert len(first) == 4  # 2 more seeds for each of the two
     seeds = sorted(int(r.data.tags["seed"]) for r in _repeats(parent.info.run_id))
     assert seeds == [43, 43, 44, 44]
     tuner.run(cfg)  # the same command again: every repeat is found in MLflow
     assert {r.info.run_id for r in _repeats(parent.info.run_id)} == first
-    text = MlflowClient().get_run(parent.info.run_id).data.tags[tracking.NOTE_TAG]
+    text = MlflowClient().get_run(parent.info.run_id).data.tags[NOTE_TAG]
     assert "± " in text and "(3 seeds)" in text  # the standing shows mean ± std over seeds
 
 
@@ -143,7 +143,7 @@ def test_repeats_on_demand_for_a_finished_sweep_within_the_run_budget(
     tuner.run(cfg)  # the finished sweep resumes: no trial runs again, 3 repeats do
     parent = _parent(cfg)
     assert len(_repeats(parent.info.run_id)) == 3
-    assert parent.data.tags[STOP_TAG] == "max_runs 3 repeats run"
+    assert parent.data.tags[REPLICATES_STOP_TAG] == "max_runs 3 repeats run"
     assert tracking.trials_done(parent.info.run_id) == 2  # repeats are no trials
 
 
@@ -161,4 +161,6 @@ def test_real_training_clear_difference_is_decided_at_the_minimum(
     tuner.run(cfg)
     tags = _parent(cfg).data.tags
     assert tags[VERDICT_TAG].startswith(stats.MATTERS), tags
-    assert tags[STOP_TAG].startswith("decided after"), tags  # tiny validation: noisy seeds
+    assert tags[REPLICATES_STOP_TAG].startswith("decided after"), (
+        tags
+    )  # tiny validation: noisy seeds

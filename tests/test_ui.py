@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from sweep import tracking
 from sweep.__main__ import run as command
 from sweep.distributed import free_port
+from sweep.vocabulary import NOTE_TAG
 from tests.conftest import Servers
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -91,7 +92,7 @@ def test_a_new_user_finds_the_answer_in_the_mlflow_ui(
     board = f"{route}&viewStateShareKey=leaderboard"
     assert printed == f"{tracking.LOCAL_UI}/{board}"
     headline = f"Best val_accuracy {best_value:.4f}: {best.info.run_name} (output_dim="
-    note = experiment.tags[tracking.NOTE_TAG].splitlines()[0]
+    note = experiment.tags[NOTE_TAG].splitlines()[0]
     assert note.startswith(headline) and note.endswith(f"[All trials, best first]({board})")
     url = mlflow_ui(cfg.tracking.uri)
     ARTIFACTS.mkdir(exist_ok=True)

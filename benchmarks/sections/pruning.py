@@ -23,13 +23,15 @@ VAL_FRACTION = 0.2  # the base config's data.val_fraction: the best accuracy's s
 
 def trial_rows(b: Bench, label: str) -> list[dict[str, Any]]:
     """Each finished trial of sweep `label` in start order: its values, epochs, best, pruning."""
+    from sweep.vocabulary import PRUNED_AT_TAG
+
     return [
         {
             "learning_rate": f"{float(r.data.params['train.learning_rate']):.3g}",
             "output_dim": int(r.data.params["model.attention.output_dim"]),
             "epochs_run": r.data.metrics.get("epochs_run"),
             "best_val_accuracy": r.data.metrics.get("best_val_accuracy"),
-            "pruned_at_epoch": r.data.tags.get("pruned_at_epoch"),
+            "pruned_at_epoch": r.data.tags.get(PRUNED_AT_TAG),
         }
         for r in trial_runs(b, label, finished_only=True)
     ]

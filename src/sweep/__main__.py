@@ -8,7 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sweep import cli, tracking, train, tuner
-from sweep.config import validate
+from sweep.config import check_config
 from sweep.distributed.launcher import launch
 from sweep.schema import check_single_run
 
@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> float:
     """A single run for the base config; a Keras Tuner sweep when an experiment sets `search`:
     in this process (or as one role of a distributed sweep), or, with `sweep.workers=N`, as a
     chief and N workers started here."""
-    searched = validate(cfg)
+    searched = check_config(cfg)
     if searched is None:
         check_single_run(cfg)
         best = train.run(cfg)

@@ -35,6 +35,7 @@ from sweep.errors import SweepError
 from sweep.schema import CHIEF_WORD
 from sweep.schema.distributed import LOCAL_HOSTS, TOKEN_SOURCES, oracle_token
 from sweep.schema.distributed import LOOPBACK as LOOPBACK  # where local servers bind
+from sweep.vocabulary import ORACLE_PORT_TAG, WORKER_HOST_TAG, WORKER_PID_TAG, WORKER_TAG
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +115,16 @@ def cores() -> int:
 
 def parent_tags(cfg: DictConfig) -> dict[str, str]:
     """Tags of the chief's parent run by which workers find it."""
-    return {tracking.ORACLE_PORT_TAG: str(oracle_address(str(cfg.distributed.oracle))[1])}
+    return {ORACLE_PORT_TAG: str(oracle_address(str(cfg.distributed.oracle))[1])}
 
 
 def worker_tags(cfg: DictConfig) -> dict[str, str]:
     """Who ran a trial: the worker id (a restarted worker closes its own leftovers by it), host
     and process id."""
     return {
-        tracking.WORKER_TAG: str(cfg.distributed.worker_id),
-        "worker_host": socket.gethostname(),
-        "worker_pid": str(os.getpid()),
+        WORKER_TAG: str(cfg.distributed.worker_id),
+        WORKER_HOST_TAG: socket.gethostname(),
+        WORKER_PID_TAG: str(os.getpid()),
     }
 
 

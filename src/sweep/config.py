@@ -28,16 +28,17 @@ from sweep import schema
 from sweep.errors import NO_VALUE, ConfigError, first_line
 from sweep.schema import SearchParam, register
 from sweep.space import SearchSpace, check_space
+from sweep.vocabulary import in_searchable_section
 
 #: The `conf/` directory beside `src/` (the package is installed editable, from the checkout).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def validate(cfg: DictConfig) -> SearchSpace | None:
+def check_config(cfg: DictConfig) -> SearchSpace | None:
     """Raise ConfigError for the first bad value of a whole config: the schema's values (the
     tracking store's among them), then the search space it declares (each searched value
     checked like a value in a file); that space, checked (None without a search)."""
-    schema.validate(cfg)
+    schema.check_values(cfg)
     return check_space(cfg) if cfg.search is not None else None
 
 
@@ -67,7 +68,7 @@ def compose_config(
     finally:
         GlobalHydra.instance().clear()
     cfg = apply_space_overrides(cfg, space_edits)
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 
@@ -153,7 +154,7 @@ def _edit_entry(space: dict[str, Any], path: str, edit: Override) -> dict[str, A
         if edit.is_delete():
             raise ConfigError(f"~{key}", NO_VALUE, f"remove whole entries: ~search.space.{entry}")
         space[entry][field] = value
-    elif field in _FIELDS and path not in space and _entry_like(entry):
+    elif field in _FIELDS and path not in space and in_searchable_section(entry):
         raise ConfigError(
             key,
             NO_VALUE if edit.is_delete() else value,
@@ -195,10 +196,6 @@ def _type_error(entry_key: str, entry: Any) -> ConfigError | None:
 #: Why a search space entry's key or value cannot be; the same whichever way it was given.
 FIELD_REASON = f"no such field of a search space entry ({', '.join(_FIELDS)})"
 ENTRY_REASON = "a search space entry is a mapping such as {type: choice, values: [...]}"
-
-
-def _entry_like(path: str) -> bool:
-    return path.startswith(("data.", "model.", "train."))
 
 
 def _text(edit: Override) -> str:

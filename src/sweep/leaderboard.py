@@ -12,6 +12,14 @@ from sweep import effects as shared
 from sweep.effects import shown
 from sweep.errors import ReportError
 from sweep.objective import Objective
+from sweep.vocabulary import (
+    ERROR_TAG,
+    PRUNED_AT_TAG,
+    PRUNED_TAG,
+    REPLICATE_OF_TAG,
+    SEED_TAG,
+    TRIAL_ID_TAG,
+)
 
 __all__ = ["shown"]  # where the package's callers have long found it
 
@@ -26,10 +34,6 @@ OUTCOME_METRICS = (
 )
 #: Per-epoch metrics whose last value is shown.
 FINAL_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-#: Tags of a trial run that median pruning stopped early (`search.pruning`).
-PRUNED_TAG, PRUNED_AT_TAG = "pruned", "pruned_at_epoch"
-#: Tags of a seed repeat (`search.replicates`): the trial run it repeats, and that trial's id.
-REPLICATE_OF_TAG, REPLICATE_TRIAL_TAG = "replicate_of", "replicate_trial_id"
 
 
 def frame(
@@ -48,17 +52,17 @@ def frame(
             continue
         metrics, params = run.data.metrics, run.data.params
         row: dict[str, object] = {
-            "trial_id": run.data.tags.get("trial_id"),
+            "trial_id": run.data.tags.get(TRIAL_ID_TAG),
             "status": run.info.status,
             "pruned": pruned(run.data.tags),
         }
         row.update({hp: param_value(params, hp) for hp in hyperparameters})
         row[best.name] = metrics.get(best.name)
-        own = (int(run.data.tags.get("seed", 0)), row[best.name])
+        own = (int(run.data.tags.get(SEED_TAG, 0)), row[best.name])
         row.update(_seed_columns(own, repeats.get(run.info.run_id, []), best.name))
         row.update({f"final_{m}": metrics.get(m) for m in FINAL_METRICS})
         row.update({m: metrics.get(m) for m in OUTCOME_METRICS})
-        row["error"] = run.data.tags.get("error")
+        row["error"] = run.data.tags.get(ERROR_TAG)
         row["run_id"] = run.info.run_id
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -89,7 +93,7 @@ def repeat_scores(runs: Iterable[Run], metric: str) -> dict[str, list[tuple[int,
     for run in runs:
         owner = run.data.tags.get(REPLICATE_OF_TAG)
         if owner and run.info.status == "FINISHED" and metric in run.data.metrics:
-            seed = int(run.data.tags.get("seed", 0))
+            seed = int(run.data.tags.get(SEED_TAG, 0))
             found.setdefault(owner, []).append((seed, run.data.metrics[metric]))
     return found
 

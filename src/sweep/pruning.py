@@ -1,12 +1,21 @@
-"""Median pruning (`search.pruning=median`): the median stopping rule of Google Vizier. After
-`search.pruning_min_epochs` epochs, a trial whose best objective so far is worse than the median
-of the objective at the same epoch of the sweep's earlier finished trials (completed or pruned)
-stops there, once at least MIN_TRIALS of them reached that epoch.
+"""Median pruning (`search.pruning=median`): the median stopping rule of Google Vizier. From
+epoch `search.pruning_min_epochs` on, a trial whose best objective so far is worse than the
+median of the objective at the same epoch of the sweep's earlier finished trials (completed or
+pruned) stops there, once at least MIN_TRIALS of them reached that epoch.
 
-How it differs from Optuna's MedianPruner (`n_startup_trials=5`, completed trials only): the
-median here also counts pruned trials' curves up to where they stopped (they are finished runs
-in MLflow), and judging starts after 2 earlier trials, not 5, because our sweeps are short
-(10-30 trials, where 5 startup trials would leave a third of them unjudged).
+How it differs from Optuna's MedianPruner, rule by rule (Optuna's defaults in brackets):
+- whose curves make the median: every finished trial of the sweep, pruned ones too, up to the
+  epoch they stopped at [completed trials only];
+- when judging starts: at an epoch as soon as MIN_TRIALS = 2 earlier trials reached it; there is
+  no count of startup trials [`n_startup_trials=5` completed trials, then `n_min_trials=1` at
+  the step]. With pruned trials counted, 5 startup trials would leave a third of our 10-30
+  trial sweeps unjudged;
+- the warm-up: `pruning_min_epochs` epochs, 1-based, default 1 [`n_warmup_steps=0`, 0-based:
+  the same rule, `pruning_min_epochs = n_warmup_steps + 1`]; judged every epoch
+  [`interval_steps=1`];
+- what is compared: the trial's best value so far against the median of the others' values at
+  that epoch (each trial's executions averaged) [the same; one value per trial];
+- the last epoch: never stopped at (stopping there saves nothing) [Optuna may prune there].
 
 The earlier trials are read from MLflow, the record every process of a sweep shares, so the rule
 works with every tuner and in distributed sweeps. Their curves are read once per trial, at its
@@ -28,8 +37,9 @@ import keras_tuner
 
 from sweep import tracking
 
-#: Earlier trials that must have a value at an epoch before a trial is judged at that epoch:
-#: the median of one trial is that trial's value, too easily beaten by chance.
+#: Earlier trials (completed or pruned) that must have a value at an epoch before a trial is
+#: judged at that epoch: the median of one trial is that trial's value, too easily beaten by
+#: chance. The only start-up rule: there is no count of startup trials.
 MIN_TRIALS = 2
 
 

@@ -17,10 +17,9 @@ import keras_tuner
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep.errors import ConfigError
-from sweep.schema import NAME_PATTERN, Config, validate
+from sweep.schema import NAME_PATTERN, Config, check_values
+from sweep.vocabulary import SEARCHABLE, in_searchable_section, part_of_trial
 
-#: Config sections a search may set; the rest (tracking, sweep, search) shape the harness itself.
-SEARCHABLE = ("data.", "model.", "train.")
 #: What every trial logs each epoch: the only objectives a tuner can be scored on.
 TRIAL_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
@@ -187,7 +186,7 @@ class SearchSpace:
         trial = OmegaConf.merge(
             OmegaConf.structured(Config), OmegaConf.to_container(trial, resolve=True)
         )
-        validate(trial)
+        check_values(trial)
         return trial
 
 
@@ -221,10 +220,13 @@ def check_space(cfg: DictConfig) -> SearchSpace:
     for path, param in space.items():
         key = f"search.space.{path}"
         if (
-            not str(path).startswith(SEARCHABLE)
+            not in_searchable_section(str(path))
             or OmegaConf.select(cfg, str(path), default=KeyError) is KeyError
         ):
-            raise ConfigError(key, path, "not a config path under data., model. or train.")
+            under = ", ".join(f"{s}." for s in SEARCHABLE[:-1]) + f" or {SEARCHABLE[-1]}."
+            raise ConfigError(key, path, f"not a config path under {under}")
+        if not part_of_trial(str(path)):
+            raise ConfigError(key, path, "changes no trial (where the harness reads or shows)")
         if param.type == "choice":
             _check_choice(cfg, key, path, param)
         elif param.type in ("int", "float"):
@@ -267,14 +269,14 @@ def check_initial(cfg: DictConfig) -> None:
                 tuner_value(cfg.search.space[path], declared[path], value)
             except ValueError as err:
                 raise ConfigError(where, value, str(err)) from None
-            _check_value(cfg, where, str(path), value)
+            _check_searched_value(cfg, where, str(path), value)
 
 
 def _check_choice(cfg: DictConfig, key: str, path: str, param: DictConfig) -> None:
     if not param.get("values"):
         raise ConfigError(f"{key}.values", param.get("values"), "empty: give at least one value")
     for value in param["values"]:
-        _check_value(cfg, f"{key}.values", path, value)
+        _check_searched_value(cfg, f"{key}.values", path, value)
     if len(set(_choices(param)[1])) != len(param["values"]):
         raise ConfigError(f"{key}.values", list(param["values"]), "values repeat")
 
@@ -294,7 +296,7 @@ def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> Non
     if param.type == "int" and any(v is not None and float(v) != int(v) for v in (low, high, step)):
         raise ConfigError(f"{key}", f"{low}..{high}", "an int range needs whole numbers")
     for value in (low, high):
-        _check_value(
+        _check_searched_value(
             cfg,
             f"{key}.{'min' if value == low else 'max'}",
             path,
@@ -302,13 +304,13 @@ def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> Non
         )
 
 
-def _check_value(cfg: DictConfig, key: str, path: str, value: Any) -> None:
+def _check_searched_value(cfg: DictConfig, key: str, path: str, value: Any) -> None:
     """One searched value must make a valid config on its own (the schema says why not)."""
     probe = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
     probe.search = None
     try:
         OmegaConf.update(probe, path, value, merge=False)
-        validate(probe)
+        check_values(probe)
     except ConfigError as err:
         raise ConfigError(key, value, f"{err.key}: {err.reason}") from None
     except Exception as err:  # OmegaConf's type errors: the value cannot stand at that path

@@ -20,6 +20,7 @@ from sweep.interrupt import INTERRUPTED
 from sweep.model import build_model
 from sweep.served.scorer import Preprocessing
 from sweep.tracking.callbacks import EpochMetrics, log_final, log_outcome
+from sweep.vocabulary import FINAL_TAG, SOURCE_RUN_TAG
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ def final_evaluation(
     tracking.use_experiment(cfg.name, cfg.tracking)
     tags = {
         **tracking.standard_tags(cfg, encoded.fingerprint),
-        "final": "true",
-        "source_run_id": source_run_id,
+        FINAL_TAG: "true",
+        SOURCE_RUN_TAG: source_run_id,
     }
     keras.utils.set_random_seed(cfg.seed)
     with tracking.tracked_run(run_name=f"{cfg.name}-final", tags=tags):

@@ -12,9 +12,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import tuner
-from sweep.config import validate
+from sweep.config import check_config
 from sweep.errors import USER_ERROR_EXIT, UserError
-from sweep.schema import CHIEF_WORD, Config
+from sweep.schema import Config
+from sweep.tuner.roles import ROLES
 
 
 def load_child_config(config_file: str | Path, overrides: Sequence[str]) -> DictConfig:
@@ -32,14 +33,14 @@ def load_child_config(config_file: str | Path, overrides: Sequence[str]) -> Dict
 def main(config_file: str, overrides: Sequence[str]) -> int:
     """Run this process's role of the sweep; its exit code tells the launcher what happened."""
     cfg = load_child_config(config_file, overrides)
-    who = cfg.distributed.worker_id if cfg.distributed.role == "worker" else CHIEF_WORD
+    who = ROLES[str(cfg.distributed.role)](cfg).who()
     logging.basicConfig(
         level=logging.INFO,
         format=f"[%(asctime)s][{who}][%(name)s][%(levelname)s] - %(message)s",
         force=True,
     )
     try:
-        validate(cfg)
+        check_config(cfg)
         tuner.run(cfg)
     except UserError as err:
         sys.stderr.write(f"{who}: {err}\n")

@@ -21,6 +21,7 @@ from sweep import export, tracking
 from sweep.errors import ReportError
 from sweep.report import page, pool
 from sweep.report.answer import Answer, Best, answer
+from sweep.vocabulary import NOTE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def report(cfg: DictConfig) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     best = max(answers, key=lambda a: a.objective.sign * a.best.mean)
     rank_file, command = _rank_file(cfg, best.best, directory)
-    test = pool.test_accuracy(best.best.experiment, list(best.obs["run_id"]))
+    test = pool.final_test_accuracy(best.best.experiment, list(best.obs["run_id"]))
     experiment = tracking.use_experiment(str(cfg.report.experiment), cfg.tracking)
     with tracking.tracked_run(experiment_id=experiment, run_name="answers") as run:
         text = _page(cfg, answers, best, (rank_file, command, test), run.info.run_id)
@@ -74,7 +75,7 @@ def report(cfg: DictConfig) -> Path:
         mlflow.log_params(
             {f"pool.{s.name}": s.parent.info.run_id for a in answers for s in a.sweeps}
         )
-        mlflow.set_tag(tracking.NOTE_TAG, text[: tracking.MAX_NOTE])
+        mlflow.set_tag(NOTE_TAG, text[: tracking.MAX_NOTE])
         mlflow.log_artifacts(str(directory))
     if cfg.report.readme:
         summarise_into(Path(cfg.report.readme), answers, directory / PAGE, text)

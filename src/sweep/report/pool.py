@@ -16,17 +16,23 @@ from mlflow.tracking import MlflowClient
 from sweep import leaderboard, tracking
 from sweep.errors import ReportError
 from sweep.objective import Objective
+from sweep.vocabulary import (
+    FINAL_TAG,
+    FINGERPRINT_TAG,
+    REPLICATE_OF_TAG,
+    REPLICATE_TRIAL_TAG,
+    SEED_TAG,
+    SOURCE_RUN_TAG,
+    TRIAL_ID_TAG,
+    part_of_trial,
+    within,
+)
 
 log = logging.getLogger(__name__)
 
-#: Config sections that say how a sweep ran, not what it trained.
-HARNESS = ("name", "search", "sweep", "export", "distributed", "tracking", "report")
-#: Keys that differ between machines or consoles but not in what a run learns (the data itself
-#: is compared by its fingerprint).
-COSMETIC = ("train.verbose", "data.path", "data.cache_dir")
-#: What besides the config must match for sweeps to be pooled.
+#: The search settings that must match for sweeps to be pooled (the rest of `search` is each
+#: sweep's own question: its space, tuner and budgets).
 SETTINGS = ("search.objective", "search.direction")
-FINGERPRINT = "data_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,15 @@ class Sweep:
         return Objective.of(self.parent.data.params)
 
     def base(self, knobs: Sequence[str]) -> dict[str, str]:
-        """What must match a sibling's: the config without the pooled knobs or the harness's
-        settings, the objective and the data's fingerprint."""
+        """What must match a sibling's: the config's keys that are part of a trial (outside
+        the search settings), without the pooled knobs; the objective; the data's fingerprint."""
         shared = {
             key: str(value)
             for key, value in self.config.items()
-            if key.split(".", 1)[0] not in HARNESS
-            and key not in COSMETIC
-            and not any(key == k or key.startswith(k + ".") for k in knobs)
+            if part_of_trial(key) and not within(key, ["search", *knobs])
         }
         shared.update({key: self.parent.data.params.get(key, "") for key in SETTINGS})
-        shared["data fingerprint"] = self.parent.data.tags.get(FINGERPRINT, "")
+        shared["data fingerprint"] = self.parent.data.tags.get(FINGERPRINT_TAG, "")
         return shared
 
 
@@ -175,16 +179,14 @@ def _observation(sweep: Sweep, run: Run, knobs: Sequence[str], best: str) -> dic
     tags, metrics = run.data.tags, run.data.metrics
     if run.info.status != "FINISHED" or best not in metrics or leaderboard.pruned(tags):
         return None
-    replicate = tags.get(leaderboard.REPLICATE_OF_TAG)
+    replicate = tags.get(REPLICATE_OF_TAG)
     row: dict[str, Any] = {
         "experiment": sweep.name,
         "parent_run_id": sweep.parent.info.run_id,
         "run_id": run.info.run_id,
-        "trial_id": tags.get(leaderboard.REPLICATE_TRIAL_TAG)
-        if replicate
-        else tags.get("trial_id"),
+        "trial_id": tags.get(REPLICATE_TRIAL_TAG if replicate else TRIAL_ID_TAG),
         "kind": "repeat" if replicate else "trial",
-        "seed": int(tags.get("seed", 0)),
+        "seed": int(tags.get(SEED_TAG, 0)),
     }
     for knob in knobs:
         value = knob_value(run.data.params, knob)
@@ -195,7 +197,7 @@ def _observation(sweep: Sweep, run: Run, knobs: Sequence[str], best: str) -> dic
     return row
 
 
-def test_accuracy(experiment: str, run_ids: Sequence[str]) -> tuple[float, str] | None:
+def final_test_accuracy(experiment: str, run_ids: Sequence[str]) -> tuple[float, str] | None:
     """The single test accuracy measured for one of these runs (`export.evaluate=true` logs a
     run tagged `final` with `source_run_id`), and that run's id; None when never measured."""
     client = MlflowClient()
@@ -203,8 +205,8 @@ def test_accuracy(experiment: str, run_ids: Sequence[str]) -> tuple[float, str] 
     if found is None:
         return None
     for run in tracking.each_run(
-        [found.experiment_id], "tags.final = 'true'", ["attributes.start_time DESC"]
+        [found.experiment_id], f"tags.{FINAL_TAG} = 'true'", ["attributes.start_time DESC"]
     ):
-        if run.data.tags.get("source_run_id") in run_ids and "test_accuracy" in run.data.metrics:
+        if run.data.tags.get(SOURCE_RUN_TAG) in run_ids and "test_accuracy" in run.data.metrics:
             return (run.data.metrics["test_accuracy"], run.info.run_id)
     return None

@@ -2,7 +2,7 @@
 
 One module per config group, as `conf/` has one folder per group. Hydra merges every YAML in
 `conf/` over these dataclasses, so a typo'd key or a value of the wrong type fails at
-composition. `validate` then checks ranges and the values that need Keras to judge
+composition. `check_values` then checks ranges and the values that need Keras to judge
 (initializers, scales), so that every bad value is reported in one line naming the key, before
 any data is read or model built.
 """
@@ -66,9 +66,9 @@ __all__ = [
     "check_initializer",
     "check_scale",
     "check_single_run",
+    "check_values",
     "parse_duration",
     "register",
-    "validate",
 ]
 
 
@@ -98,9 +98,9 @@ def register() -> None:
 OmegaConf.register_new_resolver("batching_for", batching_for, replace=True)
 
 
-def validate(cfg: DictConfig) -> None:
+def check_values(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the schema's types cannot rule out (the search
-    space is `config.validate`'s: it needs the space module, which builds on this one)."""
+    space is `config.check_config`'s: it needs the space module, which builds on this one)."""
     _check_ranges(Config, cfg, "")
     if not NAME_PATTERN.match(str(cfg.name)):
         raise ConfigError(

@@ -139,7 +139,7 @@ def _check_tls(dist: DictConfig) -> None:
 
 
 def check_single_run(cfg: DictConfig) -> None:
-    """A single run has no trials to share out (kept out of `validate`: the space check
+    """A single run has no trials to share out (kept out of `check_values`: the space check
     validates each searched value in a copy of the config without its `search`)."""
     dist = cfg.get("distributed")
     if cfg.sweep.get("workers", 0):

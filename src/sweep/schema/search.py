@@ -62,7 +62,8 @@ class SearchConfig:
     # Hyperband's reduction factor
     hyperband_factor: int = field(default=3, metadata=bounds(ge=2))
     # median: stop a trial whose best objective so far is worse than the median of the earlier
-    # finished trials' objective at the same epoch (Vizier's median stopping rule); none: never
+    # finished (completed or pruned) trials' objective at the same epoch, once 2 reached it
+    # (Vizier's median stopping rule; how it differs from Optuna's: sweep.pruning); none: never
     pruning: str = field(default="none", metadata=bounds(choices=("none", "median")))
     # epochs every trial runs before median pruning may stop it
     pruning_min_epochs: int = field(default=1, metadata=bounds(ge=1))

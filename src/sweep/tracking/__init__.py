@@ -8,12 +8,7 @@ explicitly from `sweep.tracking.callbacks`.
 
 from sweep.tracking.paging import all_experiments, all_runs, each_run
 from sweep.tracking.queries import (
-    CONFIRM_OF_TAG,
-    CONFIRM_ROLE_TAG,
     CONFIRMATION,
-    ORACLE_PORT_TAG,
-    SELECTION_TAG,
-    STAGE_TAG,
     best_epochs,
     best_finished,
     best_value,
@@ -30,8 +25,6 @@ from sweep.tracking.queries import (
     trials_done,
 )
 from sweep.tracking.recovery import (
-    KILL_REASON_TAG,
-    WORKER_TAG,
     close_open_trials,
     close_stale_runs,
     close_stale_runs_outside,
@@ -54,7 +47,6 @@ from sweep.tracking.runs import (
 )
 from sweep.tracking.store import (
     EXPERIMENT_KIND,
-    EXPERIMENT_KIND_TAG,
     artifact_location,
     configure,
     gone_message,
@@ -66,7 +58,6 @@ from sweep.tracking.store import (
 from sweep.tracking.summary import (
     DESCRIPTION_TOP,
     MAX_NOTE,
-    NOTE_TAG,
     Standing,
     describe_sweep,
     log_leaderboard,
@@ -74,7 +65,6 @@ from sweep.tracking.summary import (
 from sweep.tracking.ui import (
     LEADERBOARD_VIEW,
     LOCAL_UI,
-    VIEW_TAG,
     leaderboard_view,
     runs_page,
     runs_route,
@@ -85,22 +75,12 @@ from sweep.tracking.ui import (
 
 __all__ = [
     "CONFIRMATION",
-    "CONFIRM_OF_TAG",
-    "CONFIRM_ROLE_TAG",
     "DESCRIPTION_TOP",
     "EXPERIMENT_KIND",
-    "EXPERIMENT_KIND_TAG",
-    "KILL_REASON_TAG",
     "LEADERBOARD_VIEW",
     "LOCAL_UI",
     "MAX_NOTE",
-    "NOTE_TAG",
-    "ORACLE_PORT_TAG",
     "PACKAGES",
-    "SELECTION_TAG",
-    "STAGE_TAG",
-    "VIEW_TAG",
-    "WORKER_TAG",
     "Standing",
     "Superseded",
     "all_experiments",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class EpochMetrics(mlflow.keras.MlflowCallback):
 
 def log_outcome(
     model: keras.Model,
-    histories: list[Mapping[str, list[float]]],
+    histories: Sequence[Mapping[str, list[float]]],
     seconds: float,
     val_tokens: np.ndarray,
     preprocessing: Preprocessing,

@@ -15,12 +15,16 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweep import leaderboard
 from sweep.objective import Objective
 from sweep.tracking.paging import all_runs, first_run
-
-#: The tag that lets a distributed worker find the parent run of the chief on that oracle port.
-ORACLE_PORT_TAG = "oracle_port"
+from sweep.vocabulary import (
+    ORACLE_PORT_TAG,
+    PARENT_TAG,
+    REPLICATE_OF_TAG,
+    STAGE_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+)
 
 
 def best_value(history: Mapping[str, list[float]], metric: str, direction: str) -> float:
@@ -44,7 +48,7 @@ def finished_trial(parent_run_id: str, trial_id: str, objective: str) -> dict[st
     parent = MlflowClient().get_run(parent_run_id)
     runs = MlflowClient().search_runs(  # one is enough: the first says it is done
         [parent.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}' "
+        f"tags.{PARENT_TAG} = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}' "
         "and attributes.status = 'FINISHED'",
         max_results=1,
     )
@@ -53,21 +57,18 @@ def finished_trial(parent_run_id: str, trial_id: str, objective: str) -> dict[st
     return {objective: runs[0].data.metrics[f"best_{objective}"]}
 
 
-def _repeat(run: Run) -> bool:
+def _is_repeat(run: Run) -> bool:
     """A seed repeat of a trial (`search.replicates`), not a trial of the search."""
-    return leaderboard.REPLICATE_OF_TAG in run.data.tags
+    return REPLICATE_OF_TAG in run.data.tags
 
 
-#: A sweep's stage run (not a trial), nested under its parent: the confirmation stage's runs
-#: are its children. `confirm_selection`: what it confirms, recorded before it trains anything;
-#: each confirmation run names the trial run it re-runs and that configuration's roles.
-STAGE_TAG, CONFIRMATION = "sweep_stage", "confirmation"
-SELECTION_TAG, CONFIRM_OF_TAG, CONFIRM_ROLE_TAG = "confirm_selection", "confirm_of", "confirm_role"
+#: The stage tag's value on a sweep's confirmation stage run.
+CONFIRMATION = "confirmation"
 
 
 def _children(parent_run_id: str) -> list[Run]:
     parent = MlflowClient().get_run(parent_run_id)
-    return all_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return all_runs([parent.info.experiment_id], f"tags.{PARENT_TAG} = '{parent_run_id}'")
 
 
 def trial_runs(parent_run_id: str) -> list[Run]:
@@ -92,7 +93,7 @@ def objective_curves(
     client = MlflowClient()
     curves: dict[str, dict[int, float]] = {}
     for run in trial_runs(parent_run_id):
-        if run.info.status != "FINISHED" or run.info.run_id in known or _repeat(run):
+        if run.info.status != "FINISHED" or run.info.run_id in known or _is_repeat(run):
             continue
         by_step: dict[int, list[float]] = {}
         for point in client.get_metric_history(run.info.run_id, metric):
@@ -115,7 +116,7 @@ def sweep_parent(name: str, parent_run_id: str | None = None) -> Run | None:
         )
     return first_run(
         [experiment.experiment_id],
-        f"tags.sweep = '{name}'",
+        f"tags.{SWEEP_TAG} = '{name}'",
         ["attributes.start_time DESC"],
         _is_parent,
     )
@@ -126,7 +127,7 @@ def find_sweep_parent(experiment: str, name: str, oracle_port: int) -> str | Non
     (the newest, should an older chief have died without closing its own)."""
     parent = first_run(
         [experiment],
-        f"attributes.status = 'RUNNING' and tags.sweep = '{name}' "
+        f"attributes.status = 'RUNNING' and tags.{SWEEP_TAG} = '{name}' "
         f"and tags.{ORACLE_PORT_TAG} = '{oracle_port}'",
         ["attributes.start_time DESC"],
         _is_parent,
@@ -136,7 +137,7 @@ def find_sweep_parent(experiment: str, name: str, oracle_port: int) -> str | Non
 
 def _is_parent(run: Run) -> bool:
     """A sweep's parent run, not one of its trials (they carry the sweep's tag too)."""
-    return "mlflow.parentRunId" not in run.data.tags
+    return PARENT_TAG not in run.data.tags
 
 
 def execution_scores(run_id: str, objective: str) -> list[float]:
@@ -166,7 +167,7 @@ def best_finished(parent_run_id: str, objective: str, direction: str) -> float |
         for r in trial_runs(parent_run_id)
         if r.info.status == "FINISHED"
         and np.isfinite(r.data.metrics.get(key, np.nan))
-        and not _repeat(r)
+        and not _is_repeat(r)
     ]
     return Objective(objective, direction).best(values)
 
@@ -175,9 +176,9 @@ def trials_done(parent_run_id: str) -> int:
     """Distinct trials logged FINISHED or FAILED under this parent (by any worker)."""
     return len(
         {
-            r.data.tags.get("trial_id")
+            r.data.tags.get(TRIAL_ID_TAG)
             for r in trial_runs(parent_run_id)
-            if r.info.status in ("FINISHED", "FAILED") and not _repeat(r)
+            if r.info.status in ("FINISHED", "FAILED") and not _is_repeat(r)
         }
     )
 

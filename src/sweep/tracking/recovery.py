@@ -14,13 +14,16 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sweep.tracking.paging import all_runs
+from sweep.vocabulary import (
+    HOST_TAG,
+    KILL_REASON_TAG,
+    PARENT_TAG,
+    PID_TAG,
+    TRIAL_ID_TAG,
+    WORKER_TAG,
+)
 
 log = logging.getLogger(__name__)
-
-#: The tag saying which distributed worker ran a trial (a restarted worker closes its own).
-WORKER_TAG = "worker_id"
-#: The tag saying why a run was marked KILLED (by a restart, or because its worker fell silent).
-KILL_REASON_TAG = "kill_reason"
 
 
 def close_stale_runs(experiment: str) -> list[str]:
@@ -33,9 +36,9 @@ def close_stale_runs(experiment: str) -> list[str]:
 
     def dead(run: Run) -> bool:
         tags = run.data.tags
-        if "pid" not in tags:
+        if PID_TAG not in tags:
             return True
-        return tags.get("host") == host and not _alive(int(tags["pid"]))
+        return tags.get(HOST_TAG) == host and not _alive(int(tags[PID_TAG]))
 
     stale = [r for r in _running(experiment) if dead(r)]
     return _kill(stale, "left RUNNING by a process that is gone")
@@ -48,10 +51,7 @@ def close_stale_runs_outside(experiment: str, parent_run_id: str | None) -> list
         r
         for r in _running(experiment)
         if parent_run_id is None
-        or (
-            r.info.run_id != parent_run_id
-            and r.data.tags.get("mlflow.parentRunId") != parent_run_id
-        )
+        or (r.info.run_id != parent_run_id and r.data.tags.get(PARENT_TAG) != parent_run_id)
     ]
     return _kill(stale, "left RUNNING by an earlier crash, outside this sweep")
 
@@ -60,7 +60,7 @@ def close_open_trials(parent_run_id: str, worker_id: str | None = None) -> list[
     """Mark the sweep's RUNNING trial runs KILLED: those of `worker_id` (a restarted worker
     closing what its dead predecessor left), or all of them (the chief, once no trial is on)."""
     experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
-    where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    where = f"tags.{PARENT_TAG} = '{parent_run_id}'"
     if worker_id is not None:
         where += f" and tags.{WORKER_TAG} = '{worker_id}'"
     why = f"trials of worker {worker_id} that died" if worker_id else "trials no worker finished"
@@ -72,7 +72,7 @@ def kill_trial_runs(parent_run_id: str, trial_id: str, worker_id: str, reason: s
     verdict on a worker that fell silent (a run already FINISHED is left alone)."""
     experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
     where = (
-        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}' "
+        f"tags.{PARENT_TAG} = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}' "
         f"and tags.{WORKER_TAG} = '{worker_id}'"
     )
     return _kill(_running(experiment, where), reason)

@@ -18,10 +18,26 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import data, leaderboard
+from sweep import data
 from sweep.errors import first_line
-from sweep.tracking.recovery import KILL_REASON_TAG
 from sweep.tracking.store import unreachable
+from sweep.vocabulary import (
+    COMMIT_TAG,
+    ERROR_TAG,
+    FINGERPRINT_TAG,
+    HOST_TAG,
+    HYPERPARAMETERS_TAG,
+    KILL_REASON_TAG,
+    PID_TAG,
+    PRUNED_AT_TAG,
+    PRUNED_TAG,
+    SEED_TAG,
+    VAL_MOVIES_TAG,
+    VAL_SPLIT_TAG,
+    VERSION_TAG_PREFIX,
+    part_of_trial,
+    within,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +58,10 @@ def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, 
 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
-    """Every config value that shapes a run (the search space is logged on the sweep's parent)."""
-    harness = ("search", "sweep", "export", "distributed")
-    return {k: v for k, v in flatten(cfg).items() if k.split(".", 1)[0] not in harness}
+    """Every config value that shapes what a run trains and measures, the params runs are
+    compared by (the search's settings are logged on the sweep's parent; the whole config, as
+    `config.yaml`, with every run)."""
+    return {k: v for k, v in flatten(cfg).items() if part_of_trial(k) and not within(k, ["search"])}
 
 
 def git_commit() -> str | None:
@@ -71,25 +88,24 @@ def standard_tags(cfg: DictConfig, dataset: str | data.Encoded) -> dict[str, str
     """
     fingerprint = dataset if isinstance(dataset, str) else dataset.fingerprint
     tags = {
-        "seed": str(cfg.seed),
-        "data_fingerprint": fingerprint,
-        # who is writing the run: lets a restart tell a crashed run from a live one
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
+        SEED_TAG: str(cfg.seed),
+        FINGERPRINT_TAG: fingerprint,
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
     }
     if isinstance(dataset, data.Encoded):
-        tags["data.val_split_used"] = dataset.val_split
+        tags[VAL_SPLIT_TAG] = dataset.val_split
         movies = data.val_movies(
             dataset, cfg.data.val_fraction, cfg.seed, cfg.data.get("confirm_fraction", 0.0)
         )
         if movies is not None:
-            tags["data.val_movies"] = str(movies)
+            tags[VAL_MOVIES_TAG] = str(movies)
     commit = git_commit()
     if commit:
-        tags["git_commit"] = commit
+        tags[COMMIT_TAG] = commit
     for package in PACKAGES:
         try:
-            tags[f"version.{package}"] = metadata.version(package)
+            tags[VERSION_TAG_PREFIX + package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
     return tags
@@ -155,18 +171,18 @@ def log_sweep_settings(cfg: DictConfig) -> None:
 
 def log_hyperparameters(values: Mapping[str, Any]) -> None:
     """Name the searched params (their values are config params already)."""
-    mlflow.set_tag("hyperparameters", ", ".join(values))
+    mlflow.set_tag(HYPERPARAMETERS_TAG, ", ".join(values))
 
 
 def log_failure(err: BaseException) -> None:
     """Why the active run failed, where the UI shows it beside the run."""
     message = str(err).strip() or type(err).__name__
-    mlflow.set_tag("error", message[:5000])
+    mlflow.set_tag(ERROR_TAG, message[:5000])
 
 
 def log_pruned(epoch: int) -> None:
     """Mark the active trial run as pruned after `epoch` epochs (1-based): FINISHED, not failed."""
-    mlflow.set_tags({leaderboard.PRUNED_TAG: "true", leaderboard.PRUNED_AT_TAG: str(epoch)})
+    mlflow.set_tags({PRUNED_TAG: "true", PRUNED_AT_TAG: str(epoch)})
 
 
 def log_export(parent_run_id: str, directory: Path) -> None:

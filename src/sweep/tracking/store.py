@@ -23,10 +23,11 @@ from omegaconf import DictConfig
 
 from sweep.errors import ConfigError, first_line
 from sweep.tracking import migrations
+from sweep.vocabulary import EXPERIMENT_KIND_TAG
 
 #: The experiment's type, model training ("Machine learning"), not GenAI development: the MLflow
 #: UI below 3.10 opened a clicked experiment on its runs table for it; later ones keep the tag.
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_KIND = "custom_model_development"
 #: What requests raises when a server stops answering (MLflow wraps it in an MlflowException).
 _GONE = (
     requests.exceptions.ConnectionError,

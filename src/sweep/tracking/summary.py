@@ -19,9 +19,8 @@ from sweep.tracking.ui import (
     save_view,
     tag_experiment,
 )
+from sweep.vocabulary import BEST_RUN_TAG, NOTE_TAG
 
-#: The description of an experiment or run, as the UI shows and edits it (markdown).
-NOTE_TAG = "mlflow.note.content"
 #: Trials the leaderboard in a sweep's descriptions shows; the most text a description holds.
 DESCRIPTION_TOP, MAX_NOTE = 5, 8000
 
@@ -81,7 +80,7 @@ def log_leaderboard(parent_run_id: str, standing: Standing) -> float | None:
     )
     best = float(finished[best_column].iloc[0])
     client.log_metric(parent_run_id, best_column, best)
-    client.set_tag(parent_run_id, "best_run_id", finished["run_id"].iloc[0])
+    client.set_tag(parent_run_id, BEST_RUN_TAG, finished["run_id"].iloc[0])
     return best
 
 

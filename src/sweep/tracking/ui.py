@@ -19,16 +19,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import leaderboard
 from sweep.objective import Objective
 from sweep.tracking.store import store_exists
+from sweep.vocabulary import PARENT_TAG, PRUNED_AT_TAG, VIEW_TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
 #: Where `mlflow ui` serves by default.
 LOCAL_UI = "http://127.0.0.1:5000"
-#: Experiment tags that hold the runs page's saved views, by key; a sweep's own view.
-VIEW_TAG, LEADERBOARD_VIEW = "mlflow.sharedViewState.", "leaderboard"
+#: A sweep's own saved view of the runs page (`save_view`).
+LEADERBOARD_VIEW = "leaderboard"
 
 #: What `save_view` wrote in this process, by store, experiment and key.
 _saved_views: dict[tuple[str, str, str], str] = {}
@@ -61,7 +61,7 @@ def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any])
     now = int(time.time() * 1000)
     deflated = base64.b64encode(zlib.compress(text.encode())).decode()
     view = {"name": name, "createdAt": now, "updatedAt": now, "state": f"deflate;{deflated}"}
-    tag_experiment(experiment_id, VIEW_TAG + key, json.dumps(view))
+    tag_experiment(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(view))
     _saved_views[where] = text
 
 
@@ -82,7 +82,7 @@ def leaderboard_view(
     """The sweep's trials, best first, with their hyperparameters and cost: the answer."""
     metrics = (f"best_{objective.name}", "seconds_per_epoch", "attention_entropy")
     return {
-        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
         "orderByKey": f"metrics.`best_{objective.name}`",
         "orderByAsc": objective.ascending,
         "startTime": "ALL",
@@ -92,7 +92,7 @@ def leaderboard_view(
         "selectedColumns": [
             *(f"params.`{hp}`" for hp in keys),
             *(f"metrics.`{m}`" for m in metrics),
-            *([f"tags.`{leaderboard.PRUNED_AT_TAG}`"] if pruning else []),
+            *([f"tags.`{PRUNED_AT_TAG}`"] if pruning else []),
         ],
     }
 
@@ -114,7 +114,7 @@ def show_runs_page(cfg: DictConfig, view: str | None = None) -> str | None:
     found = MlflowClient(uri).get_experiment_by_name(name)
     if found is None:
         return None
-    if view is not None and VIEW_TAG + view not in found.tags:
+    if view is not None and VIEW_TAG_PREFIX + view not in found.tags:
         view = None
     link = runs_page(uri, found.experiment_id, view)
     command = ui_command(uri)

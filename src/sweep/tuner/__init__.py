@@ -17,7 +17,6 @@ each trial inside a nested MLflow run.
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.initial import initial_points
 from sweep.tuner.oracles import ConsecutiveFailures
-from sweep.tuner.roles import STOP_REASON
 from sweep.tuner.search import run
 from sweep.tuner.state import STATE_FILE, recorded_best
 from sweep.tuner.trials import SweepRun, TrialTracking
@@ -25,7 +24,6 @@ from sweep.tuner.tuners import build_tuner
 
 __all__ = [
     "STATE_FILE",
-    "STOP_REASON",
     "AttentionHyperModel",
     "ConsecutiveFailures",
     "SweepRun",

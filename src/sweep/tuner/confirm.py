@@ -34,6 +34,16 @@ from sweep.objective import Objective
 from sweep.tuner import replicates
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.trials import SweepRun
+from sweep.vocabulary import (
+    CONFIRM_OF_TAG,
+    CONFIRM_ROLE_TAG,
+    INITIAL_TAG,
+    REPLICATE_OF_TAG,
+    SEED_TAG,
+    SELECTION_TAG,
+    STAGE_TAG,
+    TRIAL_ID_TAG,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +70,7 @@ def screened(parent_run_id: str, objective: Objective) -> dict[str, list[float]]
     found: dict[str, list[float]] = {}
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        if leaderboard.REPLICATE_OF_TAG in tags or run.info.status != "FINISHED":
+        if REPLICATE_OF_TAG in tags or run.info.status != "FINISHED":
             continue
         if metric not in metrics or leaderboard.pruned(tags):
             continue
@@ -76,10 +86,10 @@ def select(runs: Sequence[Run], scores: Mapping[str, list[float]], sign: float) 
     roles: dict[str, list[str]] = {}
     for role, run_id in zip(("best", "runner-up"), ranked, strict=False):
         roles.setdefault(run_id, []).append(role)
-    base = next((r.info.run_id for r in runs if r.data.tags.get("initial") == "base"), None)
-    if base in scores:
+    base = next((r.info.run_id for r in runs if r.data.tags.get(INITIAL_TAG) == "base"), None)
+    if base is not None and base in scores:
         roles.setdefault(base, []).append("base")
-    trial_ids = {r.info.run_id: str(r.data.tags.get("trial_id")) for r in runs}
+    trial_ids = {r.info.run_id: str(r.data.tags.get(TRIAL_ID_TAG)) for r in runs}
     return [
         Pick(
             ", ".join(names),
@@ -107,7 +117,7 @@ def run(
         nested=True,
         parent_run_id=sweep.parent_run_id,
         run_name=None if holder else f"{sweep.cfg.name}-confirmation",
-        tags={**sweep.tags, tracking.STAGE_TAG: tracking.CONFIRMATION},
+        tags={**sweep.tags, STAGE_TAG: tracking.CONFIRMATION},
     ) as active:
         picks = _selection(active.info.run_id, sweep)
         if len(picks) < 2:
@@ -120,15 +130,13 @@ def run(
 
 def _selection(holder_id: str, sweep: SweepRun) -> list[Pick]:
     """The recorded selection, or a new one recorded before anything trains."""
-    recorded = MlflowClient().get_run(holder_id).data.tags.get(tracking.SELECTION_TAG)
+    recorded = MlflowClient().get_run(holder_id).data.tags.get(SELECTION_TAG)
     if recorded:
         return [Pick(**p) for p in json.loads(recorded)]
     runs = tracking.trial_runs(sweep.parent_run_id)
     objective = sweep.objective
     picks = select(runs, screened(sweep.parent_run_id, objective), objective.sign)
-    MlflowClient().set_tag(
-        holder_id, tracking.SELECTION_TAG, json.dumps([asdict(p) for p in picks])
-    )
+    MlflowClient().set_tag(holder_id, SELECTION_TAG, json.dumps([asdict(p) for p in picks]))
     for pick in picks:
         log.info(
             "confirmation: %s = trial %s (screened %s %.4f over %d seeds)",
@@ -144,9 +152,9 @@ def _selection(holder_id: str, sweep: SweepRun) -> list[Pick]:
 def _tried(holder_id: str) -> dict[tuple[str, int], str]:
     """(trial run id, seed) -> status, for the confirmation runs that finished or failed."""
     return {
-        (r.data.tags[tracking.CONFIRM_OF_TAG], int(r.data.tags["seed"])): r.info.status
+        (r.data.tags[CONFIRM_OF_TAG], int(r.data.tags[SEED_TAG])): r.info.status
         for r in tracking.trial_runs(holder_id)
-        if r.info.status in ("FINISHED", "FAILED") and tracking.CONFIRM_OF_TAG in r.data.tags
+        if r.info.status in ("FINISHED", "FAILED") and CONFIRM_OF_TAG in r.data.tags
     }
 
 
@@ -177,16 +185,16 @@ def _fit_one(
     seed: int,
 ) -> str:
     """One fresh seed of a configuration, scored on the slice; its run's status."""
-    trial_cfg = OmegaConf.create(tracking.run_config(pick.run_id))
-    xy = hypermodel.arrays(trial_cfg, seed)  # this seed's split with data.split_per_seed
-    cfg = OmegaConf.merge(trial_cfg, {"seed": seed})
+    logged = tracking.run_config(pick.run_id)
+    xy = hypermodel.arrays(OmegaConf.create(logged), seed)  # this seed's with split_per_seed
+    cfg = OmegaConf.create({**logged, "seed": seed})
     scorer = SliceScore(*train.confirmation(hypermodel.encoded_for(cfg), cfg))
     tags = {
         **sweep.tags,
-        "seed": str(seed),
-        "trial_id": pick.trial_id,
-        tracking.CONFIRM_OF_TAG: pick.run_id,
-        tracking.CONFIRM_ROLE_TAG: pick.roles,
+        SEED_TAG: str(seed),
+        TRIAL_ID_TAG: pick.trial_id,
+        CONFIRM_OF_TAG: pick.run_id,
+        CONFIRM_ROLE_TAG: pick.roles,
     }
     try:
         with tracking.tracked_run(
@@ -219,7 +227,8 @@ class SliceScore(keras.callbacks.Callback):
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         super().__init__()
-        self.x, self.y, self.values = x, y, []
+        self.x, self.y = x, y
+        self.values: list[float] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         probs = self.model.predict(self.x, batch_size=256, verbose=0)
@@ -241,6 +250,8 @@ def _fit(
     history, _ = replicates.fit_logged(cfg, xy, hypermodel, callbacks, objective)
     curve = history.history[objective.name]
     epoch = objective.best_of(list(range(len(curve))), key=lambda e: curve[e])
-    score = scorer.values[int(epoch)]
-    mlflow.log_metrics({f"confirmed_{scorer.metric}": score, "confirmed_epoch": int(epoch) + 1})
+    if epoch is None:
+        raise ValueError(f"no epoch logged {objective.name}")
+    score = scorer.values[epoch]
+    mlflow.log_metrics({f"confirmed_{scorer.metric}": score, "confirmed_epoch": epoch + 1})
     return score

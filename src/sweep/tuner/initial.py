@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import space, tracking
 from sweep.errors import ConfigError
 from sweep.objective import Objective
+from sweep.vocabulary import HYPERPARAMETERS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,19 @@ def initial_points(
                 raise ConfigError(key, entry.best_of, f"its best trial's {err}") from None
         else:
             label = "given"
-            point = searched.initial_point(OmegaConf.to_container(entry, resolve=True))
+            point = searched.initial_point(_given(entry))
         if all(point != other for _, other in points):
             points.append((label, point))
     return points
+
+
+def _given(entry: DictConfig) -> dict[str, Any]:
+    """A point given whole, as plain data (interpolations resolved); `check_initial` has let
+    through mappings only."""
+    values = OmegaConf.to_container(entry, resolve=True)
+    if not isinstance(values, dict):
+        raise TypeError(f"search.initial: not a mapping: {values}")
+    return {str(path): value for path, value in values.items()}
 
 
 def _best_of(cfg: DictConfig, key: str, name: str) -> dict[str, Any]:
@@ -64,6 +74,6 @@ def _best_of(cfg: DictConfig, key: str, name: str) -> dict[str, Any]:
     best = objective.best_of(finished, key=lambda r: r.data.metrics[metric])
     if best is None:
         raise ConfigError(key, name, "that sweep has no finished trial yet")
-    searched = [k.strip() for k in best.data.tags.get("hyperparameters", "").split(",")]
+    searched = [k.strip() for k in best.data.tags.get(HYPERPARAMETERS_TAG, "").split(",")]
     config = OmegaConf.create(tracking.run_config(best.info.run_id))
     return {k: OmegaConf.select(config, k) for k in searched if k in cfg.search.space}

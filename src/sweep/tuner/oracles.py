@@ -33,7 +33,26 @@ class ConsecutiveFailures(SweepError):
     oracle as a trial ends: on a distributed chief, gRPC carries it to the worker that ended it."""
 
 
-class SweepOracle:
+class KerasOracle(keras_tuner.Oracle):
+    """Keras Tuner's oracle, with the state the sweep's rules read and write typed (Keras Tuner
+    ships no types; tests/test_pins.py checks that each of these still exists)."""
+
+    #: trial id -> trial: every trial of the search
+    trials: dict[str, Trial]
+    #: tuner (worker) id -> the trial it runs now
+    ongoing_trials: dict[str, Trial]
+    #: the tuners the search waits for before it ends
+    tuner_ids: set[str]
+    #: trial ids in the order they started, and ended
+    start_order: list[str]
+    end_order: list[str]
+    #: trial ids to hand out again (Keras Tuner's retries)
+    _retry_queue: list[str]
+    max_consecutive_failed_trials: int | None
+    max_retries_per_trial: int
+
+
+class SweepOracle(KerasOracle):
     """Mixed into each Keras Tuner oracle: the sweep's initial points come before the oracle's own
     picks, and no trial starts once the time budget is spent (Keras Tuner's way to end a search:
     `create_trial` answers STOPPED)."""
@@ -65,12 +84,12 @@ class SweepOracle:
     def start_clock(self) -> None:
         self.clock, self.started, self.stop_reason = time.monotonic(), 0, None
 
-    def _budget_spent(self) -> bool:
-        return (
-            self.budget is not None
-            and self.clock is not None
-            and time.monotonic() - self.clock >= self.budget[1]
-        )
+    def _spent_budget(self) -> str | None:
+        """The time budget as written, once it is spent; None while time is left (or none)."""
+        if self.budget is None or self.clock is None:
+            return None
+        written, seconds = self.budget
+        return written if time.monotonic() - self.clock >= seconds else None
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
@@ -79,53 +98,52 @@ class SweepOracle:
             return self._heartbeat(worker, trial_id)
         if self.heartbeat_timeout is not None:
             self._seen[tuner_id] = time.monotonic()
-        ongoing = tuner_id in self.ongoing_trials  # type: ignore[attr-defined]
-        if not ongoing and self._budget_spent():
+        ongoing = tuner_id in self.ongoing_trials
+        spent = None if ongoing else self._spent_budget()
+        if spent is not None:
             n = self.started
-            self.stop_reason = f"time budget {self.budget[0]} spent after {n} trial{'s' * (n != 1)}"
-            self.tuner_ids.discard(tuner_id)  # type: ignore[attr-defined]
-            return Trial(self.get_space(), status=TrialStatus.STOPPED)  # type: ignore[attr-defined]
-        trial = super().create_trial(tuner_id)  # type: ignore[misc]
+            self.stop_reason = f"time budget {spent} spent after {n} trial{'s' * (n != 1)}"
+            self.tuner_ids.discard(tuner_id)
+            return Trial(self.get_space(), status=TrialStatus.STOPPED)
+        trial = super().create_trial(tuner_id)
         if not ongoing and trial.status == TrialStatus.RUNNING:
             self.started += 1
         if trial.status == TrialStatus.STOPPED and self._may_come_back():
             # a silent worker's trial may yet come back to the queue: wait, do not leave
-            self.tuner_ids.add(tuner_id)  # type: ignore[attr-defined]
-            return Trial(self.get_space(), status=TrialStatus.IDLE)  # type: ignore[attr-defined]
+            self.tuner_ids.add(tuner_id)
+            return Trial(self.get_space(), status=TrialStatus.IDLE)
         return trial
 
     def _may_come_back(self) -> bool:
         """Whether a trial may still return to the queue: on a chief, while any is running."""
-        return self.heartbeat_timeout is not None and bool(
-            self.ongoing_trials or self._taken  # type: ignore[attr-defined]
-        )
+        return self.heartbeat_timeout is not None and bool(self.ongoing_trials or self._taken)
 
     def _heartbeat(self, worker: str, trial_id: str) -> Trial:
         """A worker says it is alive and on `trial_id`: the trial, if it is still that worker's
         (the worker counts as heard of); else an IDLE trial: it was taken from the worker."""
-        trial = self.ongoing_trials.get(worker)  # type: ignore[attr-defined]
+        trial = self.ongoing_trials.get(worker)
         if self.heartbeat_timeout is not None and trial is not None and trial.trial_id == trial_id:
             self._seen[worker] = time.monotonic()
             return trial
-        return Trial(self.get_space(), status=TrialStatus.IDLE)  # type: ignore[attr-defined]
+        return Trial(self.get_space(), status=TrialStatus.IDLE)
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
         if self._refused(trial_id):
-            return self.trials[trial_id]  # type: ignore[attr-defined]
-        return super().update_trial(trial_id, metrics, step=step)  # type: ignore[misc]
+            return self.trials[trial_id]
+        return super().update_trial(trial_id, metrics, step=step)
 
     @keras_tuner.synchronized
     def end_trial(self, trial: Trial) -> None:
         if not self._refused(trial.trial_id):
-            super().end_trial(trial)  # type: ignore[misc]
+            super().end_trial(trial)
 
     def _refused(self, trial_id: str) -> bool:
         """A chief ignores a report of a trial no worker holds: one taken from a worker that
         fell silent and then woke up (it went to the queue, or another worker, meanwhile)."""
         if self.heartbeat_timeout is None or trial_id == self._requeuing:
             return False
-        held = {t.trial_id for t in self.ongoing_trials.values()}  # type: ignore[attr-defined]
+        held = {t.trial_id for t in self.ongoing_trials.values()}
         if trial_id in held:
             return False
         log.warning("ignored a report of trial %s: it was taken from its worker", trial_id)
@@ -138,7 +156,7 @@ class SweepOracle:
         now, timeout = time.monotonic(), self.heartbeat_timeout
         if timeout is None:
             return []
-        ongoing = self.ongoing_trials  # type: ignore[attr-defined]
+        ongoing = self.ongoing_trials
         silent = [
             (w, t) for w, t in ongoing.items() if now - self._seen.setdefault(w, now) > timeout
         ]
@@ -159,20 +177,20 @@ class SweepOracle:
         finally:
             self._requeuing = None
             self._taken.pop(trial.trial_id, None)
-            self.tuner_ids.discard(worker)  # type: ignore[attr-defined]
+            self.tuner_ids.discard(worker)
             self._seen.pop(str(worker), None)
 
     def _retry(self, trial: Trial) -> bool:
         """Keras Tuner's retry path serves `requeue` only: a trial that failed in training stays
         FAILED, as in a one-process sweep."""
         if trial.trial_id == self._requeuing:
-            return bool(super()._retry(trial))  # type: ignore[misc]
+            return bool(super()._retry(trial))
         if trial.status == TrialStatus.INVALID:
             trial.status = TrialStatus.FAILED
         return False
 
     def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)  # type: ignore[misc]
+        super().set_state(state)
         if self.heartbeat_timeout is not None:
             self._assigned = dict(state["ongoing_trials"])
 
@@ -180,25 +198,25 @@ class SweepOracle:
         """Keras Tuner queues every trial that ran when the chief went down; a watching chief
         gives each back to its worker instead (most likely still training it, and it reports
         to the restarted chief), and takes it back only if that worker stays silent too."""
-        super().reload()  # type: ignore[misc]
+        super().reload()
         if self.heartbeat_timeout is None:
             return
-        queue = self._retry_queue  # type: ignore[attr-defined]
+        queue = self._retry_queue
         for worker, trial_id in self._assigned.items():
             if trial_id not in queue:
                 continue
             queue.remove(trial_id)
-            trial = self.trials[trial_id]  # type: ignore[attr-defined]
+            trial = self.trials[trial_id]
             if trial.status == TrialStatus.RUNNING:  # not one that ended as the chief died
-                self.ongoing_trials[worker] = trial  # type: ignore[attr-defined]
-                self.tuner_ids.add(worker)  # type: ignore[attr-defined]
+                self.ongoing_trials[worker] = trial
+                self.tuner_ids.add(worker)
 
     def _check_consecutive_failures(self) -> None:
         """Keras Tuner's check as each trial ends, raising `ConsecutiveFailures` (its own raises
         a bare RuntimeError). Counts the failures that end the record: trials that failed before
         a resume's first success do not stop the resumed sweep."""
-        limit = self.max_consecutive_failed_trials  # type: ignore[attr-defined]
-        ended = [self.trials[i] for i in self.end_order]  # type: ignore[attr-defined]
+        limit = self.max_consecutive_failed_trials
+        ended = [self.trials[i] for i in self.end_order]
         in_a_row = 0
         for trial in reversed(ended):
             if trial.status != TrialStatus.FAILED:
@@ -214,7 +232,7 @@ class SweepOracle:
 
     def next_initial(self) -> dict[str, Any] | None:
         """The first initial point no trial of this sweep has tried yet (resumes skip them)."""
-        tried = [searched_values(t.hyperparameters) for t in self.trials.values()]  # type: ignore[attr-defined]
+        tried = [searched_values(t.hyperparameters) for t in self.trials.values()]
         return next((dict(point) for point in self.initial if point not in tried), None)
 
 
@@ -223,7 +241,7 @@ class InitialFirstOracle(SweepOracle):
         values = self.next_initial()
         if values is not None:
             return {"status": TrialStatus.RUNNING, "values": values}
-        return super().populate_space(trial_id)  # type: ignore[misc]
+        return super().populate_space(trial_id)
 
 
 class RandomOracle(InitialFirstOracle, keras_tuner.oracles.RandomSearchOracle):
@@ -247,6 +265,10 @@ class ResumableGridSearchOracle(SweepOracle, keras_tuner.oracles.GridSearchOracl
     the position from the trials it reloaded. Initial points: the first is the grid's defaults
     (its first trial); the others are placed in grid order, so the walk skips them later."""
 
+    #: Keras Tuner's linked list of the trials' ids in grid order, and the ids to go on from
+    _ordered_ids: Any
+    _populate_next: list[str]
+
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self._populate_next = self._order()
@@ -256,7 +278,11 @@ class ResumableGridSearchOracle(SweepOracle, keras_tuner.oracles.GridSearchOracl
             i: self.trials[i].hyperparameters.values for i in self.start_order if i in self.trials
         }
         values.update(extra or {})
-        order = sorted(values, key=cmp_to_key(lambda a, b: self._compare(values[a], values[b])))
+
+        def compare(a: str, b: str) -> int:  # Keras Tuner's grid order of two trials' values
+            return int(self._compare(values[a], values[b]))
+
+        order = sorted(values, key=cmp_to_key(compare))
         self._ordered_ids = type(self._ordered_ids)()
         for trial_id in order:
             self._ordered_ids.insert(trial_id)

@@ -34,11 +34,16 @@ from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.trials import SweepRun
+from sweep.vocabulary import (
+    REPLICATE_OF_TAG,
+    REPLICATE_TRIAL_TAG,
+    REPLICATES_STOP_TAG,
+    SEED_TAG,
+    TRIAL_ID_TAG,
+    VERDICT_TAG,
+)
 
 log = logging.getLogger(__name__)
-
-#: The parent run's tags: the verdict in words, and why replication stopped.
-VERDICT_TAG, STOP_TAG = "replicates_verdict", "replicates_stop"
 
 
 @dataclass
@@ -62,12 +67,12 @@ def seeds_so_far(parent_run_id: str, objective: Objective) -> dict[str, Seeds]:
     found: dict[str, Seeds] = {}
     for run in runs:
         tags = run.data.tags
-        if leaderboard.REPLICATE_OF_TAG in tags or run.info.status != "FINISHED":
+        if REPLICATE_OF_TAG in tags or run.info.status != "FINISHED":
             continue
         if key in run.data.metrics and not leaderboard.pruned(tags):
-            seed = int(tags.get("seed", 0))
+            seed = int(tags.get(SEED_TAG, 0))
             found[run.info.run_id] = Seeds(
-                run.info.run_id, str(tags.get("trial_id")), seed, {seed: run.data.metrics[key]}
+                run.info.run_id, str(tags.get(TRIAL_ID_TAG)), seed, {seed: run.data.metrics[key]}
             )
             found[run.info.run_id].tried.add(seed)
     for run in runs:
@@ -76,10 +81,10 @@ def seeds_so_far(parent_run_id: str, objective: Objective) -> dict[str, Seeds]:
 
 
 def _count_repeat(run: Run, found: Mapping[str, Seeds], key: str) -> None:
-    owner = found.get(run.data.tags.get(leaderboard.REPLICATE_OF_TAG, ""))
+    owner = found.get(run.data.tags.get(REPLICATE_OF_TAG, ""))
     if owner is None or run.info.status not in ("FINISHED", "FAILED"):
         return  # not a repeat, or interrupted (retried)
-    seed = int(run.data.tags.get("seed", -1))
+    seed = int(run.data.tags.get(SEED_TAG, -1))
     owner.tried.add(seed)
     if run.info.status == "FINISHED" and key in run.data.metrics:
         owner.scores[seed] = run.data.metrics[key]
@@ -160,7 +165,7 @@ def _stop(sweep: SweepRun, decision: stats.Decision | None, why: str) -> stats.D
     log.info("seed repeats stopped (%s): %s — %s", why, verdict, words)
     client = MlflowClient()
     client.set_tag(sweep.parent_run_id, VERDICT_TAG, f"{verdict}: {words}")
-    client.set_tag(sweep.parent_run_id, STOP_TAG, why)
+    client.set_tag(sweep.parent_run_id, REPLICATES_STOP_TAG, why)
     tracking.log_leaderboard(sweep.parent_run_id, sweep.standing)
     return decision
 
@@ -174,14 +179,14 @@ def _repeat(
 ) -> None:
     """One more seed of a trial's configuration, as a nested run of the sweep."""
     seed = config.next_seed()
-    trial_cfg = OmegaConf.create(tracking.run_config(config.run_id))
-    xy = hypermodel.arrays(trial_cfg, seed)  # the sweep's split, or this seed's (split_per_seed)
-    cfg = OmegaConf.merge(trial_cfg, {"seed": seed})
+    logged = tracking.run_config(config.run_id)
+    xy = hypermodel.arrays(OmegaConf.create(logged), seed)  # the sweep's split, or this seed's
+    cfg = OmegaConf.create({**logged, "seed": seed})
     tags = {
         **sweep.tags,
-        "seed": str(seed),
-        leaderboard.REPLICATE_OF_TAG: config.run_id,
-        leaderboard.REPLICATE_TRIAL_TAG: config.trial_id,
+        SEED_TAG: str(seed),
+        REPLICATE_OF_TAG: config.run_id,
+        REPLICATE_TRIAL_TAG: config.trial_id,
     }
     budget.runs += 1
     objective = sweep.objective

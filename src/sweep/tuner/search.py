@@ -33,16 +33,17 @@ def run(cfg: DictConfig, searched: SearchSpace | None = None) -> float:
     role.connect()
     tracking.configure(cfg.tracking)
     experiment = tracking.use_experiment(cfg.name, cfg.tracking)
-    parent_id = role.existing_parent(experiment)
+    found = role.existing_parent(experiment)
     initial = initial_points(cfg, searched)
     encoded = train.load(cfg)
-    role.close_leftovers(experiment, parent_id)
+    role.close_leftovers(experiment, found.parent_run_id)
     hypermodel = AttentionHyperModel(cfg, encoded, searched)
-    tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), **role.tuner_options(parent_id, initial))
+    options = role.tuner_options(found.parent_run_id, initial)
+    tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), options)
     tags = {**tracking.standard_tags(cfg, encoded), **role.trial_tags()}
-    with role.parent_run(experiment, parent_id, tags) as parent_run_id:
+    with role.parent_run(experiment, found, tags) as parent_run_id:
         standing = tracking.Standing.of(cfg)
-        sweep = SweepRun(cfg, parent_run_id, tags, standing, initial, shared=role.shared)
+        sweep = SweepRun(cfg, parent_run_id, tags, standing, initial)
         chosen = callbacks(cfg)
         role.search(tuner, sweep, chosen)
         role.replicate(sweep, hypermodel, chosen)

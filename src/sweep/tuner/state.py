@@ -11,29 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sweep import tracking
 from sweep.errors import SweepError
+from sweep.vocabulary import part_of_trial
 
 log = logging.getLogger(__name__)
 
 #: The sweep's identity on disk: its parent run and the settings it was started with.
 STATE_FILE = "sweep.json"
-#: Config sections that do not change what a trial computes, so a resume may change them.
-RESUMABLE_CHANGES = (
-    "tracking",
-    "sweep",
-    "export",
-    "distributed",
-    "data.path",
-    "data.cache_dir",
-    "train.verbose",
-    "search.time_budget",
-    "search.initial",
-    "search.replicates",  # seed repeats come after the trials and change none of them
-    "search.confirm",  # so does the confirmation stage
-)
 
 
 def sweep_dir(cfg: DictConfig) -> Path:
@@ -41,16 +28,12 @@ def sweep_dir(cfg: DictConfig) -> Path:
     return Path(cfg.sweep.dir) / str(cfg.name)
 
 
-def compared(cfg: DictConfig) -> dict[str, Any]:
-    """The settings a resume must not change, flattened (from plain data: the values, resolved)."""
-    flat = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+def compared(flat: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a flattened config a resume must not change: those part of a trial (a
+    state file saved before a key became free to change still holds it: left out here too)."""
     if flat.get("search.pruning", "none") == "none":  # as sweeps started before pruning saved
         flat = {k: v for k, v in flat.items() if not k.startswith("search.pruning")}
-    return {
-        k: v
-        for k, v in flat.items()
-        if not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
-    }
+    return {k: v for k, v in flat.items() if part_of_trial(k)}
 
 
 @dataclass(frozen=True)
@@ -74,7 +57,8 @@ class SweepState:
 def resume_or_start(cfg: DictConfig, experiment: str) -> SweepState:
     """The sweep's state: the parent run to continue, or none for a fresh sweep; refuses a
     changed sweep, and with `sweep.overwrite` starts afresh."""
-    directory, now = sweep_dir(cfg), compared(cfg)
+    directory = sweep_dir(cfg)
+    now = compared(tracking.flatten(cfg))
     state_file = directory / STATE_FILE
     if cfg.sweep.overwrite and directory.exists():
         log.warning(
@@ -84,7 +68,7 @@ def resume_or_start(cfg: DictConfig, experiment: str) -> SweepState:
     if not state_file.exists():
         return SweepState(directory, now)
     state = json.loads(state_file.read_text())
-    before = state["config"]
+    before = compared(state["config"])
     changed = [
         f"{k}: {before.get(k)} -> {now.get(k)}"
         for k in sorted(set(before) | set(now))

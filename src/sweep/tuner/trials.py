@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner
@@ -25,6 +25,11 @@ from sweep.objective import Objective
 from sweep.tracking.callbacks import log_outcome
 from sweep.tuner import liveness
 from sweep.tuner.hypermodel import AttentionHyperModel, searched_values
+from sweep.tuner.oracles import SweepOracle
+from sweep.vocabulary import INITIAL_TAG, TRIAL_ID_TAG
+
+if TYPE_CHECKING:
+    from keras_tuner.src.distribute.oracle_client import OracleClient
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +50,45 @@ class SweepRun:
     standing: tracking.Standing
     #: (label, Keras Tuner values) of the sweep's initial points, to tag their trials
     initial_labels: Sequence[tuple[str, dict[str, Any]]] = ()
-    #: other processes (distributed workers) log trials under the same parent
-    shared: bool = False
 
     @property
     def objective(self) -> Objective:
         return self.standing.objective
 
 
-class TrialTracking:
+class TrialTracking(keras_tuner.Tuner):
     """Mixed into a Keras Tuner tuner: each trial a nested MLflow run, one console line each."""
 
     sweep: SweepRun
     hypermodel: AttentionHyperModel
-    oracle: keras_tuner.Oracle
+    #: the sweep's oracle; on a distributed worker, Keras Tuner's gRPC client of the chief's
+    oracle: SweepOracle | OracleClient
+    #: a distributed worker's proof of life to the chief while it holds a trial
+    _heartbeat: liveness.Heartbeat | None
 
-    def search_in(self, sweep: SweepRun, callbacks: list[keras.callbacks.Callback]) -> None:
-        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; a
-        distributed chief serves its oracle to the workers instead (and trains nothing)."""
-        self.sweep = sweep
-        dist = sweep.cfg.distributed
-        if dist.role == "chief":
-            self.save()  # type: ignore[attr-defined]
-            liveness.serve(self.oracle, sweep.parent_run_id, dist)  # type: ignore[arg-type]
-            return
-        self.search(callbacks=callbacks)  # type: ignore[attr-defined]
+    def search_in(
+        self,
+        sweep: SweepRun,
+        callbacks: list[keras.callbacks.Callback],
+        heartbeat: liveness.Heartbeat | None = None,
+    ) -> None:
+        """Keras Tuner's search, each trial logged as a nested run of `sweep.parent_run_id`; on
+        a distributed worker, `heartbeat` beats while it holds a trial."""
+        self.sweep, self._heartbeat = sweep, heartbeat
+        self.search(callbacks=callbacks)
+
+    @property
+    def _shared(self) -> bool:
+        """Other processes log trials under the same parent: this is a distributed worker (the
+        one kind of process that beats a heartbeat to the chief)."""
+        return self._heartbeat is not None
 
     def _populate_initial_space(self) -> None:
         """Keras Tuner builds models here to find conditional hyperparameters (its hook for such
         overrides); the space is declared whole up front, so no model is built before a trial."""
 
     def on_search_begin(self) -> None:
-        super().on_search_begin()  # type: ignore[misc]
+        super().on_search_begin()
         self._pruned: dict[str, int] = {}  # trial id -> the epoch median pruning stopped it at
         search = self.sweep.cfg.search
         self._pruner = None
@@ -87,29 +99,24 @@ class TrialTracking:
         self._clock, self._done_before = time.monotonic(), self._done()  # for the ETA
         self._best = self._best_so_far()
         self._asked = False  # asked the oracle for a trial, and got none yet
-        self._heartbeat: liveness.Heartbeat | None = None
-        if self.sweep.shared:  # a distributed worker: it proves it is alive while it trains
-            dist = self.sweep.cfg.distributed
-            timeout = float(dist.heartbeat_timeout_s)
-            liveness.reconnect_quickly(self.oracle, dist)
-            self._heartbeat = liveness.Heartbeat(self.oracle, str(dist.worker_id), timeout)
+        if self._heartbeat is not None:
             self._heartbeat.start()
 
     def on_search_end(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        super().on_search_end()  # type: ignore[misc]
+        super().on_search_end()
 
     def pre_create_trial(self) -> None:
         """Keras Tuner asks again at once when the oracle answers IDLE (it waits for trials that
         others run): wait a moment first, so a waiting worker does not flood the chief."""
-        super().pre_create_trial()  # type: ignore[misc]
+        super().pre_create_trial()
         if self._asked:
             time.sleep(IDLE_WAIT_S)
         self._asked = True
 
     def on_trial_begin(self, trial: Any) -> None:
-        super().on_trial_begin(trial)  # type: ignore[misc]
+        super().on_trial_begin(trial)
         self._asked = False
         self._unreported = False
         if self._heartbeat is not None:
@@ -120,7 +127,7 @@ class TrialTracking:
         (a resumed sweep's earlier ones)."""
         objective = self.sweep.objective
         scores = [t.score for t in self._trials().values() if t.score is not None]
-        if self.sweep.shared:
+        if self._shared:
             logged = tracking.best_finished(
                 self.sweep.parent_run_id, objective.name, objective.direction
             )
@@ -134,7 +141,7 @@ class TrialTracking:
     def on_epoch_end(
         self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None
     ) -> None:
-        super().on_epoch_end(trial, model, epoch, logs)  # type: ignore[misc]
+        super().on_epoch_end(trial, model, epoch, logs)
         self._model = model
 
     def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
@@ -142,7 +149,7 @@ class TrialTracking:
         ends here, neither reported nor logged (`on_trial_end` skips it): it did not fail, so
         Keras Tuner prints no traceback for it."""
         try:
-            super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            super()._run_and_update_trial(trial, *args, **kwargs)
         except liveness.TrialLost as lost:
             self._unreported = True
             log.warning("%s: not reported by this worker", lost)
@@ -162,7 +169,7 @@ class TrialTracking:
         if logged is not None:
             log.info("trial %s is logged FINISHED already; not run again", trial.trial_id)
             return logged
-        tags = {**self.sweep.tags, "trial_id": trial.trial_id, **self._initial_tag(trial)}
+        tags = {**self.sweep.tags, TRIAL_ID_TAG: trial.trial_id, **self._initial_tag(trial)}
         try:
             with tracking.tracked_run(
                 nested=True,
@@ -216,7 +223,7 @@ class TrialTracking:
             lost = liveness.StopWhenLost(self._heartbeat, trial.trial_id)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), lost]
         started = time.perf_counter()
-        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        histories = super().run_trial(trial, *args, **kwargs)
         seconds = time.perf_counter() - started
         if stop is not None and stop.pruned_at is not None:
             tracking.log_pruned(stop.pruned_at)
@@ -231,7 +238,7 @@ class TrialTracking:
         objective = self.sweep.objective
         score = sum(tracking.best_value(h, objective.name, objective.direction) for h in runs)
         score /= len(runs)
-        if self.sweep.shared:  # the best so far may be another worker's
+        if self._shared:  # the best so far may be another worker's
             self._best = tracking.best_finished(
                 self.sweep.parent_run_id, objective.name, objective.direction
             )
@@ -255,7 +262,7 @@ class TrialTracking:
         values = searched_values(trial.hyperparameters)
         labels = self.sweep.initial_labels
         label = next((name for name, point in labels if point == values), None)
-        return {"initial": label} if label else {}
+        return {INITIAL_TAG: label} if label else {}
 
     def _done(self) -> int:
         """Trials ended (finished or failed) in this sweep so far, by any process."""
@@ -269,7 +276,7 @@ class TrialTracking:
         (the mean time per trial this command has seen, times the trials left). A trial the
         chief gave to another worker is not reported (nor counted) here."""
         if not self._unreported:
-            super().on_trial_end(trial)  # type: ignore[misc]
+            super().on_trial_end(trial)
         if self._heartbeat is not None:  # held (and beating) until the chief has the report
             self._heartbeat.hold(None)
         if self._unreported:

@@ -3,6 +3,7 @@ and `build_tuner`, which pairs one with its oracle."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ from sweep.tuner.trials import TrialTracking
 PROJECT = "tuner"
 
 
-class RandomSweep(TrialTracking, keras_tuner.Tuner):
+class RandomSweep(TrialTracking):
     """Random search over the declared space."""
 
 
-class BayesianSweep(TrialTracking, keras_tuner.Tuner):
+class BayesianSweep(TrialTracking):
     """Gaussian-process Bayesian optimisation over the declared space."""
 
 
@@ -41,7 +42,7 @@ class HyperbandSweep(TrialTracking, keras_tuner.Hyperband):
         keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)
 
 
-class GridSweep(TrialTracking, keras_tuner.Tuner):
+class GridSweep(TrialTracking):
     """Every combination of the declared (discrete) space, in order."""
 
 
@@ -53,33 +54,42 @@ BY_TRIALS = {
 }
 
 
+@dataclass(frozen=True)
+class TunerOptions:
+    """What a process's role decides about its tuner (`Role.tuner_options`)."""
+
+    #: start Keras Tuner's state afresh (a new sweep) rather than reload it
+    overwrite: bool
+    #: points tried before the tuner's own, in Keras Tuner values
+    initial: list[dict[str, Any]] = field(default_factory=list)
+    #: a distributed chief's (heartbeat timeout in s, max requeues): its oracle takes trials
+    #: back from workers that fall silent (`SweepOracle.watch`); None: it does not
+    watch: tuple[float, int] | None = None
+
+
 def build_tuner(
-    cfg: DictConfig,
-    hypermodel: AttentionHyperModel,
-    directory: Path,
-    *,
-    overwrite: bool,
-    initial: list[dict[str, Any]] | None = None,
-) -> keras_tuner.Tuner:
-    """The Keras Tuner tuner `search.tuner` names, its state in `directory`; `initial` points
-    (Keras Tuner values) are tried before the tuner's own."""
-    search, initial = cfg.search, list(initial or [])
-    oracle = _oracle(cfg, initial, hypermodel.searched)
+    cfg: DictConfig, hypermodel: AttentionHyperModel, directory: Path, options: TunerOptions
+) -> TrialTracking:
+    """The Keras Tuner tuner `search.tuner` names, its state in `directory`, its oracle set up
+    as the process's role decided (`options`)."""
+    search = cfg.search
+    oracle = _oracle(cfg, options, hypermodel.searched)
     where = {
         "directory": str(directory),
         "project_name": PROJECT,
-        "overwrite": overwrite,
+        "overwrite": options.overwrite,
         "executions_per_trial": search.executions_per_trial,
     }
     tuner_class = HyperbandSweep if search.tuner == "hyperband" else BY_TRIALS[search.tuner][1]
-    tuner: keras_tuner.Tuner = tuner_class(oracle, hypermodel, **where)
+    tuner: TrialTracking = tuner_class(oracle, hypermodel, **where)
     tuner.oracle.verbose = 0  # our one line per trial replaces Keras Tuner's dump
     return tuner
 
 
-def _oracle(cfg: DictConfig, initial: list[dict[str, Any]], searched: SearchSpace) -> SweepOracle:
-    """The oracle for `search.tuner`, with the sweep's initial points and time budget."""
-    search = cfg.search
+def _oracle(cfg: DictConfig, options: TunerOptions, searched: SearchSpace) -> SweepOracle:
+    """The oracle for `search.tuner`, with the sweep's initial points and time budget; set up
+    before the tuner is built, which reloads a resumed sweep's oracle."""
+    search, initial = cfg.search, options.initial
     defaults = initial[0] if initial and search.tuner == "grid" else None
     common: dict[str, Any] = {
         "hyperparameters": searched.hyperparameters(defaults),
@@ -98,9 +108,8 @@ def _oracle(cfg: DictConfig, initial: list[dict[str, Any]], searched: SearchSpac
     else:
         oracle = BY_TRIALS[search.tuner][0](max_trials=search.max_trials, **common)
     oracle.initial = initial
-    dist = cfg.distributed
-    if dist.role == "chief":  # trials of workers that fall silent go back to the queue
-        oracle.watch(float(dist.heartbeat_timeout_s), int(dist.max_requeues))
+    if options.watch is not None:
+        oracle.watch(*options.watch)
     if search.get("time_budget") is not None:
         budget = parse_duration("search.time_budget", search.time_budget)
         oracle.budget = (str(search.time_budget), budget)
