@@ -145,6 +145,21 @@ BAD_COMMAND_LINES = [
         ],
         "config error: distributed.tls_cert=chief.pem: needs distributed.tls_key too",
     ),
+    # n-grams (issue 25): refused before any data is read
+    (["data.ngrams=0"], "config error: data.ngrams=0: must be at least 1"),
+    (["data.ngrams=4"], "config error: data.ngrams=4: must be at most 3"),
+    (
+        ["data.ngrams=2", "data.ngram_buckets=0"],
+        "config error: data.ngram_buckets=0: must be at least 1",
+    ),
+    (
+        ["data.ngrams=3", "data.ngram_buckets=-8"],
+        "config error: data.ngram_buckets=-8: must be at least 1",
+    ),
+    (
+        ["data.ngram_buckets=65536"],
+        "config error: data.ngram_buckets=65536: needs data.ngrams=2 or 3",
+    ),
 ]
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.layers import SelfAttention
+from sweep.layers import NgramEmbedding, SelfAttention
 from sweep.schema import SCALE_WORDS
 
 #: Layer names the diagnostics look up.
@@ -22,13 +22,8 @@ def build_model(cfg: DictConfig) -> keras.Model:
         initializer = OmegaConf.to_container(initializer, resolve=True)
     # bucketed batches are as long as their reviews; fixed ones exactly `seq_len`
     length = None if cfg.train.batching == "bucketed" else cfg.data.seq_len
-    inputs = keras.Input(shape=(length,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(
-        cfg.data.num_words,
-        cfg.model.embedding_dim,
-        mask_zero=cfg.model.mask_padding,
-        name=EMBEDDING,
-    )(inputs)
+    x = inputs = keras.Input(shape=_input_shape(cfg, length), dtype="int32", name="tokens")
+    x = _embedding(cfg)(x)
     x = SelfAttention(att.output_dim, scale=scale, initializer=initializer, name=ATTENTION)(x)
     x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="dropout")(x)
@@ -43,6 +38,34 @@ def build_model(cfg: DictConfig) -> keras.Model:
     )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def _input_shape(cfg: DictConfig, length: int | None) -> tuple[int | None, ...]:
+    """(length,) of word ids, or (length, n): each word's id and its n-gram ids."""
+    return (length,) if cfg.data.ngrams == 1 else (length, cfg.data.ngrams)
+
+
+def _embedding(cfg: DictConfig) -> keras.layers.Layer:
+    """Words, or words with their hashed n-grams added (`data.ngrams` > 1)."""
+    if cfg.data.ngrams == 1:
+        return keras.layers.Embedding(
+            cfg.data.num_words,
+            cfg.model.embedding_dim,
+            mask_zero=cfg.model.mask_padding,
+            name=EMBEDDING,
+        )
+    return NgramEmbedding(
+        cfg.data.num_words,
+        cfg.data.ngram_buckets,
+        cfg.model.embedding_dim,
+        mask_zero=cfg.model.mask_padding,
+        name=EMBEDDING,
+    )
+
+
+def word_ids(tokens: np.ndarray) -> np.ndarray:
+    """The word ids of a model's input (batch, seq), without n-gram ids if it carries them."""
+    return tokens[..., 0] if tokens.ndim == 3 else tokens
 
 
 def attention_weights(model: keras.Model, tokens: np.ndarray) -> np.ndarray:

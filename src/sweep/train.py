@@ -56,6 +56,8 @@ def load(cfg: DictConfig) -> data.Encoded:
         limit=cfg.data.limit,
         seed=cfg.seed,
         val_split=cfg.data.get("val_split", "auto"),
+        ngrams=cfg.data.ngrams,
+        ngram_buckets=cfg.data.ngram_buckets or 0,
     )
 
 
@@ -74,7 +76,12 @@ def arrays(encoded: data.Encoded, cfg: DictConfig, split_seed: int | None = None
 def preprocessing(cfg: DictConfig, encoded: data.Encoded) -> Preprocessing:
     """How this config turns a review into the classifier's input: its served model repeats it."""
     return Preprocessing(
-        encoded.vocabulary, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating
+        encoded.vocabulary,
+        cfg.data.seq_len,
+        cfg.data.padding,
+        cfg.data.truncating,
+        cfg.data.ngrams,
+        cfg.data.ngram_buckets or 0,
     )
 
 
