@@ -160,6 +160,16 @@ BAD_COMMAND_LINES = [
         ["data.ngram_buckets=65536"],
         "config error: data.ngram_buckets=65536: needs data.ngrams=2 or 3",
     ),
+    # regularisation (issue 25)
+    (["train.weight_decay=-0.1"], "config error: train.weight_decay=-0.1: must be at least 0"),
+    (["model.token_dropout=1.0"], "config error: model.token_dropout=1.0: must be less than 1"),
+    (["model.spatial_dropout=-0.2"], "config error: model.spatial_dropout=-0.2: must be at"),
+    (["train.lr_schedule=step"], "config error: train.lr_schedule=step: expected one of"),
+    (["train.decay_epochs=0"], "config error: train.decay_epochs=0.0: must be greater than 0"),
+    (
+        ["train.lr_schedule=cosine", "train.epochs=4", "train.warmup_epochs=4"],
+        "config error: train.warmup_epochs=4.0: must be less than train.decay_epochs=4",
+    ),
 ]
 
 

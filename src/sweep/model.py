@@ -14,7 +14,8 @@ EMBEDDING, ATTENTION = "embedding", "self_attention"
 
 
 def build_model(cfg: DictConfig) -> keras.Model:
-    """Embedding → SelfAttention → GlobalAveragePooling1D → Dropout → Dense(2), compiled."""
+    """Embedding → SelfAttention → GlobalAveragePooling1D → Dropout → Dense(2), compiled
+    (with `model.token_dropout` / `spatial_dropout`, their dropout after the embedding)."""
     att = cfg.model.attention
     scale = att.scale if att.scale in SCALE_WORDS else float(att.scale)
     initializer = att.initializer
@@ -24,18 +25,22 @@ def build_model(cfg: DictConfig) -> keras.Model:
     length = None if cfg.train.batching == "bucketed" else cfg.data.seq_len
     x = inputs = keras.Input(shape=_input_shape(cfg, length), dtype="int32", name="tokens")
     x = _embedding(cfg)(x)
+    if cfg.model.token_dropout:
+        x = keras.layers.Dropout(
+            cfg.model.token_dropout, noise_shape=(None, None, 1), name="token_dropout"
+        )(x)
+    if cfg.model.spatial_dropout:
+        x = keras.layers.SpatialDropout1D(cfg.model.spatial_dropout, name="spatial_dropout")(x)
     x = SelfAttention(att.output_dim, scale=scale, initializer=initializer, name=ATTENTION)(x)
     x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name="attention_classifier")
-    optimizer = keras.optimizers.get(
-        {
-            "class_name": cfg.train.optimizer,
-            # a fixed name keeps the logged optimizer params identical between re-runs
-            "config": {"learning_rate": cfg.train.learning_rate, "name": cfg.train.optimizer},
-        }
-    )
+    # a fixed name keeps the logged optimizer params identical between re-runs
+    settings = {"learning_rate": cfg.train.learning_rate, "name": cfg.train.optimizer}
+    if cfg.train.weight_decay is not None:
+        settings["weight_decay"] = cfg.train.weight_decay
+    optimizer = keras.optimizers.get({"class_name": cfg.train.optimizer, "config": settings})
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 

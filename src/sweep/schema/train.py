@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from sweep.errors import ConfigError
 from sweep.schema.rules import bounds
 
 #: How reviews are batched: by length (needs masked padding) or padded to seq_len.
 BATCHING = ("bucketed", "fixed")
+#: The learning rate's course over the epochs (after any warm-up).
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -18,6 +21,21 @@ class TrainConfig:
         default="adam", metadata=bounds(choices=("adam", "adamw", "sgd", "rmsprop", "nadam"))
     )
     learning_rate: float = field(default=2e-4, metadata=bounds(gt=0.0))
+    # decoupled weight decay: each step every weight shrinks by learning rate x this;
+    # null: the optimizer's own default (adamw 0.004, the others none)
+    weight_decay: float | None = field(default=None, metadata=bounds(ge=0.0))
+    # the rate as a function of the (fractional) epoch, not the step, so export's retrain (the
+    # best epoch's count of epochs, on all training reviews) follows its trial's curve:
+    # constant, or cosine from learning_rate down to 0 at decay_epochs
+    lr_schedule: str = field(default="constant", metadata=bounds(choices=LR_SCHEDULES))
+    # epochs over which the rate first rises linearly from 0 (either schedule)
+    warmup_epochs: float = field(default=0.0, metadata=bounds(ge=0.0))
+    # where cosine reaches 0: train.epochs unless set (logged resolved, so a retrain for fewer
+    # epochs keeps the trial's horizon)
+    decay_epochs: float = field(
+        default="${train.epochs}",  # type: ignore[assignment]
+        metadata=bounds(gt=0.0),
+    )
     batch_size: int = field(default=32, metadata=bounds(ge=1))
     epochs: int = field(default=5, metadata=bounds(ge=1))
     # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
@@ -27,6 +45,16 @@ class TrainConfig:
     batching: str = field(
         default="${batching_for:${model.mask_padding}}", metadata=bounds(choices=BATCHING)
     )
+
+
+def check_train(train: DictConfig) -> None:
+    """Settings that are fine alone but not together (`train.*` only)."""
+    if train.lr_schedule == "cosine" and train.warmup_epochs >= train.decay_epochs:
+        raise ConfigError(
+            "train.warmup_epochs",
+            train.warmup_epochs,
+            f"must be less than train.decay_epochs={train.decay_epochs} (cosine decays after it)",
+        )
 
 
 def batching_for(mask_padding: bool) -> str:
