@@ -165,6 +165,10 @@ BAD_COMMAND_LINES = [
     (["model.token_dropout=1.0"], "config error: model.token_dropout=1.0: must be less than 1"),
     (["model.spatial_dropout=-0.2"], "config error: model.spatial_dropout=-0.2: must be at"),
     (["train.lr_schedule=step"], "config error: train.lr_schedule=step: expected one of"),
+    (
+        ["train.sparse_updates=true", "train.optimizer=sgd"],
+        "config error: train.sparse_updates=True: needs train.optimizer=adam or adamw (not sgd)",
+    ),
     (["train.decay_epochs=0"], "config error: train.decay_epochs=0.0: must be greater than 0"),
     (
         ["train.lr_schedule=cosine", "train.epochs=4", "train.warmup_epochs=4"],

@@ -7,6 +7,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.layers import NgramEmbedding, SelfAttention
+from sweep.optimizers import LAZY
 from sweep.schema import SCALE_WORDS
 
 #: Layer names the diagnostics look up.
@@ -36,13 +37,20 @@ def build_model(cfg: DictConfig) -> keras.Model:
     x = keras.layers.Dropout(cfg.model.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name="attention_classifier")
-    # a fixed name keeps the logged optimizer params identical between re-runs
-    settings = {"learning_rate": cfg.train.learning_rate, "name": cfg.train.optimizer}
-    if cfg.train.weight_decay is not None:
-        settings["weight_decay"] = cfg.train.weight_decay
-    optimizer = keras.optimizers.get({"class_name": cfg.train.optimizer, "config": settings})
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=_optimizer(cfg.train), loss=loss, metrics=["accuracy"])
     return model
+
+
+def _optimizer(train: DictConfig) -> keras.optimizers.Optimizer:
+    """`train.optimizer` with its rate and weight decay; the lazy version for sparse updates."""
+    # a fixed name keeps the logged optimizer params identical between re-runs
+    settings = {"learning_rate": train.learning_rate, "name": train.optimizer}
+    if train.weight_decay is not None:
+        settings["weight_decay"] = train.weight_decay
+    if train.sparse_updates:
+        return LAZY[train.optimizer](**settings)
+    return keras.optimizers.get({"class_name": train.optimizer, "config": settings})
 
 
 def _input_shape(cfg: DictConfig, length: int | None) -> tuple[int | None, ...]:

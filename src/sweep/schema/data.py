@@ -13,7 +13,7 @@ from sweep.schema.rules import bounds
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
 MAX_SEQ_LEN = 4096
 #: N-gram hash buckets when `data.ngrams` > 1 names none (docs/search-spaces.md: measured).
-NGRAM_BUCKETS = 1 << 16
+NGRAM_BUCKETS = 1 << 18
 
 
 @dataclass
@@ -28,8 +28,8 @@ class DataConfig:
     # embedded in their own table and added to the word's vector (the sequence keeps its length)
     ngrams: int = field(default=1, metadata=bounds(ge=1, le=MAX_NGRAMS))
     # rows of that n-gram table (fastText's hashing trick; every order shares them): its size
-    # against collisions and step time (Adam updates it whole each step). Only with ngrams > 1;
-    # default NGRAM_BUCKETS then
+    # against collisions (docs/user-guide.md#n-grams) and step time, which grows with it unless
+    # train.sparse_updates. Only with ngrams > 1; default NGRAM_BUCKETS (262144) then
     ngram_buckets: int | None = field(
         default="${ngram_buckets_for:${data.ngrams}}",  # type: ignore[assignment]
         metadata=bounds(ge=1),
