@@ -65,6 +65,7 @@ def test_ngrams_travel_beside_the_words_through_cut_take_and_pad() -> None:
     assert both.values.shape == (6, 3) and both.values[:, 0].tolist() == REVIEWS.values.tolist()
     cut = both.take([1, 0]).truncate(3, "pre")
     assert cut.tolist() == [both[1].tolist(), both[0][1:].tolist()]
+    assert Ragged.from_sequences(list(cut)).tolist() == cut.tolist()
     padded = data.pad(cut, 5, padding="post")
     for column in range(3):
         words_only = Ragged(cut.values[:, column], cut.offsets)

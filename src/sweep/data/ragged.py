@@ -35,10 +35,12 @@ class Ragged:
 
     @classmethod
     def from_sequences(cls, sequences: Sequence[Sequence[int]] | Ragged) -> Ragged:
-        """Build from a list of lists / arrays (e.g. keras-style data)."""
+        """Build from a list of lists / arrays (e.g. keras-style data); 2-d arrays (a row of
+        ids a position, as a Ragged of them yields) keep their rows."""
         if isinstance(sequences, Ragged):
             return sequences
-        seqs = [np.asarray(s, dtype=np.int32).reshape(-1) for s in sequences]
+        seqs = [np.asarray(s, dtype=np.int32) for s in sequences]
+        seqs = [s if s.ndim == 2 else s.reshape(-1) for s in seqs]
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         if seqs:
             np.cumsum([len(s) for s in seqs], out=offsets[1:])
