@@ -149,6 +149,35 @@ BAD_COMMAND_LINES = [
         ],
         "config error: distributed.tls_cert=chief.pem: needs distributed.tls_key too",
     ),
+    # n-grams (issue 25): refused before any data is read
+    (["data.ngrams=0"], "config error: data.ngrams=0: must be at least 1"),
+    (["data.ngrams=4"], "config error: data.ngrams=4: must be at most 3"),
+    (
+        ["data.ngrams=2", "data.ngram_buckets=0"],
+        "config error: data.ngram_buckets=0: must be at least 1",
+    ),
+    (
+        ["data.ngrams=3", "data.ngram_buckets=-8"],
+        "config error: data.ngram_buckets=-8: must be at least 1",
+    ),
+    (
+        ["data.ngram_buckets=65536"],
+        "config error: data.ngram_buckets=65536: needs data.ngrams=2 or 3",
+    ),
+    # regularisation (issue 25)
+    (["train.weight_decay=-0.1"], "config error: train.weight_decay=-0.1: must be at least 0"),
+    (["model.token_dropout=1.0"], "config error: model.token_dropout=1.0: must be less than 1"),
+    (["model.spatial_dropout=-0.2"], "config error: model.spatial_dropout=-0.2: must be at"),
+    (["train.lr_schedule=step"], "config error: train.lr_schedule=step: expected one of"),
+    (
+        ["train.sparse_updates=true", "train.optimizer=sgd"],
+        "config error: train.sparse_updates=True: needs train.optimizer=adam or adamw (not sgd)",
+    ),
+    (["train.decay_epochs=0"], "config error: train.decay_epochs=0.0: must be greater than 0"),
+    (
+        ["train.lr_schedule=cosine", "train.epochs=4", "train.warmup_epochs=4"],
+        "config error: train.warmup_epochs=4.0: must be less than train.decay_epochs=4",
+    ),
 ]
 
 

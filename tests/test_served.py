@@ -26,14 +26,16 @@ from sweep.config import compose_config
 from sweep.data.encoding import OOV, encode, encode_texts, word_index
 from sweep.distributed import free_port
 from sweep.export import export
-from sweep.served.scorer import CLASSIFIER
+from sweep.model import build_model
+from sweep.served.scorer import CLASSIFIER, Preprocessing, Scorer
 from tests.conftest import Servers, Swept, copy_store, tiny_overrides
 
 PYTHON = sys.executable
 REVIEWS = ["a great film", "a dreadful film"]
-#: The two models the equality test compares, each with its own data and batching settings:
-#: fixed batches that cut reviews (12-36 tokens) to 16 and the 23 words to 17, post-padded; and
-#: bucketed ones of the defaults (pre), at a seq_len (24) that cuts some reviews and not others.
+#: The models the equality test compares, each with its own data and batching settings: fixed
+#: batches that cut reviews (12-36 tokens) to 16 and the 23 words to 17, post-padded; bucketed
+#: ones of the defaults (pre), at a seq_len (24) that cuts some reviews and not others; and those
+#: with words' 2- and 3-grams hashed into 40 buckets (issue 25).
 SETTINGS = {
     "fixed": (
         "train.batching=fixed",
@@ -43,6 +45,12 @@ SETTINGS = {
         "data.truncating=post",
     ),
     "bucketed": ("train.batching=bucketed", "data.seq_len=24"),
+    "ngrams": (
+        "train.batching=bucketed",
+        "data.seq_len=24",
+        "data.ngrams=3",
+        "data.ngram_buckets=40",
+    ),
 }
 
 
@@ -60,6 +68,23 @@ def test_a_served_review_gets_the_ids_training_gave_it() -> None:
     served_ids = encode_texts(texts, word_index(vocabulary))
     assert served_ids.tolist() == ids.tolist()
     assert (served_ids.values == OOV).any() and served_ids.tolist()[2] == [data.START]
+
+
+def test_a_served_review_gets_the_ngram_ids_training_gave_it(
+    tiny_imdb: Path, tmp_path: Path
+) -> None:
+    """Hashed over the whole review, then cut and padded: as the cached training data was."""
+    overrides = [*tiny_overrides(tmp_path, tiny_imdb), *SETTINGS["fixed"], "data.ngrams=3"]
+    cfg = compose_config([*overrides, "data.ngram_buckets=40", "model.mask_padding=false"])
+    encoded = train.load(cfg)
+    preprocessing = train.preprocessing(cfg, encoded)
+    preprocessing.save(tmp_path / "preprocessing.json")
+    scorer = Scorer(build_model(cfg), Preprocessing.load(tmp_path / "preprocessing.json"))
+    texts = in_corpus_order(tiny_imdb)[: len(encoded.train)]
+    expected = data.pad(encoded.train, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating)
+    assert np.array_equal(scorer.encode(texts), expected)
+    assert expected.shape[2] == 3 and expected[..., 1:].max() == 40  # buckets 1..40 in use
+    assert (encoded.train.lengths > cfg.data.seq_len).any()  # some reviews cut after hashing
 
 
 def test_the_shipped_modules_import_nothing_from_sweep() -> None:
@@ -230,6 +255,7 @@ def test_the_served_answer_is_the_harness_prediction(logged: Trained, batching: 
     scorer = model.unwrap_python_model()._scorer
     seq_len, truncating = run.cfg.data.seq_len, run.cfg.data.truncating
     served_ids = encode_texts(texts, word_index(encoded.vocabulary))
+    served_ids = data.with_ngrams(served_ids, run.cfg.data.ngrams, run.cfg.data.ngram_buckets or 0)
     assert served_ids.tolist() == reviews.tolist()  # the same ids, START and OOV included
     if batching == "fixed":
         padded = data.pad(reviews, seq_len, run.cfg.data.padding, truncating)

@@ -5,6 +5,8 @@ score scaling is a hyperparameter (fixed number, `sqrt(d_k)`, none, or a
 learned temperature), so a sweep can compare scaling strategies while keeping
 everything else fixed. It is registered for serialization, so models that use
 it reload with `keras.saving.load_model` without `custom_objects`.
+`NgramEmbedding` embeds a word and the hashed n-grams ending at it into one vector per position
+(`data.ngrams` > 1), registered likewise.
 
 This module imports nothing from `sweep`: it ships with every logged model (`sweep.served`),
 which loads and predicts where the harness is not installed.
@@ -20,7 +22,7 @@ import keras
 from keras import ops
 
 
-def _validate_output_dim(output_dim: Any) -> int:
+def _validate_output_dim(output_dim: Any, name: str = "output_dim") -> int:
     """Returns `output_dim` as an `int`, or raises if it is not a positive integer."""
     if (
         isinstance(output_dim, bool)
@@ -28,8 +30,8 @@ def _validate_output_dim(output_dim: Any) -> int:
         or output_dim <= 0
     ):
         raise ValueError(
-            "Invalid value for argument `output_dim`. Expected a positive integer. "
-            f"Received: output_dim={output_dim!r}"
+            f"Invalid value for argument `{name}`. Expected a positive integer. "
+            f"Received: {name}={output_dim!r}"
         )
     return int(output_dim)
 
@@ -223,3 +225,85 @@ class SelfAttention(keras.layers.Layer):
             "initializer": keras.initializers.serialize(self.initializer),
         }
         return {**base_config, **config}
+
+
+@keras.saving.register_keras_serializable(package="attention_sweep", name="NgramEmbedding")
+class NgramEmbedding(keras.layers.Layer):
+    """A word's embedding plus the embeddings of the hashed n-grams ending at it.
+
+    Each position carries its word id and the bucket ids of the 2- to n-grams ending there
+    (fastText's hashing trick; 0 where there is no such n-gram yet). The word indexes one
+    table, every n-gram order shares a second one of `buckets + 1` rows, and the position's
+    vectors are summed: the sequence keeps its length, so attention costs what it did.
+
+    Args:
+        input_dim: Positive integer, the word vocabulary size.
+        buckets: Positive integer, the number of n-gram hash buckets (ids `1..buckets`).
+        output_dim: Positive integer, the embedding width.
+        embeddings_initializer: Initializer of both tables (any `keras.initializers.get`
+            identifier). Defaults to `"uniform"`, as `keras.layers.Embedding`'s.
+        mask_zero: bool, whether word id 0 is padding to be masked.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Int tensor of shape `(batch_size, seq_len, n)`: the word id, then the n-gram
+            ids of each position.
+
+    Output shape:
+        `(batch_size, seq_len, output_dim)`, with the mask `word id != 0` when `mask_zero`.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        buckets: int,
+        output_dim: int,
+        embeddings_initializer: Any = "uniform",
+        mask_zero: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_dim = _validate_output_dim(input_dim, "input_dim")
+        self.buckets = _validate_output_dim(buckets, "buckets")
+        self.output_dim = _validate_output_dim(output_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+        self.ngram_embeddings = self.add_weight(
+            name="ngram_embeddings",
+            shape=(self.buckets + 1, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+        self.built = True
+
+    def call(self, inputs):
+        ids = ops.cast(inputs, "int32")
+        words = ops.take(self.embeddings, ids[..., 0], axis=0)
+        ngrams = ops.take(self.ngram_embeddings, ids[..., 1:], axis=0)
+        return ops.add(words, ops.sum(ngrams, axis=-2))
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs[..., 0], 0)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "buckets": self.buckets,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            "mask_zero": self.mask_zero,
+        }

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.layers import SelfAttention
+from sweep.layers import NgramEmbedding, SelfAttention
+from sweep.optimizers import LAZY
 from sweep.schema import SCALE_WORDS
 
 #: Layer names the diagnostics look up.
@@ -14,7 +15,8 @@ EMBEDDING, ATTENTION = "embedding", "self_attention"
 
 
 def build_model(cfg: DictConfig) -> keras.Model:
-    """Embedding → SelfAttention → GlobalAveragePooling1D → Dropout → Dense(2), compiled."""
+    """Embedding → SelfAttention → GlobalAveragePooling1D → Dropout → Dense(2), compiled
+    (with `model.token_dropout` / `spatial_dropout`, their dropout after the embedding)."""
     att = cfg.model.attention
     scale = att.scale if att.scale in SCALE_WORDS else float(att.scale)
     initializer = att.initializer
@@ -22,27 +24,61 @@ def build_model(cfg: DictConfig) -> keras.Model:
         initializer = OmegaConf.to_container(initializer, resolve=True)
     # bucketed batches are as long as their reviews; fixed ones exactly `seq_len`
     length = None if cfg.train.batching == "bucketed" else cfg.data.seq_len
-    inputs = keras.Input(shape=(length,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(
-        cfg.data.num_words,
-        cfg.model.embedding_dim,
-        mask_zero=cfg.model.mask_padding,
-        name=EMBEDDING,
-    )(inputs)
+    x = inputs = keras.Input(shape=_input_shape(cfg, length), dtype="int32", name="tokens")
+    x = _embedding(cfg)(x)
+    if cfg.model.token_dropout:
+        x = keras.layers.Dropout(
+            cfg.model.token_dropout, noise_shape=(None, None, 1), name="token_dropout"
+        )(x)
+    if cfg.model.spatial_dropout:
+        x = keras.layers.SpatialDropout1D(cfg.model.spatial_dropout, name="spatial_dropout")(x)
     x = SelfAttention(att.output_dim, scale=scale, initializer=initializer, name=ATTENTION)(x)
     x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name="attention_classifier")
-    optimizer = keras.optimizers.get(
-        {
-            "class_name": cfg.train.optimizer,
-            # a fixed name keeps the logged optimizer params identical between re-runs
-            "config": {"learning_rate": cfg.train.learning_rate, "name": cfg.train.optimizer},
-        }
-    )
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=_optimizer(cfg.train), loss=loss, metrics=["accuracy"])
     return model
+
+
+def _optimizer(train: DictConfig) -> keras.optimizers.Optimizer:
+    """`train.optimizer` with its rate and weight decay; the lazy version for sparse updates."""
+    # a fixed name keeps the logged optimizer params identical between re-runs
+    settings = {"learning_rate": train.learning_rate, "name": train.optimizer}
+    if train.weight_decay is not None:
+        settings["weight_decay"] = train.weight_decay
+    if train.sparse_updates:
+        return LAZY[train.optimizer](**settings)
+    return keras.optimizers.get({"class_name": train.optimizer, "config": settings})
+
+
+def _input_shape(cfg: DictConfig, length: int | None) -> tuple[int | None, ...]:
+    """(length,) of word ids, or (length, n): each word's id and its n-gram ids."""
+    return (length,) if cfg.data.ngrams == 1 else (length, cfg.data.ngrams)
+
+
+def _embedding(cfg: DictConfig) -> keras.layers.Layer:
+    """Words, or words with their hashed n-grams added (`data.ngrams` > 1)."""
+    if cfg.data.ngrams == 1:
+        return keras.layers.Embedding(
+            cfg.data.num_words,
+            cfg.model.embedding_dim,
+            mask_zero=cfg.model.mask_padding,
+            name=EMBEDDING,
+        )
+    return NgramEmbedding(
+        cfg.data.num_words,
+        cfg.data.ngram_buckets,
+        cfg.model.embedding_dim,
+        mask_zero=cfg.model.mask_padding,
+        name=EMBEDDING,
+    )
+
+
+def word_ids(tokens: np.ndarray) -> np.ndarray:
+    """The word ids of a model's input (batch, seq), without n-gram ids if it carries them."""
+    return tokens[..., 0] if tokens.ndim == 3 else tokens
 
 
 def attention_weights(model: keras.Model, tokens: np.ndarray) -> np.ndarray:

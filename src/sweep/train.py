@@ -6,6 +6,7 @@ A sweep's trials fit through the same `fit`, so a trial costs what a plain run c
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,6 +58,8 @@ def load(cfg: DictConfig) -> data.Encoded:
         limit=cfg.data.limit,
         seed=cfg.seed,
         val_split=cfg.data.get("val_split", "auto"),
+        ngrams=cfg.data.ngrams,
+        ngram_buckets=cfg.data.ngram_buckets or 0,
     )
 
 
@@ -85,7 +88,12 @@ def confirmation(encoded: data.Encoded, cfg: DictConfig) -> tuple[np.ndarray, np
 def preprocessing(cfg: DictConfig, encoded: data.Encoded) -> Preprocessing:
     """How this config turns a review into the classifier's input: its served model repeats it."""
     return Preprocessing(
-        encoded.vocabulary, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating
+        encoded.vocabulary,
+        cfg.data.seq_len,
+        cfg.data.padding,
+        cfg.data.truncating,
+        cfg.data.ngrams,
+        cfg.data.ngram_buckets or 0,
     )
 
 
@@ -101,14 +109,54 @@ def fit(
     """
     kwargs: dict[str, Any] = {"epochs": cfg.train.epochs, "verbose": cfg.train.verbose}
     size, seq_len = cfg.train.batch_size, cfg.data.seq_len
-    if cfg.train.batching == "bucketed" and len(batches.boundaries(seq_len, xy.train.lengths)) > 1:
+    bucketed = cfg.train.batching == "bucketed"
+    if bucketed and len(batches.boundaries(seq_len, xy.train.lengths)) > 1:
         kwargs["validation_data"] = batches.bucketed(xy.val, xy.y_val, size, seq_len)
         kwargs["shuffle"] = False  # the dataset reshuffles itself, from the seed
         kwargs.update(fit_kwargs)
+        _schedule(cfg, kwargs)
         return model.fit(batches.bucketed(xy.train, xy.y_train, size, seq_len, cfg.seed), **kwargs)
     kwargs.update(batch_size=cfg.train.batch_size, validation_data=(xy.x_val, xy.y_val))
     kwargs.update(fit_kwargs)
+    _schedule(cfg, kwargs)
     return model.fit(xy.x_train, xy.y_train, **kwargs)
+
+
+def _schedule(cfg: DictConfig, kwargs: dict[str, Any]) -> None:
+    """Add the config's learning-rate schedule to `model.fit`'s callbacks (none: constant)."""
+    if cfg.train.lr_schedule != "constant" or cfg.train.warmup_epochs:
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), EpochSchedule(cfg.train)]
+
+
+def learning_rate(settings: DictConfig, epoch: float) -> float:
+    """`train`'s learning rate `epoch` (fractional: 1.5 is halfway through the second) epochs
+    into training: the linear warm-up, then constant or cosine down to 0 at `decay_epochs`."""
+    rate = settings.learning_rate
+    warmup = settings.warmup_epochs
+    if epoch < warmup:
+        return rate * epoch / warmup
+    if settings.lr_schedule == "constant":
+        return rate
+    done = min(1.0, (epoch - warmup) / (settings.decay_epochs - warmup))
+    return rate * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's rate before each batch from `learning_rate` at the fraction of the
+    epoch done, so the curve is the same per epoch whatever the number of batches in one."""
+
+    def __init__(self, settings: DictConfig) -> None:
+        super().__init__()
+        self.settings = settings
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        steps = self.params.get("steps") or math.inf  # unknown: the rate changes per epoch
+        rate = learning_rate(self.settings, self.epoch + (batch + 1) / steps)
+        self.model.optimizer.learning_rate.assign(rate)
 
 
 def run(cfg: DictConfig) -> float:

@@ -9,19 +9,25 @@ splits and pads from that encoding in milliseconds; nothing is ever re-tokenised
 Modules: ``ragged`` (flat sequences, padding), ``encoding`` (tokeniser, vocabulary,
 :class:`Encoded`), ``sources`` (aclImdb files, keras), ``cache`` (the on-disk cache), ``split``
 (limit slice, validation split), ``load`` (:func:`load_encoded`, tying them together).
+With ``data.ngrams`` > 1 each position carries its hashed n-gram ids beside the word id
+(``encoding.with_ngrams``), cached under their own fingerprint.
 """
 
 from sweep.data.cache import CACHE_FORMAT
 from sweep.data.encoding import (
     INDEX_FROM,
     LABEL_NAMES,
+    MAX_NGRAMS,
+    NGRAM_HASH,
     OOV,
     PAD,
     SPECIAL_TOKENS,
     START,
     TOKENIZER_VERSION,
     Encoded,
+    ngram_ids,
     tokenize,
+    with_ngrams,
 )
 from sweep.data.load import load_encoded
 from sweep.data.ragged import Ragged, pad
@@ -41,6 +47,8 @@ __all__ = [
     "INDEX_FROM",
     "KERAS_SOURCE",
     "LABEL_NAMES",
+    "MAX_NGRAMS",
+    "NGRAM_HASH",
     "OOV",
     "PAD",
     "SOURCES",
@@ -55,9 +63,11 @@ __all__ = [
     "confirmation_split",
     "load_encoded",
     "movie_split_indices",
+    "ngram_ids",
     "pad",
     "split_indices",
     "tokenize",
     "val_movies",
     "validation_split",
+    "with_ngrams",
 ]

@@ -1,8 +1,9 @@
 """The on-disk cache of the full encoding: its fingerprint, its file format, read and write.
 
 Why: reading and tokenising 50k reviews takes seconds, a sweep has many trials. The file is a
-``.npz`` keyed by a fingerprint of (format, tokeniser, ``num_words``, source identity), written
-atomically and checksummed, so a stale, foreign or half-written file is rebuilt, never trusted.
+``.npz`` keyed by a fingerprint of (format, tokeniser, ``num_words``, source identity, and the
+n-gram settings when ``data.ngrams`` > 1), written atomically and checksummed, so a stale,
+foreign or half-written file is rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.data.encoding import TOKENIZER_VERSION
+from sweep.data.encoding import NGRAM_HASH, TOKENIZER_VERSION
 from sweep.data.ragged import Ragged
 from sweep.errors import first_line
 
@@ -40,16 +41,20 @@ def hash_json(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fingerprint(source_identity: dict[str, Any], num_words: int) -> str:
-    """The cache key of a full encoding: it changes with anything that changes the encoding."""
-    return hash_json(
-        {
-            "format": CACHE_FORMAT,
-            "tokenizer": TOKENIZER_VERSION,
-            "num_words": num_words,
-            "source": source_identity,
-        }
-    )
+def fingerprint(
+    source_identity: dict[str, Any], num_words: int, ngrams: int = 1, buckets: int = 0
+) -> str:
+    """The cache key of a full encoding: it changes with anything that changes the encoding
+    (a word-only encoding's key is the one it had before n-grams existed)."""
+    settings: dict[str, Any] = {
+        "format": CACHE_FORMAT,
+        "tokenizer": TOKENIZER_VERSION,
+        "num_words": num_words,
+        "source": source_identity,
+    }
+    if ngrams > 1:
+        settings["ngrams"] = {"n": ngrams, "buckets": buckets, "hash": NGRAM_HASH}
+    return hash_json(settings)
 
 
 def file_for(cache_dir: str | os.PathLike, key: str) -> Path:

@@ -4,6 +4,11 @@ Conventions (keras ``imdb`` style): index 0 = padding, 1 = start of review, 2 = 
 vocabulary, words from 3 in order of training-split frequency; every index is ``< num_words``.
 Labels: neg = 0, pos = 1.
 
+N-grams (fastText's trick): with ``data.ngrams`` n > 1, each position also carries the hashed
+ids of the 2- to n-grams of word ids ending there (:func:`with_ngrams`), in ``1..buckets``; 0
+where the review has not yet had n words. The hash is a fixed 64-bit mix of the word ids, so
+the same review gets the same ids in every run and process (Python's ``hash`` is salted).
+
 This module imports nothing from `sweep` but, relatively, `ragged`: both ship with every logged
 model (`sweep.served`), which encodes a served review with this very :func:`tokenize`.
 """
@@ -24,6 +29,12 @@ PAD, START, OOV, INDEX_FROM = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<start>", "<oov>")
 LABEL_NAMES = ("neg", "pos")  # label i's name
 TOKENIZER_VERSION = "imdb-words-v1"  # bump when tokenise()/encoding changes: invalidates caches
+NGRAM_HASH = "splitmix64-v1"  # bump when ngram_ids() changes: invalidates n-gram caches
+MAX_NGRAMS = 3
+
+# splitmix64's constants: a fixed, well-mixing 64-bit hash (numpy's uint64 arithmetic wraps)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -67,7 +78,8 @@ class Encoded:
     def decode(self, sequence: Sequence[int]) -> str:
         """Turn indices back into text (debugging / sanity checks)."""
         vocab = self.vocabulary
-        return " ".join(vocab[i] if 0 <= i < len(vocab) else "<oov>" for i in map(int, sequence))
+        words = np.asarray(sequence).reshape(len(sequence), -1)[:, 0]  # n-gram ids aside
+        return " ".join(vocab[i] if 0 <= i < len(vocab) else "<oov>" for i in map(int, words))
 
 
 def tokenize(text: str) -> list[str]:
@@ -87,6 +99,42 @@ def encode_texts(texts: Sequence[str], index: Mapping[str, int]) -> Ragged:
     return Ragged.from_sequences(
         [[START, *(index.get(word, OOV) for word in tokenize(text))] for text in texts]
     )
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64."""
+    h = (h ^ (h >> np.uint64(30))) * _MIX[0]
+    h = (h ^ (h >> np.uint64(27))) * _MIX[1]
+    return h ^ (h >> np.uint64(31))
+
+
+def ngram_ids(sequences: Ragged, ngrams: int, buckets: int) -> np.ndarray:
+    """``(total, ngrams - 1)`` int32: column k holds the bucket (``1..buckets``) of the
+    (k + 2)-gram of word ids ending at each position, 0 where the review is shorter so far.
+
+    The hash of an n-gram chains its (n - 1)-prefix's hash with the last word id, so each
+    order is one vectorised pass over all reviews.
+    """
+    words = sequences.values.astype(np.uint64)
+    position = np.arange(len(words)) - np.repeat(sequences.offsets[:-1], sequences.lengths)
+    out = np.zeros((len(words), ngrams - 1), dtype=np.int32)
+    h = _mix(words + _GOLDEN)
+    for order in range(2, ngrams + 1):
+        prefix = np.zeros_like(h)
+        prefix[1:] = h[:-1]
+        h = _mix(prefix * _GOLDEN + words + np.uint64(order))
+        full = position >= order - 1
+        out[full, order - 2] = (h[full] % np.uint64(buckets)).astype(np.int32) + 1
+    return out
+
+
+def with_ngrams(sequences: Ragged, ngrams: int, buckets: int) -> Ragged:
+    """``sequences`` with each word's n-gram ids beside it (values ``(total, ngrams)``: the
+    word id first); unchanged for ``ngrams == 1``."""
+    if ngrams == 1:
+        return sequences
+    ids = np.column_stack([sequences.values, ngram_ids(sequences, ngrams, buckets)])
+    return Ragged(ids, sequences.offsets)
 
 
 class _AutoIds(dict):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sweep.data import cache
-from sweep.data.encoding import INDEX_FROM, Encoded
+from sweep.data.encoding import INDEX_FROM, MAX_NGRAMS, Encoded, with_ngrams
 from sweep.data.ragged import Ragged
 from sweep.data.sources import NO_MOVIE, FileSource, KerasSource, resolve_source
 from sweep.data.split import apply_limit, val_split_kind
@@ -32,6 +32,8 @@ def load_encoded(
     limit: int | None = None,
     seed: int = 42,
     val_split: str = "auto",
+    ngrams: int = 1,
+    ngram_buckets: int = 0,
 ) -> Encoded:
     """Load the tokenised, unpadded IMDB data, from the on-disk cache when it is valid.
 
@@ -40,6 +42,7 @@ def load_encoded(
     when validating by movie); the vocabulary stays the one built from the full training split.
     ``val_split`` (auto | movie | random) is resolved here, once: ``Encoded.val_split`` says
     which :func:`validation_split` uses; "movie" without movie links is a ConfigError.
+    ``ngrams`` > 1 adds each word's hashed n-gram ids (``with_ngrams``) into ``ngram_buckets``.
     """
     if isinstance(num_words, bool) or not isinstance(num_words, int) or num_words <= INDEX_FROM:
         raise ValueError(f"data.num_words={num_words!r} must be an int > {INDEX_FROM}")
@@ -48,7 +51,10 @@ def load_encoded(
     src = resolve_source(source, path)
     # keras never names movies: refuse val_split=movie before downloading anything
     kind = val_split_kind(val_split, None, src.label) if isinstance(src, KerasSource) else None
-    encoded = _load_full(src, num_words, cache_dir)
+    if ngrams not in range(1, MAX_NGRAMS + 1) or (ngrams > 1 and ngram_buckets < 1):
+        raise ValueError(f"data.ngrams={ngrams!r} needs 1..{MAX_NGRAMS} and buckets >= 1")
+    built, meta, from_cache = _built(src, num_words, cache_dir, (ngrams, ngram_buckets))
+    encoded = _to_encoded(built, meta, from_cache)
     kind = kind or val_split_kind(val_split, encoded.movie_train, src.label)
     encoded = dataclasses.replace(encoded, val_split=kind)
     if limit is not None:
@@ -56,25 +62,30 @@ def load_encoded(
     return encoded
 
 
-def _load_full(
-    src: FileSource | KerasSource, num_words: int, cache_dir: str | os.PathLike
-) -> Encoded:
-    """The full encoding: from the cache when it is valid, else built from the source, cached."""
-    key = cache.fingerprint(src.identity(), num_words)
+def _built(
+    src: FileSource | KerasSource,
+    num_words: int,
+    cache_dir: str | os.PathLike,
+    ngrams: tuple[int, int],
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The full encoding (built, meta, from cache?): from the cache when it is valid, else
+    built and cached; an n-gram encoding is built from the word-only one (itself cached)."""
+    key = cache.fingerprint(src.identity(), num_words, *ngrams)
     cache_file = cache.file_for(cache_dir, key)
     t0 = time.perf_counter()
     cached = cache.read(cache_file, key)
     if cached is not None:
-        built, meta = cached
-        encoded = _to_encoded(built, meta, from_cache=True)
         seconds = time.perf_counter() - t0
         log.info("loaded %s from cache %s in %.2f s", src.label, cache_file, seconds)
-        return encoded
-    built = src.build(num_words)
+        return *cached, True
+    if ngrams[0] > 1:
+        built, _, _ = _built(src, num_words, cache_dir, (1, 0))
+        built = {**built, "sequences": with_ngrams(built["sequences"], *ngrams)}
+    else:
+        built = src.build(num_words)
     meta = cache.new_meta(key, num_words, src.description, built)
-    encoded = _to_encoded(built, meta, from_cache=False)
     cache.write(cache_file, built, meta)
-    return encoded
+    return built, meta, False
 
 
 def _to_encoded(built: dict[str, Any], meta: dict[str, Any], from_cache: bool) -> Encoded:

@@ -16,17 +16,18 @@ import numpy as np
 class Ragged:
     """Variable-length int sequences as one flat array plus offsets (fast to slice and pad).
 
-    Sequence ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+    Sequence ``i`` is ``values[offsets[i]:offsets[i + 1]]``. Each position may carry several
+    ids (values of shape ``(total, k)``: a word and its n-grams), which travel together.
     """
 
-    values: np.ndarray  # int32 (total,)
+    values: np.ndarray  # int32 (total,) or (total, k)
     offsets: np.ndarray  # int64 (n + 1,), offsets[0] == 0
 
     def __post_init__(self) -> None:
         values = np.ascontiguousarray(self.values, dtype=np.int32)
         offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
-        if values.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
-            raise ValueError("Ragged needs 1-d values and non-empty 1-d offsets")
+        if values.ndim not in (1, 2) or offsets.ndim != 1 or len(offsets) == 0:
+            raise ValueError("Ragged needs 1-d or 2-d values and non-empty 1-d offsets")
         if offsets[0] != 0 or offsets[-1] != len(values):
             raise ValueError("Ragged offsets must start at 0 and end at len(values)")
         object.__setattr__(self, "values", values)
@@ -34,10 +35,12 @@ class Ragged:
 
     @classmethod
     def from_sequences(cls, sequences: Sequence[Sequence[int]] | Ragged) -> Ragged:
-        """Build from a list of lists / arrays (e.g. keras-style data)."""
+        """Build from a list of lists / arrays (e.g. keras-style data); 2-d arrays (a row of
+        ids a position, as a Ragged of them yields) keep their rows."""
         if isinstance(sequences, Ragged):
             return sequences
-        seqs = [np.asarray(s, dtype=np.int32).reshape(-1) for s in sequences]
+        seqs = [np.asarray(s, dtype=np.int32) for s in sequences]
+        seqs = [s if s.ndim == 2 else s.reshape(-1) for s in seqs]
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         if seqs:
             np.cumsum([len(s) for s in seqs], out=offsets[1:])
@@ -94,7 +97,8 @@ def pad(
     padding: str = "pre",
     truncating: str = "pre",
 ) -> np.ndarray:
-    """Pad/truncate to ``(n, seq_len)`` int32 like ``keras.utils.pad_sequences`` (value 0).
+    """Pad/truncate to ``(n, seq_len)`` int32 like ``keras.utils.pad_sequences`` (value 0);
+    ``(n, seq_len, k)`` for sequences of k ids a position.
 
     Vectorised over the ragged representation, so re-padding 25k reviews per trial is cheap.
     """
@@ -107,8 +111,9 @@ def pad(
     seq_len = int(seq_len)
     ragged = Ragged.from_sequences(sequences).truncate(seq_len, truncating)
     kept, n = ragged.lengths, len(ragged)
-    out = np.zeros((n, seq_len), dtype=np.int32)
+    per_position = ragged.values.shape[1:]
+    out = np.zeros((n, seq_len, *per_position), dtype=np.int32)
     dst_start = np.arange(n, dtype=np.int64) * seq_len + (seq_len - kept if padding == "pre" else 0)
     within = np.arange(len(ragged.values), dtype=np.int64) - np.repeat(ragged.offsets[:-1], kept)
-    out.reshape(-1)[np.repeat(dst_start, kept) + within] = ragged.values
+    out.reshape(n * seq_len, *per_position)[np.repeat(dst_start, kept) + within] = ragged.values
     return out

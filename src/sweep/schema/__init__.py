@@ -40,12 +40,13 @@ from sweep.schema.search import (
     check_search,
 )
 from sweep.schema.tracking import TrackingConfig
-from sweep.schema.train import BATCHING, TrainConfig, batching_for
+from sweep.schema.train import BATCHING, LR_SCHEDULES, TrainConfig, batching_for, check_train
 from sweep.uris import check_tracking_uri
 
 __all__ = [
     "BATCHING",
     "CHIEF_WORD",
+    "LR_SCHEDULES",
     "MAX_SEQ_LEN",
     "NAME_PATTERN",
     "SCALE_WORDS",
@@ -119,6 +120,7 @@ def check_values(cfg: DictConfig) -> None:
             "needs model.mask_padding=true (else results depend on each batch's padding)",
         )
     check_data(cfg.data)
+    check_train(cfg.train)
     check_distributed(cfg)
     dist = cfg.get("distributed")
     check_tracking_uri(str(cfg.tracking.uri), str(dist.role) if dist is not None else "none")

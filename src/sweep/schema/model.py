@@ -35,7 +35,12 @@ class AttentionConfig:
 class ModelConfig:
     embedding_dim: int = field(default=128, metadata=bounds(ge=1))
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # dropout after pooling, before the classifier
     dropout: float = field(default=0.5, metadata=bounds(ge=0.0, lt=1.0))
+    # dropout on the embeddings, before attention: token drops a position's whole vector (word
+    # dropout; the survivors scaled up), spatial drops whole channels across a review
+    token_dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))
+    spatial_dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))
     # mask padding so it receives no attention and is left out of the average
     mask_padding: bool = True
 

@@ -3,7 +3,8 @@
 Shipped with every logged model as part of the package `attention_sweep_served` (see
 `sweep.served`), so it imports nothing from `sweep` but the modules shipped beside it, and
 those relatively. The ids are the harness's by construction: the same `tokenize`, vocabulary
-and `pad` that made the training data, cut and padded as the run's batches were.
+and `pad` that made the training data, cut and padded as the run's batches were, and the same
+n-gram hash (`with_ngrams`) over the whole review before it is cut, as the data cache did.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..data.encoding import LABEL_NAMES, encode_texts, word_index
+from ..data.encoding import LABEL_NAMES, encode_texts, with_ngrams, word_index
 from ..data.ragged import pad
-from ..layers import SelfAttention
+from ..layers import NgramEmbedding, SelfAttention
 
 #: The model's artifacts: the trained Keras classifier and its `Preprocessing`.
 CLASSIFIER, PREPROCESSING = "classifier", "preprocessing"
@@ -37,6 +38,8 @@ class Preprocessing:
     seq_len: int
     padding: str = "pre"
     truncating: str = "pre"
+    ngrams: int = 1  # > 1: each word's hashed n-gram ids beside it (`data.encoding.with_ngrams`)
+    ngram_buckets: int = 0
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -53,14 +56,14 @@ class Scorer:
         self.classifier, self.preprocessing = classifier, preprocessing
         self._index = word_index(preprocessing.vocabulary)
         # seq_len for a model trained on fixed batches; None for bucketed ones (any length)
-        self._width: int | None = classifier.input_shape[-1]
+        self._width: int | None = classifier.input_shape[1]
 
     @classmethod
     def from_artifacts(cls, artifacts: Mapping[str, str]) -> Scorer:
         """The scorer of a logged model, from its artifacts' local paths."""
-        name = keras.saving.get_registered_name(SelfAttention)
+        layers = {keras.saving.get_registered_name(c): c for c in (SelfAttention, NgramEmbedding)}
         classifier = keras.saving.load_model(
-            artifacts[CLASSIFIER], custom_objects={name: SelfAttention}, compile=False
+            artifacts[CLASSIFIER], custom_objects=layers, compile=False
         )
         return cls(classifier, Preprocessing.load(artifacts[PREPROCESSING]))
 
@@ -69,7 +72,7 @@ class Scorer:
         to `seq_len` (fixed batches) or to the longest review (bucketed: masking makes the
         padding irrelevant, and a short request costs no `seq_len`² attention)."""
         p = self.preprocessing
-        ids = encode_texts(texts, self._index)
+        ids = with_ngrams(encode_texts(texts, self._index), p.ngrams, p.ngram_buckets)
         width = self._width or min(p.seq_len, max(MIN_WIDTH, int(ids.lengths.max(initial=1))))
         return pad(ids, width, p.padding, p.truncating)
 

@@ -21,7 +21,7 @@ import numpy as np
 from mlflow.models.model import ModelInfo
 
 from sweep import plots, served
-from sweep.model import attention_stats, attention_weights
+from sweep.model import attention_stats, attention_weights, word_ids
 from sweep.served.scorer import CLASSIFIER, PREPROCESSING, Preprocessing
 from sweep.tracking.queries import best_value
 
@@ -85,9 +85,10 @@ def log_outcome(
         mlflow.log_metric(f"execution_best_{objective}", score, step=execution)
     sample = val_tokens[:DIAGNOSTIC_REVIEWS]
     weights = attention_weights(model, sample)
-    summary.update(attention_stats(weights, sample))
+    words = word_ids(sample)
+    summary.update(attention_stats(weights, words))
     mlflow.log_metrics(summary)
-    _log_figures(histories[-1], weights, sample, preprocessing.vocabulary)
+    _log_figures(histories[-1], weights, words, preprocessing.vocabulary)
     if log_model:
         log_served_model(model, preprocessing)
     return summary

@@ -20,13 +20,18 @@ def searched_values(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
     return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
 
 
+def _encoding(cfg: DictConfig) -> tuple[int, int, int | None]:
+    """The data settings that make a different encoding (a trial may change each)."""
+    return cfg.data.num_words, cfg.data.ngrams, cfg.data.ngram_buckets
+
+
 class AttentionHyperModel(keras_tuner.HyperModel):
     """Builds and fits the classifier for one trial's values; knows nothing of MLflow."""
 
     def __init__(self, cfg: DictConfig, encoded: data.Encoded, searched: space.SearchSpace) -> None:
         super().__init__(name="attention_classifier")
         self.cfg, self.encoded, self.searched = cfg, encoded, searched
-        self._encoded = {cfg.data.num_words: encoded}
+        self._encoded = {_encoding(cfg): encoded}
         self._arrays: dict[tuple[Any, ...], train.Arrays] = {}
         # Keras Tuner builds and fits each execution of a trial with the trial's one `hp`: the
         # k-th execution of a trial trains with seed + k, so executions measure seed noise
@@ -40,11 +45,13 @@ class AttentionHyperModel(keras_tuner.HyperModel):
             raise FailedTrialError(f"invalid combination: {err}") from None
 
     def encoded_for(self, cfg: DictConfig) -> data.Encoded:
-        """The reviews tokenised for this trial's vocabulary (`data.num_words` is searchable):
-        each size read once per sweep, from the cache after its first sweep."""
-        if cfg.data.num_words not in self._encoded:
-            self._encoded[cfg.data.num_words] = train.load(cfg)
-        return self._encoded[cfg.data.num_words]
+        """The reviews tokenised for this trial's vocabulary and n-grams (`data.num_words`,
+        `data.ngrams`, `data.ngram_buckets` are searchable): each encoding read once per
+        sweep, from the cache after its first sweep."""
+        key = _encoding(cfg)
+        if key not in self._encoded:
+            self._encoded[key] = train.load(cfg)
+        return self._encoded[key]
 
     def arrays(self, cfg: DictConfig, seed: int | None = None) -> train.Arrays:
         """The reviews cut for `cfg`, its validation split drawn by the config's seed, or by
@@ -53,7 +60,7 @@ class AttentionHyperModel(keras_tuner.HyperModel):
         split = int(cfg.seed)
         if seed is not None and cfg.data.get("split_per_seed", False):
             split = seed
-        key = (cfg.data.num_words, cfg.data.seq_len, cfg.data.padding, cfg.data.truncating, split)
+        key = (*_encoding(cfg), cfg.data.seq_len, cfg.data.padding, cfg.data.truncating, split)
         if key not in self._arrays:
             self._arrays[key] = train.arrays(self.encoded_for(cfg), cfg, split)
         return self._arrays[key]
