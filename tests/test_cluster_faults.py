@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from sweep.errors import ConfigError
 from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
-from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
+from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, RandomOracle
 from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
@@ -162,6 +163,34 @@ def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
         oracle.requeue(trial, f"worker {worker} was silent")
     assert oracle.get_trial(trial.trial_id).status == TrialStatus.FAILED
     assert oracle._retry_queue == [] and oracle.end_order == [trial.trial_id]
+
+
+def test_an_error_as_the_monitor_requeues_leaves_the_oracle_to_the_others(
+    tmp_path: Path,
+) -> None:
+    """Too many failures in a row, raised as the monitor requeued a trial that had lost its
+    last worker, kept Keras Tuner's lock: no worker's call was answered again (the soak found
+    it)."""
+    oracle = chief_oracle(tmp_path, max_requeues=0)
+    oracle.max_consecutive_failed_trials = 1
+    oracle.create_trial("a")
+    _silence(oracle, "a", 10.0)
+    raised: list[BaseException] = []
+
+    def monitor() -> None:
+        for _, taken in oracle.take_from_silent():
+            try:
+                oracle.requeue(taken, "worker a was silent")
+            except ConsecutiveFailures as err:
+                raised.append(err)
+
+    watch = threading.Thread(target=monitor, name="sweep-monitor")
+    watch.start()
+    watch.join()
+    assert [type(e) for e in raised] == [ConsecutiveFailures]
+    answered = threading.Event()
+    threading.Thread(target=lambda: (oracle.create_trial("b"), answered.set()), daemon=True).start()
+    assert answered.wait(10), "the oracle's lock was kept by the monitor's thread"
 
 
 def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:
