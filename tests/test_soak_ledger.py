@@ -151,6 +151,11 @@ def test_failures_say_why_and_a_faults_reason_is_told_from_trainings(store: Stor
     ledger = check(store.record(oracle), [Fault(WORKER_STOP, T0 + 25, "w2")], planned=5)
     assert ledger.failed == {"3": "ValueError: loss is NaN", "4": SILENT.format("w2", "4")}
     assert list(ledger.failed_by_fault) == ["4"] and not ledger.clean
+    # a FAILED run without its error (the chief's record of it holds none): not training's
+    store.run("5", "FAILED", 31, 32, "w1")
+    oracle["5"] = OracleTrial("5", "FAILED")
+    unexplained = check(store.record(oracle), [], planned=6)
+    assert unexplained.failed_by_fault["5"] == "no reason recorded"
 
 
 def test_mlflow_is_checked_against_the_oracles_record(store: Store) -> None:

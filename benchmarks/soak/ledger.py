@@ -4,7 +4,7 @@ From the sweep's MLflow record and the chief's own (`record`), and the faults (`
 
 - trials planned, FINISHED exactly once, lost (started, never FINISHED nor FAILED), duplicated
   (FINISHED more than once), runs left RUNNING, FAILED with each reason, and among those the
-  ones whose reason is a fault's, not training's;
+  ones whose reason is a fault's, or that have none: not shown to be training's;
 - faults injected by kind, and each fault's recovery time: from the fault to the completion of
   the trial(s) it interrupted (the run of that trial that ends FINISHED or FAILED after it),
   p50 and p95, not to whichever trial happens to finish next;
@@ -34,6 +34,10 @@ FAULT_SIGNS = re.compile(
     r"StatusCode\.UNAVAILABLE|Socket closed|API request to endpoint",
     re.IGNORECASE,
 )
+#: A FAILED trial's reason when neither its runs nor the oracle recorded one: not shown to be a
+#: training failure, so counted with the faults' (the chief's record of a worker's trial holds
+#: no message: Keras Tuner's gRPC report carries none).
+NO_REASON = "no reason recorded"
 #: A run the chief marked KILLED because its worker fell silent (`liveness.Monitor`).
 SILENT = "was silent"
 #: How far two scores of the same trial (the oracle's, MLflow's) may differ.
@@ -152,7 +156,7 @@ def _account(ledger: Ledger, trial_id: str, runs: list[TrialRun], record: SweepR
     ):
         reason = _failure(runs, oracle.message if oracle else "")
         ledger.failed[trial_id] = reason
-        if FAULT_SIGNS.search(reason):
+        if reason == NO_REASON or FAULT_SIGNS.search(reason):  # not shown to be training's
             ledger.failed_by_fault[trial_id] = reason
     else:
         ledger.lost.append(trial_id)
@@ -166,7 +170,7 @@ def _failure(runs: list[TrialRun], oracle_message: str) -> str:
     if errors:
         return errors[-1].strip().splitlines()[-1][:300]
     lines = oracle_message.strip().splitlines()
-    return lines[-1][:300] if lines else "no reason recorded"
+    return lines[-1][:300] if lines else NO_REASON
 
 
 def _mismatches(trial_id: str, finished: list[TrialRun], oracle: Any) -> list[str]:
