@@ -7,7 +7,9 @@ One real server with a login serves the module; the quick tests check the pieces
 
 from __future__ import annotations
 
+import base64
 import configparser
+import functools
 import os
 import secrets
 import shutil
@@ -169,6 +171,64 @@ def test_the_server_runs_mlflows_basic_auth_app_when_asked() -> None:
     assert "--app-name" not in plain
     command = distributed.server_command("sqlite:////tmp/x.db", "/tmp/artifacts", auth=True)
     assert command[command.index("--app-name") + 1] == "basic-auth"
+
+
+@contextmanager
+def _request(user: str, password: str) -> Iterator[None]:
+    """A request to the tracking API with this basic-auth login, as MLflow's server sees it."""
+    from flask import Flask
+
+    login = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with Flask(__name__).test_request_context(
+        "/api/2.0/mlflow/runs/get", headers={"Authorization": f"Basic {login}"}
+    ):
+        yield
+
+
+def test_a_users_database_away_is_answered_503_not_a_refused_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PostgreSQL restarting, MLflow's check refused a right login (401, which clients do
+    not retry: a trial FAILED on its artifact upload; the soak found it). The server's check
+    (the auth config's authorization_function) makes it an error MLflow answers 503."""
+    from cachetools import TTLCache
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+    from mlflow.server import auth as mlflow_auth
+    from mlflow.server.auth import sqlalchemy_store
+    from werkzeug.datastructures import Authorization
+    from werkzeug.security import generate_password_hash
+
+    from sweep.distributed import login
+
+    cheap = functools.partial(generate_password_hash, method="pbkdf2:sha256:1")  # fast checks
+    monkeypatch.setattr(sqlalchemy_store, "generate_password_hash", cheap)
+    store = sqlalchemy_store.SqlAlchemyStore()
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    store.create_user("trainer", "a-good-long-password")
+    monkeypatch.setattr(mlflow_auth, "store", store)
+    monkeypatch.setattr(mlflow_auth, "_USER_AUTH_CACHE", TTLCache(maxsize=16, ttl=60))
+    configured = mlflow_auth.auth_config._replace(
+        authorization_function=auth.AUTHORIZATION_FUNCTION
+    )
+    monkeypatch.setattr(mlflow_auth, "auth_config", configured)
+    looked_up = store.get_user
+
+    def database_away(username: str) -> None:
+        # what MLflow's store raises for a database error (mlflow.store.db.utils)
+        raise MlflowException("the database system is shutting down", TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(store, "get_user", database_away)
+    with _request("trainer", "a-good-long-password"):
+        assert mlflow_auth.authenticate_request_basic_auth().status_code == 401, "MLflow's own"
+        assert mlflow_auth._before_request().status_code == 503
+    monkeypatch.setattr(store, "get_user", looked_up)
+    with _request("trainer", "a-good-long-password"):
+        assert isinstance(login.authenticate_request(), Authorization)
+    for user, password in (("trainer", "wrong-password-123"), ("nobody", "a-good-long-password")):
+        mlflow_auth._USER_AUTH_CACHE.clear()
+        with _request(user, password):
+            assert login.authenticate_request().status_code == 401, (user, password)
 
 
 # --- one real server with a login ----------------------------------------------------------------

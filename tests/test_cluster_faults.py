@@ -10,10 +10,12 @@ each a `python -m sweep ... distributed.role=...` process, with a heartbeat time
 from __future__ import annotations
 
 import os
+import queue
 import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +36,7 @@ from sweep.errors import ConfigError
 from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
-from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
+from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, RandomOracle
 from sweep.vocabulary import KILL_REASON_TAG, WORKER_TAG
 from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
 
@@ -163,6 +165,69 @@ def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
         oracle.requeue(trial, f"worker {worker} was silent")
     assert oracle.get_trial(trial.trial_id).status == TrialStatus.FAILED
     assert oracle._retry_queue == [] and oracle.end_order == [trial.trial_id]
+
+
+def test_an_error_as_the_monitor_requeues_leaves_the_oracle_to_the_others(
+    tmp_path: Path,
+) -> None:
+    """Too many failures in a row, raised as the monitor requeued a trial that had lost its
+    last worker, kept Keras Tuner's lock: no worker's call was answered again (the soak found
+    it)."""
+    oracle = chief_oracle(tmp_path, max_requeues=0)
+    oracle.max_consecutive_failed_trials = 1
+    oracle.create_trial("a")
+    _silence(oracle, "a", 10.0)
+    raised: list[BaseException] = []
+
+    def monitor() -> None:
+        for _, taken in oracle.take_from_silent():
+            try:
+                oracle.requeue(taken, "worker a was silent")
+            except ConsecutiveFailures as err:
+                raised.append(err)
+
+    watch = threading.Thread(target=monitor, name="sweep-monitor")
+    watch.start()
+    watch.join()
+    assert [type(e) for e in raised] == [ConsecutiveFailures]
+    answered = threading.Event()
+    threading.Thread(target=lambda: (oracle.create_trial("b"), answered.set()), daemon=True).start()
+    assert answered.wait(10), "the oracle's lock was kept by the monitor's thread"
+
+
+def test_a_silent_workers_trial_is_requeued_while_the_tracking_server_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking the run KILLED waited for MLflow (its client retries a server that is away for
+    minutes) before the trial went back to the queue, and held up every later check meanwhile
+    (the soak found it): now the trial is queued at once and the mark follows."""
+    oracle = chief_oracle(tmp_path)
+    trial = oracle.create_trial("a")
+    back, marked = threading.Event(), queue.SimpleQueue()
+
+    def kill_trial_runs(*args: object, before: float | None = None) -> list[str]:
+        back.wait(30)  # the tracking server is away until `back`
+        marked.put((*args[1:3], before))
+        return []
+
+    monkeypatch.setattr(liveness.tracking, "kill_trial_runs", kill_trial_runs)
+    _silence(oracle, "a", 10.0)
+    taken_at = time.time()
+    monitor = liveness.Monitor(oracle, "parent-run")
+    monitor.start()  # it checks every second (a fifth of chief_oracle's 5 s timeout)
+    try:
+        deadline = time.monotonic() + 20
+        while oracle._retry_queue != [trial.trial_id] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert oracle._retry_queue == [trial.trial_id], "queued before its run is marked"
+        assert marked.empty()
+        back.set()
+        trial_id, worker, before = marked.get(timeout=30)
+    finally:
+        back.set()
+        monitor.stop()
+    assert (trial_id, worker) == (trial.trial_id, "a")
+    assert before == pytest.approx(taken_at, abs=5), "only runs started before it was taken"
 
 
 def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:

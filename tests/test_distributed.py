@@ -236,6 +236,28 @@ def test_each_process_closes_only_runs_it_may_close(tmp_path: Path, migrated_sto
     assert tracking.trials_done(parent) == 1
 
 
+def test_the_chief_marks_only_the_run_a_silent_worker_left(
+    tmp_path: Path, migrated_store: Path
+) -> None:
+    """The chief marks a taken trial's run KILLED after it has queued the trial again, so the
+    same worker may hold a new, live run of it by then: only runs started before the take."""
+    from sweep import tracking
+
+    cfg = compose_config([f"tracking.uri={copy_store(migrated_store, tmp_path)}"])
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment("dist", cfg.tracking)
+    client = MlflowClient()
+    parent = client.create_run(experiment).info.run_id
+    tags = {"mlflow.parentRunId": parent, "worker_id": "a", "trial_id": "5"}
+    taken_at = time.time()
+    left = client.create_run(experiment, start_time=int(taken_at * 1000) - 5000, tags=tags)
+    again = client.create_run(experiment, start_time=int(taken_at * 1000) + 1000, tags=tags)
+    assert tracking.kill_trial_runs(parent, "5", "a", "silent", before=taken_at) == [
+        left.info.run_id
+    ]
+    assert client.get_run(again.info.run_id).info.status == "RUNNING"
+
+
 # --- servers ------------------------------------------------------------------------------------
 
 

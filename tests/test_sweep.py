@@ -19,6 +19,7 @@ from sweep import train
 from sweep.errors import SweepError
 from sweep.tuner import hypermodel
 from sweep.tuner import run as sweep_run
+from sweep.tuner.trials import TrialTracking
 from tests.conftest import (
     DIMS,
     NO_REPLICATES,
@@ -153,22 +154,32 @@ def test_nan_trial_fails_and_the_sweep_goes_on(make_sweep: Callable[..., DictCon
 def test_raising_trial_fails_with_its_error_and_the_sweep_goes_on(
     make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_build = hypermodel.build_model
+    """A trial that raises as its model is built, or as its outcome is logged (after its fit:
+    the soak's trial whose upload was refused had no reason recorded), is FAILED with its
+    error beside the run; the next trial finishes."""
+    real_build, real_outcome = hypermodel.build_model, TrialTracking._log_outcome
 
     def build(cfg: DictConfig):
         if cfg.model.attention.output_dim == 8:
             raise RuntimeError("out of memory building output_dim=8")
         return real_build(cfg)
 
+    def outcome(self: TrialTracking, cfg: DictConfig, *args: Any) -> None:
+        if cfg.model.attention.output_dim == 4:
+            raise RuntimeError("upload refused for output_dim=4")
+        real_outcome(self, cfg, *args)
+
     monkeypatch.setattr(hypermodel, "build_model", build)
-    space = {"model.attention.output_dim": {"type": "choice", "values": [8, 4]}}  # failing first
-    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=2", "train.epochs=1")
+    monkeypatch.setattr(TrialTracking, "_log_outcome", outcome)
+    space = {"model.attention.output_dim": {"type": "choice", "values": [8, 4, 12]}}
+    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=3", "train.epochs=1")
     sweep_run(cfg)
     _, children = sweep_runs(cfg)
     by_dim = {r.data.params.get("model.attention.output_dim"): r for r in children}
-    assert by_dim["8"].info.status == "FAILED"
-    assert "out of memory building output_dim=8" in by_dim["8"].data.tags["error"]
-    assert by_dim["4"].info.status == "FINISHED"
+    for dim, error in (("8", "out of memory building output_dim=8"), ("4", "upload refused")):
+        assert by_dim[dim].info.status == "FAILED"
+        assert error in by_dim[dim].data.tags["error"], by_dim[dim].data.tags
+    assert by_dim["12"].info.status == "FINISHED"
 
 
 def test_consecutive_failures_stop_the_sweep_clearly(

@@ -36,6 +36,9 @@ DEFAULT_PERMISSION = "READ"
 #: sweep). A password changed or user deleted through the API takes effect at once in the
 #: process that served the change, in the other server processes (--workers) within this time.
 LOGIN_CACHE_S = 60
+#: The login check the server runs for each request: MLflow's basic-auth check, with a users'
+#: database that is away answered 503 (retried by clients), not 401 (`sweep.distributed.login`).
+AUTHORIZATION_FUNCTION = "sweep.distributed.login:authenticate_request"
 #: Stores whose database can hold MLflow's auth tables too (they have their own migrations,
 #: tracked in `alembic_version_auth`, and names the tracking schema does not use).
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
@@ -94,7 +97,7 @@ class BasicAuth:
             # configparser reads '%' as interpolation: a URL-encoded character needs '%%'
             f"database_uri = {self.database_uri.replace('%', '%%')}",
             f"admin_username = {self.admin}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            f"authorization_function = {AUTHORIZATION_FUNCTION}",
             f"auth_cache_ttl_seconds = {self.cache_s}",
         ]
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

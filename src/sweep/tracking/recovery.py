@@ -67,14 +67,20 @@ def close_open_trials(parent_run_id: str, worker_id: str | None = None) -> list[
     return _kill(_running(experiment, where), why)
 
 
-def kill_trial_runs(parent_run_id: str, trial_id: str, worker_id: str, reason: str) -> list[str]:
+def kill_trial_runs(
+    parent_run_id: str, trial_id: str, worker_id: str, reason: str, before: float | None = None
+) -> list[str]:
     """Mark KILLED, with `reason`, the RUNNING runs of one trial by one worker: the chief's
-    verdict on a worker that fell silent (a run already FINISHED is left alone)."""
+    verdict on a worker that fell silent (a run already FINISHED is left alone). With `before`
+    (wall-clock seconds), only runs started before then: the trial, queued again meanwhile, may
+    have come back to the same worker, whose new run is alive."""
     experiment = MlflowClient().get_run(parent_run_id).info.experiment_id
     where = (
         f"tags.{PARENT_TAG} = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}' "
         f"and tags.{WORKER_TAG} = '{worker_id}'"
     )
+    if before is not None:
+        where += f" and attributes.start_time < {int(before * 1000)}"
     return _kill(_running(experiment, where), reason)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -211,12 +212,20 @@ class StopWhenLost(keras.callbacks.Callback):
 
 class Monitor(Ticker):
     """The chief's watch for silent workers: a daemon thread that, a few times per timeout,
-    takes their trials back, marks those runs KILLED with the reason and requeues the trials."""
+    takes their trials back and requeues them at once; another marks their runs KILLED with
+    the reason, in the order taken, so a tracking server that is away (MLflow's client retries
+    for minutes) delays only those marks, never a requeue or the next check."""
 
     def __init__(self, oracle: SweepOracle, parent_run_id: str) -> None:
         self._oracle, self._parent = oracle, parent_run_id
         self._timeout = float(oracle.heartbeat_timeout or 0.0)
         super().__init__("sweep-monitor", beat_interval(self._timeout))
+        self._marks: queue.SimpleQueue[tuple[str, str, str, float]] = queue.SimpleQueue()
+        self._marker = threading.Thread(target=self._mark, name="sweep-monitor-marks", daemon=True)
+
+    def start(self) -> None:
+        super().start()
+        self._marker.start()
 
     def tick(self) -> None:
         try:
@@ -225,21 +234,30 @@ class Monitor(Ticker):
             log.exception("checking for silent workers failed")
 
     def check(self) -> None:
-        """Take back and requeue the trial of every worker silent for longer than the timeout."""
+        """Take back and requeue the trial of every worker silent for longer than the timeout;
+        its run is marked KILLED next, by the marking thread."""
         for worker, trial in self._oracle.take_from_silent():
+            taken_at = time.time()
             why = (
                 f"worker {worker} was silent for more than {self._timeout:g} s "
                 f"(distributed.heartbeat_timeout_s): trial {trial.trial_id} queued again"
             )
             log.warning("%s", why)
             try:
-                tracking.kill_trial_runs(self._parent, trial.trial_id, worker, why)
-            except Exception as err:  # the run is closed at the end of the sweep instead
-                log.warning("could not mark trial %s's run KILLED: %s", trial.trial_id, err)
-            try:
                 self._oracle.requeue(trial, why)
             except ConsecutiveFailures as err:  # the trial lost too many workers: FAILED
                 log.error("%s", err)
+            self._marks.put((trial.trial_id, worker, why, taken_at))
+
+    def _mark(self) -> None:
+        """Mark each taken trial's run KILLED: only runs started before it was taken, since
+        the trial may have come back to the same worker meanwhile."""
+        while True:
+            trial_id, worker, why, taken_at = self._marks.get()
+            try:
+                tracking.kill_trial_runs(self._parent, trial_id, worker, why, before=taken_at)
+            except Exception as err:  # the run is closed at the end of the sweep instead
+                log.warning("could not mark trial %s's run KILLED: %s", trial_id, err)
 
 
 def start_oracle(

@@ -9,11 +9,12 @@ pyproject.toml and checked by tests/test_pins.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cmp_to_key
-from typing import Any
+from typing import Any, TypeVar
 
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
@@ -26,6 +27,32 @@ log = logging.getLogger(__name__)
 #: Between a worker's id and its trial's in a heartbeat: `create_trial("worker1@3")` says that
 #: worker1 is alive and still on trial 3 (worker ids are names, which never hold it).
 HEARTBEAT_MARK = "@"
+
+T = TypeVar("T")
+
+
+def synchronized(method: Callable[..., T]) -> Callable[..., T]:
+    """Keras Tuner's lock around an oracle method (one call at a time: on a chief, its gRPC
+    thread and its monitor's), released when the method raises too. Keras Tuner's own
+    `synchronized` releases it only on return: one exception (too many failures in a row,
+    raised as the monitor requeues a trial) left every other thread waiting for it forever,
+    and the chief answering no worker again."""
+
+    @keras_tuner.synchronized
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> tuple[T | None, BaseException | None]:
+        try:
+            return method(self, *args, **kwargs), None
+        except BaseException as err:  # raised again below, once the lock is released
+            return None, err
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> T:
+        value, err = guarded(self, *args, **kwargs)
+        if err is not None:
+            raise err
+        return value  # type: ignore[return-value]
+
+    return call
 
 
 class ConsecutiveFailures(SweepError):
@@ -91,7 +118,7 @@ class SweepOracle(KerasOracle):
         written, seconds = self.budget
         return written if time.monotonic() - self.clock >= seconds else None
 
-    @keras_tuner.synchronized
+    @synchronized
     def create_trial(self, tuner_id: str) -> Trial:
         worker, heartbeat, trial_id = tuner_id.partition(HEARTBEAT_MARK)
         if heartbeat:
@@ -127,13 +154,13 @@ class SweepOracle(KerasOracle):
             return trial
         return Trial(self.get_space(), status=TrialStatus.IDLE)
 
-    @keras_tuner.synchronized
+    @synchronized
     def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
         if self._refused(trial_id):
             return self.trials[trial_id]
         return super().update_trial(trial_id, metrics, step=step)
 
-    @keras_tuner.synchronized
+    @synchronized
     def end_trial(self, trial: Trial) -> None:
         if not self._refused(trial.trial_id):
             super().end_trial(trial)
@@ -149,7 +176,7 @@ class SweepOracle(KerasOracle):
         log.warning("ignored a report of trial %s: it was taken from its worker", trial_id)
         return True
 
-    @keras_tuner.synchronized
+    @synchronized
     def take_from_silent(self) -> list[tuple[str, Trial]]:
         """(worker, trial) of each worker silent for longer than `heartbeat_timeout`, its trial
         taken out of its hands: no longer its own, not queued yet (`requeue` it next)."""
@@ -165,7 +192,7 @@ class SweepOracle(KerasOracle):
             self._taken[trial.trial_id] = worker
         return silent
 
-    @keras_tuner.synchronized
+    @synchronized
     def requeue(self, trial: Trial, why: str) -> None:
         """Send a trial `take_from_silent` took back to the queue by Keras Tuner's retry path:
         it keeps its id, any worker may take it; FAILED once it has lost `max_requeues`

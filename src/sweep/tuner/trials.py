@@ -182,13 +182,13 @@ class TrialTracking(keras_tuner.Tuner):
                     tracking.log_config(cfg)
                     tracking.log_hyperparameters(searched_values(trial.hyperparameters))
                     histories, seconds = self._fit(trial, *args, **kwargs)
+                    self._claim(trial.trial_id)
+                    self._log_outcome(cfg, [h.history for h in histories], seconds)
                 except tracking.Superseded:
                     raise
-                except Exception as err:
+                except Exception as err:  # the reason beside the run, wherever it failed
                     tracking.log_failure(err)
                     raise
-                self._claim(trial.trial_id)
-                self._log_outcome(cfg, [h.history for h in histories], seconds)
         except liveness.Duplicate as duplicate:
             log.info("%s; reporting that result", duplicate)
             return duplicate.result

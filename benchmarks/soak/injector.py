@@ -1,0 +1,155 @@
+"""Each kind of fault, made real: signals to the sweep's processes, stops and starts of its
+servers. A fault is timed as it lands (wall-clock, as MLflow times runs) and waits, supervising
+the crew meanwhile, until what it broke is running again: a stopped worker resumed, a killed
+process started again, a server answering. The next fault's wait starts after that."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks.soak.crew import CHIEF, Crew
+from benchmarks.soak.faults import (
+    CHIEF_KILL,
+    MLFLOW_RESTART,
+    POSTGRES_RESTART,
+    WORKER_KILL,
+    WORKER_STOP,
+    Fault,
+)
+from benchmarks.soak.services import LoginServer, Postgres
+
+log = logging.getLogger(__name__)
+
+#: How long a stopped worker stays stopped, in heartbeat timeouts: past the timeout, and past
+#: the chief's next check for silence (every fifth of it), so its trial is taken back.
+STOP_TIMEOUTS = (1.5, 2.5)
+#: Seconds a killed process or a stopped server stays down before it is started again.
+DOWN_S = (0.0, 3.0)
+#: How long a restarted MLflow server may take to answer again (it imports MLflow first).
+SERVER_BACK_S = 300.0
+
+
+@dataclass
+class Injector:
+    """Makes faults of every kind happen to a soak's processes and servers.
+
+    `wait(seconds)` and `wait_until(predicate, seconds)` pass time while the runner supervises
+    the crew; `busy()` names the workers with a trial run going on (the victims that matter).
+    """
+
+    crew: Crew
+    server: LoginServer
+    postgres: Postgres | None
+    heartbeat_s: float
+    wait: Callable[[float], None]
+    wait_until: Callable[[Callable[[], bool], float, str], None]
+    busy: Callable[[], set[str]]
+    new_workers: int = 0
+    kills: int = 0
+    _kinds: dict[str, Callable[[random.Random], Fault | None]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._kinds = {
+            WORKER_KILL: self.kill_worker,
+            WORKER_STOP: self.stop_worker,
+            CHIEF_KILL: self.kill_chief,
+            MLFLOW_RESTART: self.restart_mlflow,
+            POSTGRES_RESTART: self.restart_postgres,
+        }
+
+    def inject(self, kind: str, rng: random.Random) -> Fault | None:
+        """One fault of `kind`, its choices drawn from `rng`; None when it found nothing to hit
+        (no worker running)."""
+        fault = self._kinds[kind](rng)
+        if fault is not None:
+            log.info(
+                "fault %s%s: %s",
+                fault.kind,
+                f" on {fault.target}" if fault.target else "",
+                fault.detail,
+            )
+        return fault
+
+    def _victim(self, rng: random.Random) -> str | None:
+        """A running worker, one with a trial going on where there is one."""
+        running = sorted(self.crew.workers())
+        busy = [w for w in running if w in self.busy()]
+        pool = busy or running
+        return rng.choice(pool) if pool else None
+
+    def kill_worker(self, rng: random.Random) -> Fault | None:
+        """SIGKILL a worker, then start a worker again: every other time under the same id (it
+        takes its trial back), else under a new one (the dead one's trial waits for the
+        heartbeat timeout, then goes to whoever asks), starting with a new one."""
+        victim = self._victim(rng)
+        if victim is None:
+            return None
+        self.kills += 1
+        same = self.kills % 2 == 0
+        down = rng.uniform(*DOWN_S)
+        at = time.time()
+        self.crew.kill(victim)
+        self.wait(down)
+        name = victim if same else self._new_name()
+        self.crew.start(name)
+        return Fault(WORKER_KILL, at, victim, f"SIGKILL; {down:.1f} s later started {name}")
+
+    def _new_name(self) -> str:
+        self.new_workers += 1
+        return f"worker-n{self.new_workers}"
+
+    def stop_worker(self, rng: random.Random) -> Fault | None:
+        """SIGSTOP a worker past the heartbeat timeout, then SIGCONT it."""
+        victim = self._victim(rng)
+        if victim is None:
+            return None
+        hold = self.heartbeat_s * rng.uniform(*STOP_TIMEOUTS)
+        at = time.time()
+        self.crew.pause(victim)
+        try:
+            self.wait(hold)
+        finally:
+            self.crew.resume(victim)
+        return Fault(WORKER_STOP, at, victim, f"SIGSTOP for {hold:.1f} s, then SIGCONT")
+
+    def kill_chief(self, rng: random.Random) -> Fault | None:
+        """SIGKILL the chief and start it again with the same command."""
+        down = rng.uniform(*DOWN_S)
+        at = time.time()
+        self.crew.kill(CHIEF)
+        self.wait(down)
+        self.crew.start(CHIEF)
+        return Fault(CHIEF_KILL, at, None, f"SIGKILL; {down:.1f} s later started again")
+
+    def restart_mlflow(self, rng: random.Random) -> Fault | None:
+        """Stop the MLflow server (SIGTERM to its processes) and start it again."""
+        down = rng.uniform(*DOWN_S)
+        at = time.time()
+        self.server.stop()
+        self.wait(down)
+        started = time.time()
+        self.server.start(wait_s=None)
+        self.wait_until(self.server.answers, SERVER_BACK_S, "the MLflow server answering")
+        back = time.time() - started
+        return Fault(
+            MLFLOW_RESTART,
+            at,
+            None,
+            f"stopped, {down:.1f} s down, answering {back:.1f} s after its start",
+        )
+
+    def restart_postgres(self, rng: random.Random) -> Fault | None:
+        """Stop PostgreSQL (a clean `fast` shutdown, or `immediate`: as a crash) and start it."""
+        if self.postgres is None:
+            return None
+        mode = rng.choice(("fast", "immediate"))
+        down = rng.uniform(*DOWN_S)
+        at = time.time()
+        self.postgres.stop(mode)
+        self.wait(down)
+        self.postgres.start()
+        return Fault(POSTGRES_RESTART, at, None, f"pg_ctl stop -m {mode}, {down:.1f} s down")
