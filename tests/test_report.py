@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import tracking
 from sweep.errors import ReportError
 from sweep.report import report
+from sweep.vocabulary import STAGE_TAG
 from tests.conftest import REAL_DATA, nested, own_lines, run_cli, tiny_overrides
 
 BASE = {
@@ -300,7 +301,7 @@ def test_a_small_study_runs_and_answers_on_a_slice_of_real_data(
     experiment = client.get_experiment_by_name("attention_study").experiment_id
     parent = client.search_runs([experiment], "tags.sweep = 'attention_study'")[-1]
     trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    trials = [r for r in trials if tracking.STAGE_TAG not in r.data.tags]
+    trials = [r for r in trials if STAGE_TAG not in r.data.tags]
     assert len(trials) == 8 and all(r.info.run_id in text for r in trials)
     for knob in ("output_dim", "scale"):
         assert f"| model.attention.{knob}" in text, knob

@@ -17,6 +17,7 @@ from sweep import tracking
 from sweep.errors import ReportError
 from sweep.report import report, study
 from sweep.report.job import END, START
+from sweep.vocabulary import CONFIRM_OF_TAG, SELECTION_TAG, STAGE_TAG
 from tests.test_report import _noisy, log_sweep, store  # noqa: F401  (store: a fixture)
 
 SCALE = "model.attention.scale"
@@ -60,14 +61,14 @@ def _confirmation(cfg: DictConfig, slices: dict[str, list[float]]) -> None:
         | {"sd": 0.004, "n": 4}
         for role, t, m in (("best", "0", 0.85), ("runner-up", "1", 0.803), ("base", "2", 0.80))
     ]
-    tags = {tracking.STAGE_TAG: tracking.CONFIRMATION, "mlflow.parentRunId": parent.info.run_id}
-    tags[tracking.SELECTION_TAG] = json.dumps(picks)
+    tags = {STAGE_TAG: tracking.CONFIRMATION, "mlflow.parentRunId": parent.info.run_id}
+    tags[SELECTION_TAG] = json.dumps(picks)
     experiment = parent.info.experiment_id
     with mlflow.start_run(experiment_id=experiment, tags=tags) as holder:
         for pick, role in zip(picks, slices, strict=True):
             for k, value in enumerate(slices[role]):
                 child = {"mlflow.parentRunId": holder.info.run_id, "seed": str(1042 + k)}
-                child |= {tracking.CONFIRM_OF_TAG: pick["run_id"], "trial_id": pick["trial_id"]}
+                child |= {CONFIRM_OF_TAG: pick["run_id"], "trial_id": pick["trial_id"]}
                 with mlflow.start_run(experiment_id=experiment, nested=True, tags=child):
                     mlflow.log_metrics({"confirmed_accuracy": value, "best_val_accuracy": value})
 

@@ -22,6 +22,7 @@ from sweep import stats, tracking
 from sweep.effects.model import Model
 from sweep.report import pool
 from sweep.stats import Gap
+from sweep.vocabulary import CONFIRM_OF_TAG, SELECTION_TAG
 
 #: The scale value that makes every attention weight 1/n: plain averaging, the control.
 UNIFORM = "uniform"
@@ -82,16 +83,16 @@ def confirmation(sweep: pool.Sweep, alpha: float, margin: float) -> Confirmation
     """The sweep's confirmation stage, if it ran: each pick's screened and confirmed scores, and
     the best's gap to each other pick, screened (Welch) and confirmed (paired by seed)."""
     holder = tracking.confirmation_run(sweep.parent.info.run_id)
-    if holder is None or tracking.SELECTION_TAG not in holder.data.tags:
+    if holder is None or SELECTION_TAG not in holder.data.tags:
         return None
     metric = f"best_{sweep.objective.name}"
     runs = tracking.trial_runs(holder.info.run_id)
     rows = []
-    for pick in json.loads(holder.data.tags[tracking.SELECTION_TAG]):
+    for pick in json.loads(holder.data.tags[SELECTION_TAG]):
         mine = [
             r
             for r in runs
-            if r.data.tags.get(tracking.CONFIRM_OF_TAG) == pick["run_id"]
+            if r.data.tags.get(CONFIRM_OF_TAG) == pick["run_id"]
             and r.info.status == "FINISHED"
             and "confirmed_accuracy" in r.data.metrics
         ]
