@@ -12,11 +12,14 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-#: The tag MLflow marks a nested (trial) run with, and the harness's own run tags.
-PARENT_TAG, TRIAL_TAG, WORKER_TAG = "mlflow.parentRunId", "trial_id", "worker_id"
-ERROR_TAG, KILL_REASON_TAG = "error", "kill_reason"
-#: A sweep's seed repeats (not trials of its search).
-REPLICATE_TAG = "replicate_of"
+from sweep.vocabulary import (
+    ERROR_TAG,
+    KILL_REASON_TAG,
+    PARENT_TAG,
+    WORKER_TAG,
+)
+from sweep.vocabulary import REPLICATE_OF_TAG as REPLICATE_TAG
+from sweep.vocabulary import TRIAL_ID_TAG as TRIAL_TAG
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from benchmarks.soak.services import PASSWORD_ENV, USERNAME_ENV, LoginServer, Po
 from sweep.cluster import thread_env
 from sweep.distributed import free_port
 from sweep.schema.distributed import TOKEN_ENV
+from sweep.vocabulary import WORKER_TAG
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def _busy(uri: str) -> Callable[[], set[str]]:
                 )
         except Exception:  # the server or its database is away (a fault): no preference
             return set()
-        return {r.data.tags["worker_id"] for r in runs if "worker_id" in r.data.tags}
+        return {r.data.tags[WORKER_TAG] for r in runs if WORKER_TAG in r.data.tags}
 
     return busy
 

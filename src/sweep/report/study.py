@@ -22,7 +22,7 @@ from sweep import stats, tracking
 from sweep.effects.model import Model
 from sweep.report import pool
 from sweep.stats import Gap
-from sweep.vocabulary import CONFIRM_OF_TAG, SELECTION_TAG
+from sweep.vocabulary import CONFIRM_OF_TAG, SEED_TAG, SELECTION_TAG
 
 #: The scale value that makes every attention weight 1/n: plain averaging, the control.
 UNIFORM = "uniform"
@@ -96,7 +96,7 @@ def confirmation(sweep: pool.Sweep, alpha: float, margin: float) -> Confirmation
             and r.info.status == "FINISHED"
             and "confirmed_accuracy" in r.data.metrics
         ]
-        seeds = {int(r.data.tags["seed"]): r for r in mine}
+        seeds = {int(r.data.tags[SEED_TAG]): r for r in mine}
         rows.append(
             Confirmed(
                 pick["roles"],
