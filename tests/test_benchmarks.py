@@ -1,51 +1,114 @@
-"""The benchmark script runs end to end on a tiny slice; no timing is asserted."""
+"""The benchmark script runs end to end on a tiny slice; no timing is asserted.
+
+It measures in this process (its sections fit in-process anyway), and so run its sweeps but
+one: `sweep_runs.launch`, a `python -m sweep` process of its own, runs the sweeps section's
+`smoke` (so its peak RSS is its own); the other five run the same command here, five
+TensorFlow start-ups fewer. Both entry points, the file and `-m benchmarks`, re-render the
+README from the JSON in real processes (they load no TensorFlow).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import subprocess
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, run_cli
+from benchmarks import cli, sweep_runs
+from benchmarks.settings import Bench
+from tests.conftest import PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
+#: The sweeps `--quick` runs, in order; the first as a process of its own.
+SWEEPS = ("smoke", "dim_search", "search_hyperband", "search_random", "pruning_none")
+SWEEPS += ("pruning_median",)
+
+
+def launch_here(b: Bench, label: str, args: Sequence[str]) -> sweep_runs.Exited:
+    """`python -m sweep ARGS` as `sweep_runs.launch` runs it (from the sweep's scratch dir, its
+    output in its log file), in this process: its CPU and peak memory are this process's."""
+    from sweep.__main__ import run
+    from sweep.config import compose_config
+
+    where = b.work / label
+    where.mkdir(parents=True, exist_ok=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    with (
+        contextlib.chdir(where),
+        (where / "output.log").open("w") as out,
+        contextlib.redirect_stdout(out),
+    ):
+        run(compose_config(list(args)))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return sweep_runs.Exited(0, wall, cpu, sweep_runs.peak_rss_mb(os.getpid()))
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The benchmark's sweeps run here, but the first, `launch`ed; the labels, in order."""
+    real, labels = sweep_runs.launch, []
+
+    def launch(b: Bench, label: str, args: Sequence[str]) -> sweep_runs.Exited:
+        labels.append(label)
+        return (launch_here if labels[1:] else real)(b, label, args)
+
+    monkeypatch.setattr(sweep_runs, "launch", launch)
+    return labels
+
+
+@pytest.fixture
+def logging_kept() -> Iterator[None]:
+    """The benchmark quiets loggers for its run; the tests after it get them back."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in cli.NOISY)]
+    levels, handlers = [logger.level for logger in loggers], list(logging.getLogger().handlers)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.getLogger().handlers[:] = handlers
+
+
+def rerender(entry: list[str], out: Path, readme: Path, env: dict[str, str]) -> None:
+    """`python ENTRY --from-json=OUT --readme=README` in a process of its own."""
+    result = subprocess.run(
+        [PYTHON, *entry, f"--from-json={out}", f"--readme={readme}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("logging_kept")
 def test_benchmark_runs_on_a_tiny_slice(
-    tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
+    tmp_path: Path,
+    tiny_imdb: Path,
+    cli_env: dict[str, str],
+    launched: list[str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out, readme = tmp_path / "results.json", tmp_path / "README.md"
     readme.write_text(
         "# Benchmarks\n\nKept.\n\n<!-- results:start -->\nstale results\n<!-- results:end -->\n"
     )
-    result = subprocess.run(
-        [
-            PYTHON,
-            str(ROOT / "benchmarks" / "run.py"),
-            f"--data={tiny_imdb}",
-            "--epochs=1",
-            "--quick",
-            "--xla",
-            f"--out={out}",
-            f"--readme={readme}",
-            f"--work={tmp_path}",
-        ],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(out.read_text())
-    assert json.loads(result.stdout) == results
+    argv = [f"--data={tiny_imdb}", "--epochs=1", "--quick", "--xla", f"--out={out}"]
+    argv += [f"--readme={readme}", f"--work={tmp_path}"]
+    with contextlib.chdir(tmp_path):
+        results = cli.main(argv)
+    assert json.loads(capsys.readouterr().out) == results == json.loads(out.read_text())
     assert set(SECTIONS) <= set(results)
+    assert tuple(launched) == SWEEPS
+    assert results["command"] == " ".join(["python benchmarks/run.py", *argv])
 
     data = results["data"]
     assert data["reviews"] == 400  # tiny_imdb: 100 reviews per class and split
@@ -92,12 +155,11 @@ def test_benchmark_runs_on_a_tiny_slice(
     assert f"**{os.cpu_count()} cores**" in text
     assert not list(tmp_path.glob("bench-*")), "the scratch dir is removed"
 
-    # the package's own entry point re-renders the same tables from the JSON, measuring nothing
-    rerendered = run_cli(
-        [f"--from-json={out}", f"--readme={readme}"], ROOT, cli_env, module="benchmarks", timeout=60
-    )
-    assert rerendered.returncode == 0, rerendered.stderr[-3000:]
-    assert readme.read_text() == text
+    # the entry points (the file, the package) re-render the same tables from the JSON
+    for entry in ([str(ROOT / "benchmarks" / "run.py")], ["-m", "benchmarks"]):
+        readme.write_text(text.replace("| Hyperband |", "| stale |"))
+        rerender(entry, out, readme, cli_env)
+        assert readme.read_text() == text, entry
 
 
 def assert_pruning_section(pruning: dict, text: str) -> None:

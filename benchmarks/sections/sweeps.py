@@ -16,7 +16,8 @@ def run(b: Bench) -> dict[str, Any]:
     quick = ["data.limit=null", "search.max_trials=2"] if b.quick else []
     # trials per hour measure the search: dim_search's seed repeats come after it
     own = {
-        "smoke": [],
+        # `--quick` sets every epoch count (smoke's own is 3)
+        "smoke": [f"train.epochs={b.sweep_epochs}"] if b.quick else [],
         "dim_search": [f"train.epochs={b.sweep_epochs}", "search.replicates.enabled=false"],
     }
     if b.dim_limit:
