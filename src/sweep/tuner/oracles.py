@@ -50,7 +50,7 @@ def synchronized(method: Callable[..., T]) -> Callable[..., T]:
         value, err = guarded(self, *args, **kwargs)
         if err is not None:
             raise err
-        return value  # type: ignore[return-value]
+        return value
 
     return call
 
