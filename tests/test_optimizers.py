@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from sweep.config import compose_config
 from sweep.model import build_model
-from sweep.optimizers import LazyAdam, LazyAdamW
+from sweep.optimizers import LAZY, LazyAdam, LazyAdamW
+from sweep.schema.train import LAZY_OPTIMIZERS
 
 BATCHES = ([1, 2, 2], [2, 3, 3])  # row 2 twice in a batch; row 1 only in the first
 UNUSED = [0, 4, 5, 6, 7, 8, 9]
@@ -56,6 +57,10 @@ def test_the_lazy_optimizers_are_registered_to_reload() -> None:
         again = keras.optimizers.deserialize(keras.optimizers.serialize(lazy))
         assert type(again) is type(lazy)
         assert float(again.learning_rate) == pytest.approx(0.1)
+
+
+def test_the_schema_allows_sparse_updates_for_exactly_the_lazy_optimizers() -> None:
+    assert set(LAZY_OPTIMIZERS) == set(LAZY)
 
 
 @pytest.mark.parametrize(("optimizer", "lazy"), [("adam", LazyAdam), ("adamw", LazyAdamW)])

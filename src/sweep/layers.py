@@ -22,18 +22,15 @@ import keras
 from keras import ops
 
 
-def _validate_output_dim(output_dim: Any, name: str = "output_dim") -> int:
-    """Returns `output_dim` as an `int`, or raises if it is not a positive integer."""
-    if (
-        isinstance(output_dim, bool)
-        or not isinstance(output_dim, numbers.Integral)
-        or output_dim <= 0
-    ):
+def _positive_int(value: Any, name: str = "output_dim") -> int:
+    """Returns the argument `name`'s `value` as an `int`, or raises if it is not a positive
+    integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a positive integer. "
-            f"Received: {name}={output_dim!r}"
+            f"Received: {name}={value!r}"
         )
-    return int(output_dim)
+    return int(value)
 
 
 def resolve_scale(scale: float | str, output_dim: int) -> float:
@@ -56,7 +53,7 @@ def resolve_scale(scale: float | str, output_dim: int) -> float:
     Raises:
         ValueError: If `scale` or `output_dim` is invalid.
     """
-    output_dim = _validate_output_dim(output_dim)
+    output_dim = _positive_int(output_dim)
     if isinstance(scale, str):
         if scale in ("sqrt_dk", "learned"):
             return math.sqrt(output_dim)
@@ -126,7 +123,7 @@ class SelfAttention(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         # Validate before building anything, so bad sweep configs fail fast.
-        output_dim = _validate_output_dim(output_dim)
+        output_dim = _positive_int(output_dim)
         resolve_scale(scale, output_dim)
         if initializer is None:
             raise ValueError(
@@ -263,9 +260,9 @@ class NgramEmbedding(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.input_dim = _validate_output_dim(input_dim, "input_dim")
-        self.buckets = _validate_output_dim(buckets, "buckets")
-        self.output_dim = _validate_output_dim(output_dim)
+        self.input_dim = _positive_int(input_dim, "input_dim")
+        self.buckets = _positive_int(buckets, "buckets")
+        self.output_dim = _positive_int(output_dim)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero

@@ -12,7 +12,7 @@ from sweep.schema.rules import bounds
 
 #: Longest sequence a run may ask for: attention is quadratic in it, so beyond this is a typo.
 MAX_SEQ_LEN = 4096
-#: N-gram hash buckets when `data.ngrams` > 1 names none (docs/search-spaces.md: measured).
+#: N-gram hash buckets when `data.ngrams` > 1 names none (measured: docs/user-guide.md#n-grams).
 NGRAM_BUCKETS = 1 << 18
 
 
