@@ -9,6 +9,7 @@ each a `python -m sweep ... distributed.role=...` process, with a heartbeat time
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TypeVar
 
 import grpc
@@ -293,6 +295,32 @@ def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
     chief.holder = None
     assert first is not None and not heartbeat._ask(first)  # a late answer about the old hold
     assert not heartbeat.lost(), "an answer about an earlier hold does not mark this one"
+
+
+def test_a_ticker_that_wakes_late_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat (or the monitor) that runs late says so in the log: a trial taken from a
+    live worker is then told from a bug by the timing (issue 26: the soak on a loaded
+    machine)."""
+    clock = iter([0.0, 10.0, 10.0, 10.2, 10.2])  # woke 9.9 s late, then on time
+    monkeypatch.setattr(liveness, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    ticks: list[int] = []
+
+    class Counting(liveness.Ticker):
+        def tick(self) -> None:
+            ticks.append(1)
+            if len(ticks) == 2:
+                self.stop()
+
+    with caplog.at_level(logging.WARNING, logger=liveness.__name__):
+        Counting("sweep-heartbeat", 0.1)._run()
+    assert len(ticks) == 2
+    late = [r.getMessage() for r in caplog.records]
+    assert late == [
+        "sweep-heartbeat woke 9.9 s late (it runs every 0.1 s): this process was held up "
+        "(short of CPU, or stopped)"
+    ]
 
 
 class _Cut(grpc.RpcError, grpc.Call):

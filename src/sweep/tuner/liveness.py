@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: Heartbeats a worker sends per timeout (and checks the chief makes), so one late beat is not
 #: taken for silence.
 BEATS_PER_TIMEOUT = 5
+#: A ticker that wakes this many intervals late says so (a worker's heartbeats then reached the
+#: chief late: the log tells starvation from a bug).
+LATE_INTERVALS = 2.5
 #: How often the chief checks whether its last worker has left.
 END_POLL_S = 1.0
 
@@ -96,7 +99,19 @@ class Ticker:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while True:
+            due = time.monotonic() + self._interval
+            if self._stop.wait(self._interval):
+                return
+            late = time.monotonic() - due
+            if late > LATE_INTERVALS * self._interval:  # in the log: starved, not a bug
+                log.warning(
+                    "%s woke %.1f s late (it runs every %.1f s): this process was held up "
+                    "(short of CPU, or stopped)",
+                    self._thread.name,
+                    late,
+                    self._interval,
+                )
             self.tick()
 
     def tick(self) -> None:
@@ -142,11 +157,19 @@ class Heartbeat(Ticker):
         holding = self._holding
         if holding is None:
             return
+        started = time.monotonic()
         try:
-            self._ask(holding)
+            held = self._ask(holding)
         except (grpc.RpcError, ChiefRefused) as err:  # away, or refusing (the search's next
             # call says so in one line): training goes on
             log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
+            return
+        log.debug(
+            "heartbeat for trial %s: %s after %.2f s",
+            holding.trial_id,
+            "held" if held else "taken back",
+            time.monotonic() - started,
+        )
 
 
 def reconnect_quickly(oracle: Any, dist: DictConfig) -> None:
