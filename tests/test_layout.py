@@ -150,7 +150,7 @@ def test_a_sweeps_config_reads_top_to_bottom(
     """Follow the sweep's config from `python -m sweep`'s entry: every call that gets it (or a
     section of it) as an argument goes down the layers, never back up (before issue 15's layout
     the path climbed 15 times), and the modules it enters come back only where the sweep's
-    orchestrator, `tuner.search.run`, takes its next step (18 returns before, counted here):
+    orchestrator, `tuner.search.run`, takes its next step (18 returns before, counted here; 7 now):
     the space is checked once into a `SearchSpace` and the standing read once into a
     `Standing`, so no trial hands the config down again."""
     from sweep.__main__ import run
@@ -185,7 +185,9 @@ def test_a_sweeps_config_reads_top_to_bottom(
     print(f"config path ({returns_along(nouns)} returns):", " > ".join(stays))  # shown with -s
     assert {"config", "tuner", "space", "train", "tracking"} <= set(stays), stays
     assert not climbs, climbs
-    assert returns_along(nouns) <= 5, stays
+    # 5 before issue 22 and 23; +1 the confirmation stage (a step of its own after the
+    # repeats), +1 the role finding its parent run (Alone.existing_parent) before the search
+    assert returns_along(nouns) <= 7, stays
 
 
 #: The README is the front door; the manual lives in docs/ (issue 21).
