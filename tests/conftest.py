@@ -352,6 +352,15 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def run_python(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python ARGV` (a script and its arguments, or `-m MODULE ...`), output captured."""
+    return subprocess.run(
+        [PYTHON, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_cli(
     args: Sequence[str],
     cwd: Path,
@@ -360,14 +369,7 @@ def run_cli(
     timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` as a user runs it, output captured."""
-    return subprocess.run(
-        [PYTHON, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(["-m", module, *args], cwd, env, timeout)
 
 
 def own_lines(stderr: str) -> list[str]:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from benchmarks import cli, sweep_runs
 from benchmarks.settings import Bench
-from tests.conftest import PYTHON
+from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
@@ -73,19 +72,6 @@ def logging_kept() -> Iterator[None]:
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     logging.getLogger().handlers[:] = handlers
-
-
-def rerender(entry: list[str], out: Path, readme: Path, env: dict[str, str]) -> None:
-    """`python ENTRY --from-json=OUT --readme=README` in a process of its own."""
-    result = subprocess.run(
-        [PYTHON, *entry, f"--from-json={out}", f"--readme={readme}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -158,7 +144,8 @@ def test_benchmark_runs_on_a_tiny_slice(
     # the entry points (the file, the package) re-render the same tables from the JSON
     for entry in ([str(ROOT / "benchmarks" / "run.py")], ["-m", "benchmarks"]):
         readme.write_text(text.replace("| Hyperband |", "| stale |"))
-        rerender(entry, out, readme, cli_env)
+        result = run_python([*entry, f"--from-json={out}", f"--readme={readme}"], ROOT, cli_env)
+        assert result.returncode == 0, result.stderr[-3000:]
         assert readme.read_text() == text, entry
 
 
