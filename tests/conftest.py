@@ -10,7 +10,9 @@ collector's walks (Keras runs a full collection at every trial), and one sweep p
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import json
 import os
 import random
 import shutil
@@ -321,14 +323,44 @@ SWEPT = (
 def swept(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path, migrated_store: Path) -> Swept:
     """One tiny sweep for the whole session: the smoke experiment as a grid over two attention
     widths, two executions (seeds) each, the best model logged. Tests only READ its record; a
-    test that writes to a sweep works on `swept.copy(tmp_path)`."""
+    test that writes to a sweep works on `swept.copy(tmp_path)`. Under pytest-xdist the first
+    worker to need it runs it (~15 s of CPU); the others copy its record."""
+    work = tmp_path_factory.mktemp("swept")
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _sweep_once(work, tiny_imdb, migrated_store)
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, every worker's
+    with (shared / "swept.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        made = shared / "swept.json"
+        if made.exists():
+            first = json.loads(made.read_text())
+            return _copy_sweep(first, work, tiny_imdb)
+        done = _sweep_once(work, tiny_imdb, migrated_store)
+        made.write_text(json.dumps({"work": str(work), "data": str(tiny_imdb), "best": done.best}))
+        return done
+
+
+def _sweep_once(work: Path, tiny_imdb: Path, migrated_store: Path) -> Swept:
+    """The session's sweep, run in `work`."""
     from sweep.tuner import run as sweep_run
 
-    work = tmp_path_factory.mktemp("swept")
     copy_store(migrated_store, work)
     cfg = with_space(compose_config([*tiny_overrides(work, tiny_imdb), *SWEPT]), SWEPT_DIMS)
     best = sweep_run(cfg)
     return Swept(cfg, best, work, tiny_imdb, SWEPT)
+
+
+def _copy_sweep(first: dict[str, Any], work: Path, tiny_imdb: Path) -> Swept:
+    """Another worker's session sweep (`_sweep_once`'s work, data and best), copied into
+    `work`, its paths (store, artifacts, tuner state, logged configs) rewritten to this
+    worker's."""
+    shutil.copytree(first["work"], work, dirs_exist_ok=True)
+    for old, new in ((first["work"], str(work)), (first["data"], str(tiny_imdb))):
+        relocate_store(store_path(work), old, new)
+        relocate_files(work, old, new)
+    forget_artifact_locations()
+    cfg = with_space(compose_config([*tiny_overrides(work, tiny_imdb), *SWEPT]), SWEPT_DIMS)
+    return Swept(cfg, float(first["best"]), work, tiny_imdb, SWEPT)
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -350,6 +382,15 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def run_python(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python ARGV` (a script and its arguments, or `-m MODULE ...`), output captured."""
+    return subprocess.run(
+        [PYTHON, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_cli(
     args: Sequence[str],
     cwd: Path,
@@ -358,14 +399,7 @@ def run_cli(
     timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` as a user runs it, output captured."""
-    return subprocess.run(
-        [PYTHON, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(["-m", module, *args], cwd, env, timeout)
 
 
 def own_lines(stderr: str) -> list[str]:

@@ -1,10 +1,11 @@
 """The benchmark script runs end to end on a tiny slice; no timing is asserted.
 
 It measures in this process (its sections fit in-process anyway), and so run its sweeps but
-one: `sweep_runs.launch`, a `python -m sweep` process of its own, runs the sweeps section's
-`smoke` (so its peak RSS is its own); the other five run the same command here, five
-TensorFlow start-ups fewer. Both entry points, the file and `-m benchmarks`, re-render the
-README from the JSON in real processes (they load no TensorFlow).
+one: `sweep_runs.launch`, a `python -m sweep` process of its own, runs Hyperband's single
+trial (so its peak RSS is its own); the other five run the same command here, on copies of
+the migrated store, five TensorFlow start-ups and store migrations fewer. Both entry points,
+the file and `-m benchmarks`, re-render the README from the JSON in real processes (they load
+no TensorFlow).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import math
 import os
-import subprocess
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,23 +24,27 @@ import pytest
 
 from benchmarks import cli, sweep_runs
 from benchmarks.settings import Bench
-from tests.conftest import PYTHON
+from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("machine", "data", "overhead", "pipeline", "sweeps", "search", "bucketing", "pruning")
-#: The sweeps `--quick` runs, in order; the first as a process of its own.
+#: The sweeps `--quick` runs, in order.
 SWEEPS = ("smoke", "dim_search", "search_hyperband", "search_random", "pruning_none")
 SWEEPS += ("pruning_median",)
+#: The one `sweep_runs.launch` starts as a process of its own: a single trial.
+IN_A_PROCESS = "search_hyperband"
 
 
-def launch_here(b: Bench, label: str, args: Sequence[str]) -> sweep_runs.Exited:
+def launch_here(b: Bench, label: str, args: Sequence[str], store: Path) -> sweep_runs.Exited:
     """`python -m sweep ARGS` as `sweep_runs.launch` runs it (from the sweep's scratch dir, its
-    output in its log file), in this process: its CPU and peak memory are this process's."""
+    output in its log file), in this process, on a copy of the migrated `store` (how a sweep
+    starts a fresh store is not the benchmark's to test): CPU and peak memory this process's."""
     from sweep.__main__ import run
     from sweep.config import compose_config
 
     where = b.work / label
     where.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store, where / "mlflow.db")  # where `Bench.store` puts it
     started, cpu = time.perf_counter(), time.process_time()
     with (
         contextlib.chdir(where),
@@ -52,13 +57,15 @@ def launch_here(b: Bench, label: str, args: Sequence[str]) -> sweep_runs.Exited:
 
 
 @pytest.fixture
-def launched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The benchmark's sweeps run here, but the first, `launch`ed; the labels, in order."""
+def launched(monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> list[str]:
+    """The benchmark's sweeps run here, but `IN_A_PROCESS`, `launch`ed; the labels, in order."""
     real, labels = sweep_runs.launch, []
 
     def launch(b: Bench, label: str, args: Sequence[str]) -> sweep_runs.Exited:
         labels.append(label)
-        return (launch_here if labels[1:] else real)(b, label, args)
+        if label == IN_A_PROCESS:
+            return real(b, label, args)
+        return launch_here(b, label, args, migrated_store)
 
     monkeypatch.setattr(sweep_runs, "launch", launch)
     return labels
@@ -73,19 +80,6 @@ def logging_kept() -> Iterator[None]:
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     logging.getLogger().handlers[:] = handlers
-
-
-def rerender(entry: list[str], out: Path, readme: Path, env: dict[str, str]) -> None:
-    """`python ENTRY --from-json=OUT --readme=README` in a process of its own."""
-    result = subprocess.run(
-        [PYTHON, *entry, f"--from-json={out}", f"--readme={readme}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -128,6 +122,8 @@ def test_benchmark_runs_on_a_tiny_slice(
         assert sweep["finished"] == sweep["trials"] == 2, name
         assert sweep["trials_per_hour"] > 0 and sweep["peak_rss_mb"] > 0, name
     search = results["search"]
+    own = search["hyperband"]  # IN_A_PROCESS: `launch` read its process's CPU and peak RSS
+    assert own["cpu_s"] > 0 and own["peak_rss_mb"] > 0 and own["wall_s"] >= own["mean_trial_s"]
     for tuner in ("hyperband", "random"):
         assert search[tuner]["finished"] >= 1 and search[tuner]["epochs_run"] >= 1, tuner
         assert math.isfinite(search[tuner]["best_val_accuracy"]), tuner  # NaN: no trial scored
@@ -158,7 +154,8 @@ def test_benchmark_runs_on_a_tiny_slice(
     # the entry points (the file, the package) re-render the same tables from the JSON
     for entry in ([str(ROOT / "benchmarks" / "run.py")], ["-m", "benchmarks"]):
         readme.write_text(text.replace("| Hyperband |", "| stale |"))
-        rerender(entry, out, readme, cli_env)
+        result = run_python([*entry, f"--from-json={out}", f"--readme={readme}"], ROOT, cli_env)
+        assert result.returncode == 0, result.stderr[-3000:]
         assert readme.read_text() == text, entry
 
 

@@ -3,26 +3,22 @@ the sweep, a restarted chief never gets a trial logged twice, and a tracking URI
 use is one line before any data is read.
 
 The chief's oracle is tested in this process first (its heartbeat bookkeeping, with the clock
-moved by hand); then real processes: an MLflow server on loopback, a chief and two workers,
+moved by hand); then real processes: an MLflow server on loopback, a chief and one or two workers,
 each a `python -m sweep ... distributed.role=...` process, with a heartbeat timeout of seconds.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
 import re
 import secrets
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TypeVar
 
 import grpc
@@ -32,14 +28,13 @@ from keras_tuner.engine.trial import TrialStatus
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweep import distributed
+from sweep import distributed, tracking
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
-from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, RandomOracle
-from sweep.vocabulary import KILL_REASON_TAG, WORKER_TAG
+from sweep.tuner.oracles import HEARTBEAT_MARK, RandomOracle
 from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
@@ -169,69 +164,6 @@ def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
     assert oracle._retry_queue == [] and oracle.end_order == [trial.trial_id]
 
 
-def test_an_error_as_the_monitor_requeues_leaves_the_oracle_to_the_others(
-    tmp_path: Path,
-) -> None:
-    """Too many failures in a row, raised as the monitor requeued a trial that had lost its
-    last worker, kept Keras Tuner's lock: no worker's call was answered again (the soak found
-    it)."""
-    oracle = chief_oracle(tmp_path, max_requeues=0)
-    oracle.max_consecutive_failed_trials = 1
-    oracle.create_trial("a")
-    _silence(oracle, "a", 10.0)
-    raised: list[BaseException] = []
-
-    def monitor() -> None:
-        for _, taken in oracle.take_from_silent():
-            try:
-                oracle.requeue(taken, "worker a was silent")
-            except ConsecutiveFailures as err:
-                raised.append(err)
-
-    watch = threading.Thread(target=monitor, name="sweep-monitor")
-    watch.start()
-    watch.join()
-    assert [type(e) for e in raised] == [ConsecutiveFailures]
-    answered = threading.Event()
-    threading.Thread(target=lambda: (oracle.create_trial("b"), answered.set()), daemon=True).start()
-    assert answered.wait(10), "the oracle's lock was kept by the monitor's thread"
-
-
-def test_a_silent_workers_trial_is_requeued_while_the_tracking_server_is_away(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Marking the run KILLED waited for MLflow (its client retries a server that is away for
-    minutes) before the trial went back to the queue, and held up every later check meanwhile
-    (the soak found it): now the trial is queued at once and the mark follows."""
-    oracle = chief_oracle(tmp_path)
-    trial = oracle.create_trial("a")
-    back, marked = threading.Event(), queue.SimpleQueue()
-
-    def kill_trial_runs(*args: object, before: float | None = None) -> list[str]:
-        back.wait(30)  # the tracking server is away until `back`
-        marked.put((*args[1:3], before))
-        return []
-
-    monkeypatch.setattr(liveness.tracking, "kill_trial_runs", kill_trial_runs)
-    _silence(oracle, "a", 10.0)
-    taken_at = time.time()
-    monitor = liveness.Monitor(oracle, "parent-run")
-    monitor.start()  # it checks every second (a fifth of chief_oracle's 5 s timeout)
-    try:
-        deadline = time.monotonic() + 20
-        while oracle._retry_queue != [trial.trial_id] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert oracle._retry_queue == [trial.trial_id], "queued before its run is marked"
-        assert marked.empty()
-        back.set()
-        trial_id, worker, before = marked.get(timeout=30)
-    finally:
-        back.set()
-        monitor.stop()
-    assert (trial_id, worker) == (trial.trial_id, "a")
-    assert before == pytest.approx(taken_at, abs=5), "only runs started before it was taken"
-
-
 def test_a_trial_that_fails_in_training_is_not_retried(tmp_path: Path) -> None:
     oracle = chief_oracle(tmp_path, max_requeues=3)
     trial = oracle.create_trial("a")
@@ -295,32 +227,6 @@ def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
     chief.holder = None
     assert first is not None and not heartbeat._ask(first)  # a late answer about the old hold
     assert not heartbeat.lost(), "an answer about an earlier hold does not mark this one"
-
-
-def test_a_ticker_that_wakes_late_says_so(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A heartbeat (or the monitor) that runs late says so in the log: a trial taken from a
-    live worker is then told from a bug by the timing (issue 26: the soak on a loaded
-    machine)."""
-    clock = iter([0.0, 10.0, 10.0, 10.2, 10.2])  # woke 9.9 s late, then on time
-    monkeypatch.setattr(liveness, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    ticks: list[int] = []
-
-    class Counting(liveness.Ticker):
-        def tick(self) -> None:
-            ticks.append(1)
-            if len(ticks) == 2:
-                self.stop()
-
-    with caplog.at_level(logging.WARNING, logger=liveness.__name__):
-        Counting("sweep-heartbeat", 0.1)._run()
-    assert len(ticks) == 2
-    late = [r.getMessage() for r in caplog.records]
-    assert late == [
-        "sweep-heartbeat woke 9.9 s late (it runs every 0.1 s): this process was held up "
-        "(short of CPU, or stopped)"
-    ]
 
 
 class _Cut(grpc.RpcError, grpc.Call):
@@ -441,13 +347,8 @@ class Sweep:
         """(worker, its trial run) of a worker that has trained an epoch of a RUNNING trial."""
         for run in self.runs()[1]:
             if run.info.status == "RUNNING" and "val_accuracy" in run.data.metrics:
-                return run.data.tags[WORKER_TAG], run
+                return run.data.tags[tracking.WORKER_TAG], run
         return None
-
-    def on_trials(self) -> dict[str, Run] | None:
-        """Each worker's trial run, once both workers have a RUNNING one."""
-        found = {r.data.tags[WORKER_TAG]: r for r in self.runs()[1] if r.info.status == "RUNNING"}
-        return found if set(found) == set(WORKERS) else None
 
     def wait_for(self, found: Callable[[], T | None], timeout_s: float, what: str) -> T:
         deadline = time.monotonic() + timeout_s
@@ -498,13 +399,13 @@ def sweep(
         started.close()
 
 
-def _start_all(sweep: Sweep) -> None:
-    """Both workers, then the chief once both wait for it: they start their first trials
+def _start_all(sweep: Sweep, workers: tuple[str, ...] = WORKERS) -> None:
+    """The workers, then the chief once they all wait for it: they start their first trials
     together (TensorFlow's start-up, which varies most, is behind them)."""
-    for who in WORKERS:
+    for who in workers:
         sweep.start(who)
     deadline = time.monotonic() + 180
-    while not all("waiting for the chief" in sweep.log(w) for w in WORKERS):
+    while not all("waiting for the chief" in sweep.log(w) for w in workers):
         assert time.monotonic() < deadline, f"the workers never got ready:\n{sweep.logs()}"
         assert all(p.poll() is None for p in sweep.processes.values()), sweep.logs()
         time.sleep(0.2)
@@ -550,14 +451,14 @@ def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
     children = _finished_once(sweep)
     lost = run.data.tags["trial_id"]
     killed = [r for r in children if r.info.status == "KILLED"]
-    assert [(r.data.tags["trial_id"], r.data.tags[WORKER_TAG]) for r in killed] == [
+    assert [(r.data.tags["trial_id"], r.data.tags[tracking.WORKER_TAG]) for r in killed] == [
         (lost, victim)
     ], "only the lost worker's trial run is KILLED"
-    assert f"{victim} was silent" in killed[0].data.tags[KILL_REASON_TAG]
+    assert f"{victim} was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
     redone = next(
         r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == lost
     )
-    assert redone.data.tags[WORKER_TAG] == survivor, "a live worker took it over"
+    assert redone.data.tags[tracking.WORKER_TAG] == survivor, "a live worker took it over"
     # the sweep ended within the heartbeat timeout plus the work left (and a margin for
     # two processes to wind down on a shared machine)
     left = sum(_seconds(r, killed_at) for r in children if r.info.status == "FINISHED")
@@ -568,39 +469,46 @@ def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
 def test_a_worker_stopped_past_the_timeout_then_resumed_does_not_log_its_old_trial(
     sweep: Sweep,
 ) -> None:
-    _start_all(sweep)
-    victim, _, run = _mid_trial(sweep)
+    """One worker: the chief's monitor takes the trial of a worker silent too long back by
+    itself (a live worker taking it over is the test above)."""
+    worker = WORKERS[0]
+    _start_all(sweep, (worker,))
+    _, _, run = _mid_trial(sweep)
     lost = run.data.tags["trial_id"]
-    os.kill(sweep.processes[victim].pid, signal.SIGSTOP)
+    os.kill(sweep.processes[worker].pid, signal.SIGSTOP)
 
     def taken() -> Run | None:
         now = MlflowClient(sweep.uri).get_run(run.info.run_id)
         return now if now.info.status == "KILLED" else None
 
     sweep.wait_for(taken, HEARTBEAT_S + 60, "the stopped worker's trial run marked KILLED")
-    os.kill(sweep.processes[victim].pid, signal.SIGCONT)
-    codes = sweep.finish({"chief", *WORKERS})
-    assert codes == {"chief": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
+    os.kill(sweep.processes[worker].pid, signal.SIGCONT)
+    codes = sweep.finish({"chief", worker})
+    assert codes == {"chief": 0, worker: 0}, sweep.logs()
 
-    _finished_once(sweep)  # the lost trial too: done once, by someone
+    _finished_once(sweep)  # the lost trial too: done once, by the woken worker
     old = MlflowClient(sweep.uri).get_run(run.info.run_id)
     assert old.info.status == "KILLED", "the woken worker did not close its old run otherwise"
-    assert f"{victim} was silent" in old.data.tags[KILL_REASON_TAG]
+    assert f"{worker} was silent" in old.data.tags[tracking.KILL_REASON_TAG]
     assert "best_val_accuracy" not in old.data.metrics, "the woken worker logged its old trial"
-    assert f"trial {lost} was taken back by the chief" in sweep.log(victim)
+    assert f"trial {lost} was taken back by the chief" in sweep.log(worker)
 
 
 @pytest.mark.slow
 def test_a_chief_killed_mid_sweep_and_restarted_logs_no_trial_twice(sweep: Sweep) -> None:
-    _start_all(sweep)
-    running = sweep.wait_for(sweep.on_trials, 180, "both workers on a trial")
+    """One worker on a trial when the chief is killed (-9) and started again: the worker gets
+    its trial back, and no trial runs twice. (Two workers, each given its own trial back:
+    test_a_restarted_chief_gives_running_trials_back_to_their_workers, on the oracle here.)"""
+    worker = WORKERS[0]
+    _start_all(sweep, (worker,))
+    _, running = sweep.wait_for(sweep.mid_trial, 180, "the worker mid-trial")
     sweep.processes["chief"].kill()
     sweep.processes["chief"].wait()
     sweep.start("chief-2")  # the same command again
-    codes = sweep.finish({"chief-2", *WORKERS})
-    assert codes == {"chief-2": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
+    codes = sweep.finish({"chief-2", worker})
+    assert codes == {"chief-2": 0, worker: 0}, sweep.logs()
 
     children = _finished_once(sweep)
     assert not [r for r in children if r.info.status == "KILLED"], "no trial was run twice"
-    for worker, run in running.items():  # the restarted chief gave each its trial back
-        assert MlflowClient(sweep.uri).get_run(run.info.run_id).info.status == "FINISHED", worker
+    after = MlflowClient(sweep.uri).get_run(running.info.run_id)
+    assert after.info.status == "FINISHED", "the restarted chief gave the worker its trial back"

@@ -22,16 +22,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from sweep import cluster, distributed
+from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.distributed.child import load_child_config
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, SweepError
 from sweep.schema import check_single_run
 from sweep.schema.distributed import TOKEN_ENV
 from tests.conftest import (
     NO_REPLICATES,
     PYTHON,
     copy_store,
-    run_cli,
     runs_of,
     store_path,
     tiny_overrides,
@@ -503,8 +503,14 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
 
 @pytest.mark.slow
 def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
-    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
+    tmp_path: Path,
+    tiny_imdb: Path,
+    migrated_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """The launcher runs here (the server, chief and worker it starts are processes; how a
+    sweep's error ends a real process, exit 2 and one line: tests/test_train.py)."""
     db = store_path(tmp_path)
     copy_store(migrated_store, tmp_path)
     args = _sweep_args(
@@ -517,10 +523,10 @@ def test_consecutive_failures_stop_a_local_parallel_sweep_cleanly(
         f"tracking.uri=sqlite:///{db}",
         "sweep.workers=1",
     )
-    result = run_cli(list(args), tmp_path, cli_env)
-    assert result.returncode == 2, result.stderr[-4000:]
-    assert "worker0 stopped with an error" in result.stderr.splitlines()[-1]
-    assert "too many consecutive failures" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SweepError, match=r"^worker0 stopped with an error"):
+        main_run(compose_config(args))
+    assert "too many consecutive failures" in capfd.readouterr().err
     parents, children = runs_of(f"sqlite:///{db}", "dim_search")
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert [p.info.status for p in parents] == ["KILLED"], "the stopped chief closed its parent"

@@ -140,22 +140,23 @@ def test_cli_export_of_unknown_experiment_is_one_line(
 @pytest.mark.integration
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
 def test_a_new_users_path_on_real_data_with_the_default_paths(
-    tmp_path: Path, cli_env: dict[str, str]
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Sweep, export with a final evaluation, re-run the best: as the README says, with the
-    default relative store, sweep and cache paths (the other tests make every path absolute)."""
-    sweep = run_cli(["+experiment=smoke", f"data.path={REAL_DATA}"], tmp_path, cli_env)
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
-    exported = run_cli(
-        ["+experiment=smoke", f"data.path={REAL_DATA}", "export.top_k=1", "export.evaluate=true"],
-        tmp_path,
-        cli_env,
-        module="sweep.export",
-    )
-    assert exported.returncode == 0, exported.stderr[-3000:]
+    default relative store, sweep and cache paths (the other tests make every path absolute).
+    The sweep and the export run here, from the user's directory (what their processes print:
+    tests/test_console.py); the re-run they print runs as a user would paste it."""
+    monkeypatch.chdir(tmp_path)
+    smoke = ["+experiment=smoke", f"data.path={REAL_DATA}"]
+    main_run(compose_config(smoke))
+    with caplog.at_level("INFO", logger="sweep.export"):
+        exported = export(compose_config([*smoke, "export.top_k=1", "export.evaluate=true"]))
     assert (tmp_path / "sweeps" / "smoke" / "export" / "rank1.yaml").is_file()
-    printed = re.search(r"re-run: (python -m sweep .*rank1)$", exported.stdout, re.MULTILINE)
-    assert printed, exported.stdout[-3000:]
+    printed = re.search(r"re-run: (python -m sweep .*rank1)$", caplog.text, re.MULTILINE)
+    assert printed and printed.group(1) == exported.commands[0], caplog.text[-3000:]
     rerun = run_cli(printed.group(1).split()[3:], tmp_path, cli_env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep import train
+from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.pruning import MedianStop, median_curve
@@ -25,7 +26,6 @@ from tests.conftest import (
     Interrupt,
     assert_complete_record,
     copy_store,
-    run_cli,
     runs_of,
     sweep_runs,
     tiny_overrides,
@@ -300,10 +300,11 @@ def test_hyperband_prunes_from_scratch_trials(make_config: Callable[..., DictCon
 
 @pytest.mark.slow
 def test_a_distributed_worker_prunes_from_the_shared_record(
-    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`sweep.workers=1`: a chief serving the grid, a worker training it, both logging to the
-    sweep's MLflow server; the worker reads the earlier trials from there and prunes."""
+    sweep's MLflow server; the worker reads the earlier trials from there and prunes. (The
+    launcher runs here; the server, the chief and the worker it starts are processes.)"""
     uri = copy_store(migrated_store, tmp_path)  # the sweep's server starts on a ready store
     args = [
         *(o for o in tiny_overrides(tmp_path, tiny_imdb) if not o.startswith("tracking.uri=")),
@@ -319,8 +320,8 @@ def test_a_distributed_worker_prunes_from_the_shared_record(
         f"tracking.uri={uri}",
         "sweep.workers=1",
     ]
-    result = run_cli(args, tmp_path, cli_env)
-    assert result.returncode == 0, result.stderr[-4000:]
+    monkeypatch.chdir(tmp_path)
+    main_run(compose_config(args))
     _, children = runs_of(uri, "dim_search")
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 3
     pruned = {float(r.data.params[LR]): r.data.tags.get("pruned") for r in children}

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from sweep import batches, train
 from sweep.__main__ import run as main_run
+from sweep.config import compose_config
 from sweep.errors import USER_ERROR_EXIT, DataError
 from sweep.train import run as train_run
 from tests.conftest import REAL_DATA, RUN_ARTIFACTS, own_lines, run_cli, runs_of, tiny_overrides
@@ -88,8 +89,9 @@ def test_cli_missing_data_is_one_clear_line(
 
 @pytest.mark.integration
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
-def test_original_model_on_a_slice_of_real_imdb(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """End to end, as a user runs it: real reviews, the original model, one tracked run."""
+def test_original_model_on_a_slice_of_real_imdb(tmp_path: Path) -> None:
+    """End to end: real reviews, the original model, one tracked run (in this process; a
+    single run in a real process: the re-run of tests/test_export.py's new user's path)."""
     args = [
         *tiny_overrides(tmp_path, REAL_DATA),
         "data.limit=2000",
@@ -101,8 +103,7 @@ def test_original_model_on_a_slice_of_real_imdb(tmp_path: Path, cli_env: dict[st
         "train.epochs=2",
         "tracking.log_models=best",
     ]
-    result = run_cli(args, tmp_path, cli_env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    main_run(compose_config(args))
     run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "base")
     assert run.info.status == "FINISHED"
     assert run.data.params["data.limit"] == "2000"
