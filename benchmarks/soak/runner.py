@@ -23,7 +23,7 @@ from benchmarks.soak.crew import CHIEF, Crew, last_words
 from benchmarks.soak.faults import KINDS, POSTGRES_RESTART, Fault, Plan
 from benchmarks.soak.injector import Injector
 from benchmarks.soak.ledger import Ledger, check
-from benchmarks.soak.record import mlflow_runs, with_oracle
+from benchmarks.soak.record import SweepRecord, delays, mlflow_runs, with_oracle
 from benchmarks.soak.services import PASSWORD_ENV, USERNAME_ENV, LoginServer, Postgres
 from sweep.cluster import thread_env
 from sweep.distributed import free_port
@@ -80,6 +80,7 @@ class Settings:
     server_workers: int = 2
     work: Path | None = None  # None: a new temporary directory, removed at the end
     overrides: tuple[str, ...] = ()  # more sweep overrides, last
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the sweep's processes
 
     def plan(self) -> Plan:
         if not self.postgres and POSTGRES_RESTART in self.kinds:
@@ -97,6 +98,7 @@ class Result:
     settings: Settings
     seconds: float
     work: Path
+    record: SweepRecord
 
 
 def sweep_args(settings: Settings, work: Path, uri: str, oracle: str) -> list[str]:
@@ -241,15 +243,16 @@ def soak(settings: Settings) -> Result:
         )
         faults = _run(plan, crew, supervisor, injector)
         crew.close()  # anything left (a soak out of time) closes its runs first
-        ledger = _ledger(settings, work, server.uri, faults, supervisor.exits)
-    return Result(ledger, settings, time.monotonic() - began, work)
+        record = _record(work, server.uri)
+    ledger = check(record, faults, settings.trials, supervisor.exits, delays(work / "logs"))
+    return Result(ledger, settings, time.monotonic() - began, work, record)
 
 
 def _crew(settings: Settings, work: Path, uri: str) -> Crew:
     """The chief and `settings.workers` workers, started (the workers wait for the chief)."""
     oracle = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, **thread_env(1), TOKEN_ENV: secrets.token_urlsafe()}
-    crew = Crew(work, sweep_args(settings, work, uri, oracle), env)
+    env = {**os.environ, **thread_env(1), TOKEN_ENV: secrets.token_urlsafe(), **dict(settings.env)}
+    crew = Crew(work, sweep_args(settings, work, uri, oracle), env, oracle)
     crew.start(CHIEF)
     for i in range(settings.workers):
         crew.start(f"worker-{i}")
@@ -274,10 +277,7 @@ def _run(plan: Plan, crew: Crew, supervisor: Supervisor, injector: Injector) -> 
     return faults
 
 
-def _ledger(
-    settings: Settings, work: Path, uri: str, faults: list[Fault], exits: list[str]
-) -> Ledger:
-    """The ledger from what MLflow and the chief's project directory hold."""
+def _record(work: Path, uri: str) -> SweepRecord:
+    """What MLflow and the chief's project directory hold of the sweep."""
     record = mlflow_runs(MlflowClient(uri), EXPERIMENT, OBJECTIVE)
-    record = with_oracle(record, work / "sweeps" / EXPERIMENT / "tuner")
-    return check(record, faults, settings.trials, exits)
+    return with_oracle(record, work / "sweeps" / EXPERIMENT / "tuner")

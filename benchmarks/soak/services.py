@@ -47,14 +47,14 @@ class Unavailable(RuntimeError):
     """What a service needs is not on this machine (PostgreSQL, or a user to run it as)."""
 
 
-def _postgres_tools(root: Path) -> tuple[str, str, list[str]]:
-    """initdb, pg_ctl, and the command prefix that runs them as `postgres` when this process
-    is root (who then owns `root`)."""
+def postgres_tools() -> tuple[str, str, list[str], pwd.struct_passwd | None]:
+    """initdb, pg_ctl, the command prefix that runs them, and the user they run as when this
+    process is root (PostgreSQL refuses to run as root); Unavailable, saying what is missing."""
     initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
     if not (initdb and pg_ctl):
         raise Unavailable("PostgreSQL is not installed (initdb/pg_ctl; Debian: postgresql)")
     if os.geteuid() != 0:
-        return initdb, pg_ctl, []
+        return initdb, pg_ctl, [], None
     runuser = shutil.which("runuser")
     try:
         owner = pwd.getpwnam("postgres")
@@ -62,8 +62,7 @@ def _postgres_tools(root: Path) -> tuple[str, str, list[str]]:
         owner = None
     if owner is None or runuser is None:
         raise Unavailable("running as root without a 'postgres' user (or runuser)")
-    os.chown(root, owner.pw_uid, owner.pw_gid)
-    return initdb, pg_ctl, [runuser, "-u", "postgres", "--"]
+    return initdb, pg_ctl, [runuser, "-u", "postgres", "--"], owner
 
 
 @dataclass
@@ -78,10 +77,12 @@ class Postgres:
 
     def __post_init__(self) -> None:
         try:
-            self.initdb, self.pg_ctl, self.as_user = _postgres_tools(self.root)
+            self.initdb, self.pg_ctl, self.as_user, owner = postgres_tools()
         except Unavailable:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
+        if owner is not None:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
 
     @property
     def uri(self) -> str:
