@@ -264,6 +264,25 @@ def test_a_restarted_chief_gives_running_trials_back_to_their_workers(tmp_path: 
     assert sorted(plain._retry_queue) == sorted([a.trial_id, c.trial_id])
 
 
+def test_a_requeued_trial_handed_out_again_survives_a_chief_restart(tmp_path: Path) -> None:
+    """A trial queued again after its worker fell silent, then taken by another worker, was
+    lost when the chief restarted: Keras Tuner saves who holds a trial taken from its retry
+    queue but not that it runs again, and the restart dropped it as ended, out of the queue
+    and given to nobody (the short soak found it)."""
+    oracle = chief_oracle(tmp_path)
+    trial = oracle.create_trial("a")
+    _silence(oracle, "a", 10.0)
+    for _, taken in oracle.take_from_silent():
+        oracle.requeue(taken, "worker a was silent")
+    assert oracle.create_trial("b").trial_id == trial.trial_id
+    restarted = chief_oracle(tmp_path)
+    restarted.reload()
+    assert {w: t.trial_id for w, t in restarted.ongoing_trials.items()} == {"b": trial.trial_id}
+    assert _beat(restarted, "b", trial.trial_id), "b keeps the trial it is training"
+    _complete(restarted, restarted.ongoing_trials["b"])
+    assert restarted.get_trial(trial.trial_id).status == TrialStatus.COMPLETED
+
+
 class _Chief:
     """Answers heartbeats as the chief's oracle would: RUNNING while `holder` holds the trial."""
 

@@ -216,9 +216,13 @@ class SweepOracle:
                 continue
             queue.remove(trial_id)
             trial = self.trials[trial_id]  # type: ignore[attr-defined]
-            if trial.status == TrialStatus.RUNNING:  # not one that ended as the chief died
-                self.ongoing_trials[worker] = trial  # type: ignore[attr-defined]
-                self.tuner_ids.add(worker)  # type: ignore[attr-defined]
+            if trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
+                continue  # it ended as the chief died: neither its worker's nor queued
+            # RUNNING, or INVALID as saved: queued again after its worker fell silent, then
+            # handed out from the queue, which Keras Tuner saves the holder of, not the status
+            trial.status = TrialStatus.RUNNING
+            self.ongoing_trials[worker] = trial  # type: ignore[attr-defined]
+            self.tuner_ids.add(worker)  # type: ignore[attr-defined]
 
     def _check_consecutive_failures(self) -> None:
         """Keras Tuner's check as each trial ends, raising `ConsecutiveFailures` (its own raises
