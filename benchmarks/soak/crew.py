@@ -30,6 +30,7 @@ class Member:
     log_path: Path
     stopped: bool = False  # SIGSTOPped now
     ended: bool = False  # exited, and the exit dealt with
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass

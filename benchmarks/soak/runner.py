@@ -13,6 +13,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ OBJECTIVE = "val_accuracy"
 MAX_REQUEUES = 1000
 #: Unmeant exits (crashes) after which the soak gives up: something is broken, not flaky.
 MAX_EXITS = 50
+#: A process that exits unmeant this many times in a row, each time within QUICK_EXIT_S of its
+#: start, is in a crash loop (a bad command line, a missing service): the soak gives up.
+CRASH_LOOP, QUICK_EXIT_S = 3, 120.0
 #: The soak's own look at MLflow (which workers are busy) does not wait out a server that is
 #: away: MLflow's client would retry for minutes.
 QUICK_ANSWER = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -137,6 +141,7 @@ class Supervisor:
     deadline: float
     started: float = field(default_factory=time.time)
     exits: list[str] = field(default_factory=list)
+    quick: Counter[str] = field(default_factory=Counter)  # exits in a row soon after a start
 
     def tick(self) -> None:
         for member, code in self.crew.exits():
@@ -148,7 +153,9 @@ class Supervisor:
             )
             log.warning("%s", line)
             self.exits.append(line)
-            if len(self.exits) > MAX_EXITS:
+            soon = time.monotonic() - member.started < QUICK_EXIT_S
+            self.quick[member.name] = self.quick[member.name] + 1 if soon else 0
+            if len(self.exits) > MAX_EXITS or self.quick[member.name] >= CRASH_LOOP:
                 raise RuntimeError(f"{len(self.exits)} unmeant exits: giving up ({line})")
             if not self.crew.chief_done():
                 self.crew.start(member.name)
