@@ -185,8 +185,9 @@ def test_mlflow_is_checked_against_the_oracles_record(store: Store) -> None:
 
 def test_recovery_runs_to_the_interrupted_trial_not_the_next_to_finish(store: Store) -> None:
     store.run("0", "FINISHED", 0, 12, "w1", 0.7)  # finishes first after the kill: not it
-    store.run("1", "KILLED", 1, 14, "w2", kill_reason=SILENT.format("w2", "1"))
-    store.run("1", "FINISHED", 15, 40, "w1", 0.8)  # w2's trial, redone by w1
+    # w2's run: killed at 10, closed at 24 (after the chief's death at 20): the kill's trial
+    store.run("1", "KILLED", 1, 24, "w2", kill_reason=SILENT.format("w2", "1"))
+    store.run("1", "FINISHED", 21, 40, "w1", 0.8)  # w2's trial, redone by w1
     store.run("2", "FINISHED", 13, 25, "w3", 0.6)
     oracle = _done(("0", 0.7), ("1", 0.8), ("2", 0.6))
     faults = [Fault(WORKER_KILL, T0 + 10, "w2"), Fault(CHIEF_KILL, T0 + 20)]
@@ -194,11 +195,13 @@ def test_recovery_runs_to_the_interrupted_trial_not_the_next_to_finish(store: St
     assert ledger.clean, render(ledger)
     kill, chief = ledger.recoveries
     assert kill.trials == ("1",) and kill.seconds == pytest.approx(30.0, abs=0.01)
-    # the chief's death interrupted both trials running then: recovered when the last ended
-    assert chief.trials == ("1", "2") and chief.seconds == pytest.approx(20.0, abs=0.01)
+    assert chief.trials == ("2",) and chief.seconds == pytest.approx(5.0, abs=0.01)
     summary = ledger.recovery_summary()
-    assert summary["all"]["p50_s"] == 25.0 and summary[WORKER_KILL]["measured"] == 1
+    assert summary["all"]["p50_s"] == 17.5 and summary[WORKER_KILL]["measured"] == 1
     assert ledger.faults == {WORKER_KILL: 1, CHIEF_KILL: 1}
+    # a chief's death with two trials held: recovered when the last of them ended
+    (both,) = check(store.record(oracle), [Fault(CHIEF_KILL, T0 + 22)], planned=3).recoveries
+    assert both.trials == ("1", "2") and both.seconds == pytest.approx(18.0, abs=0.01)
 
 
 def test_a_fault_that_hit_no_trial_or_one_never_done_is_counted_apart(store: Store) -> None:

@@ -147,7 +147,9 @@ def check(
     starved = [r for r in taken if _starved(r, held_up)]
     ledger.taken_while_starved = [_named(r) for r in starved]
     ledger.taken_from_live = [_named(r) for r in taken if r not in starved]
-    ledger.recoveries = [_recovery(f, runs, by_trial) for f in sorted(faults, key=lambda f: f.at)]
+    ledger.recoveries = [
+        _recovery(f, runs, by_trial, faults) for f in sorted(faults, key=lambda f: f.at)
+    ]
     return ledger
 
 
@@ -232,19 +234,35 @@ def _named(run: TrialRun) -> str:
     return f"trial {run.trial_id} run {run.run_id} of {run.worker}: {run.kill_reason}"
 
 
-def interrupted(fault: Fault, runs: Sequence[TrialRun]) -> list[str]:
-    """The trials a fault interrupted: those with a run going on as it landed (of the worker it
-    hit, for a worker fault)."""
-    hit = [r for r in runs if r.start <= fault.at and (r.end is None or r.end >= fault.at)]
+def held_at(fault: Fault, runs: Sequence[TrialRun], faults: Sequence[Fault]) -> list[TrialRun]:
+    """The runs a fault interrupted: those going on as it landed (the worker's, for a worker
+    fault), less those an earlier worker fault had hit already (a stopped worker's run ends
+    when the woken worker closes it, after the chief took its trial back: not this fault's)."""
+    hit = [r for r in runs if r.start <= fault.at <= _end(r)]
     if fault.kind in WORKER_FAULTS:
-        hit = [r for r in hit if r.worker == fault.target]
-    return sorted({r.trial_id for r in hit})
+        return [r for r in hit if r.worker == fault.target]
+    return [
+        r
+        for r in hit
+        if not any(
+            f.kind in WORKER_FAULTS and f.target == r.worker and r.start <= f.at < fault.at
+            for f in faults
+        )
+    ]
+
+
+def interrupted(fault: Fault, runs: Sequence[TrialRun], faults: Sequence[Fault] = ()) -> list[str]:
+    """The trials a fault interrupted (`held_at`)."""
+    return sorted({r.trial_id for r in held_at(fault, runs, faults)})
 
 
 def _recovery(
-    fault: Fault, runs: Sequence[TrialRun], by_trial: dict[str, list[TrialRun]]
+    fault: Fault,
+    runs: Sequence[TrialRun],
+    by_trial: dict[str, list[TrialRun]],
+    faults: Sequence[Fault],
 ) -> Recovery:
-    trials = interrupted(fault, runs)
+    trials = interrupted(fault, runs, faults)
     done: dict[str, float] = {}
     for trial_id in trials:
         ends = [
