@@ -116,36 +116,38 @@ class Injector:
 
     def kill_chief(self, rng: random.Random) -> Fault | None:
         """SIGKILL the chief and start it again with the same command; back once it serves."""
-        down = rng.uniform(*DOWN_S)
-        at = time.time()
-        self.crew.kill(CHIEF)
-        self.wait(down)
-        started = time.time()
-        self.crew.start(CHIEF)
-        self.wait_until(self.crew.chief_serving, BACK_S, "the chief serving again")
-        back = time.time() - started
-        return Fault(
-            CHIEF_KILL,
-            at,
-            None,
-            f"SIGKILL; {down:.1f} s down, serving {back:.1f} s after its start",
+        crew = self.crew
+        return self._down_and_back(
+            CHIEF_KILL, rng, lambda: crew.kill(CHIEF), lambda: crew.start(CHIEF), crew.chief_serving
         )
 
     def restart_mlflow(self, rng: random.Random) -> Fault | None:
-        """Stop the MLflow server (SIGTERM to its processes) and start it again."""
+        """Stop the MLflow server (SIGTERM to its processes) and start it again; back once it
+        answers."""
+        server = self.server
+        return self._down_and_back(
+            MLFLOW_RESTART, rng, server.stop, lambda: server.start(wait_s=None), server.answers
+        )
+
+    def _down_and_back(
+        self,
+        kind: str,
+        rng: random.Random,
+        stop: Callable[[], None],
+        start: Callable[[], None],
+        back: Callable[[], bool],
+    ) -> Fault:
+        """Stop a process, leave it down a seeded moment, start it, wait until it is `back`."""
         down = rng.uniform(*DOWN_S)
         at = time.time()
-        self.server.stop()
+        stop()
         self.wait(down)
         started = time.time()
-        self.server.start(wait_s=None)
-        self.wait_until(self.server.answers, BACK_S, "the MLflow server answering")
-        back = time.time() - started
+        start()
+        self.wait_until(back, BACK_S, f"{kind}: back")
+        took = time.time() - started
         return Fault(
-            MLFLOW_RESTART,
-            at,
-            None,
-            f"stopped, {down:.1f} s down, answering {back:.1f} s after its start",
+            kind, at, None, f"stopped, {down:.1f} s down, back {took:.1f} s after its start"
         )
 
     def restart_postgres(self, rng: random.Random) -> Fault | None:

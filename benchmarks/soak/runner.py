@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,13 @@ from benchmarks.soak.faults import KINDS, POSTGRES_RESTART, Fault, Plan
 from benchmarks.soak.injector import Injector
 from benchmarks.soak.ledger import Ledger, check
 from benchmarks.soak.record import SweepRecord, delays, mlflow_runs, with_oracle
-from benchmarks.soak.services import PASSWORD_ENV, USERNAME_ENV, LoginServer, Postgres
+from benchmarks.soak.services import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    LoginServer,
+    Postgres,
+    environment,
+)
 from sweep.cluster import thread_env
 from sweep.distributed import free_port
 from sweep.schema.distributed import TOKEN_ENV
@@ -186,7 +192,7 @@ def _busy(uri: str) -> Callable[[], set[str]]:
     def busy() -> set[str]:
         client = MlflowClient(uri)
         try:
-            with _environment(**QUICK_ANSWER):
+            with environment(**QUICK_ANSWER):
                 found = client.get_experiment_by_name(EXPERIMENT)
                 runs = client.search_runs(
                     [found.experiment_id], "attributes.status = 'RUNNING'", max_results=200
@@ -196,22 +202,6 @@ def _busy(uri: str) -> Callable[[], set[str]]:
         return {r.data.tags["worker_id"] for r in runs if "worker_id" in r.data.tags}
 
     return busy
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """This process's environment with `values` set, for the block (MLflow's client reads its
-    login and retry settings from there at each request)."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def soak(settings: Settings) -> Result:
@@ -235,7 +225,7 @@ def soak(settings: Settings) -> Result:
         cleanup.callback(server.stop)
         server.start()
         password = server.add_sweeper(SWEEPER, EXPERIMENT)
-        cleanup.enter_context(_environment(**{USERNAME_ENV: SWEEPER, PASSWORD_ENV: password}))
+        cleanup.enter_context(environment(**{USERNAME_ENV: SWEEPER, PASSWORD_ENV: password}))
         crew = _crew(settings, work, server.uri)
         cleanup.callback(crew.close)
         supervisor = Supervisor(crew, began + settings.max_minutes * 60)

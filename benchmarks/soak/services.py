@@ -222,31 +222,33 @@ class LoginServer:
         _signal_group(process, signal.SIGKILL)  # any server worker that outlived it
         self.process = None
 
-    @contextlib.contextmanager
-    def login(self, user: str, password: str) -> Iterator[None]:
-        """This process logged in as `user` for MLflow's client, for the block's duration."""
-        before = {name: os.environ.get(name) for name in (USERNAME_ENV, PASSWORD_ENV)}
-        os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = user, password
-        try:
-            yield
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
     def add_sweeper(self, user: str, experiment: str) -> str:
         """As the admin: a user with EDIT on a new experiment `experiment`; its password."""
         from mlflow.server import get_app_client  # MLflow's server app: only where one runs
 
         password = secrets.token_urlsafe(18)
-        with self.login("admin", self.admin_password):
+        with environment(**{USERNAME_ENV: "admin", PASSWORD_ENV: self.admin_password}):
             users = get_app_client("basic-auth", tracking_uri=self.uri)
             users.create_user(user, password)
             created = MlflowClient(self.uri).create_experiment(experiment)
             users.grant_user_permission(user, "experiment", created, "EDIT")
         return password
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """This process's environment with `values` set, for the block (MLflow's client reads its
+    login and retry settings from there at each request)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
