@@ -1,45 +1,31 @@
-"""Faults in a distributed sweep (issue 14): a worker that dies or stops answering never stalls
-the sweep, a restarted chief never gets a trial logged twice, and a tracking URI MLflow cannot
-use is one line before any data is read.
-
-The chief's oracle is tested in this process first (its heartbeat bookkeeping, with the clock
-moved by hand); then real processes: an MLflow server on loopback, a chief and two workers,
-each a `python -m sweep ... distributed.role=...` process, with a heartbeat timeout of seconds.
+"""Faults in a distributed sweep (issue 14), in this process: the chief's oracle's heartbeat
+bookkeeping, with the clock moved by hand, a worker's calls cut off by the chief's death, and a
+tracking URI MLflow cannot use is one line before any data is read. The same faults on real
+processes (a chief and workers, the MLflow server and PostgreSQL restarted) are the cases of one
+short soak: tests/test_soak.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import re
-import secrets
-import signal
-import subprocess
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TypeVar
 
 import grpc
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
-from sweep import distributed, tracking
 from sweep.config import compose_config
 from sweep.errors import ConfigError
-from sweep.schema.distributed import TOKEN_ENV
 from sweep.tuner import liveness
 from sweep.tuner.liveness import Heartbeat
 from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, RandomOracle
-from tests.conftest import NO_REPLICATES, PYTHON, chief_oracle, run_cli, tiny_overrides
+from tests.conftest import chief_oracle, run_cli
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
 
@@ -370,259 +356,3 @@ def test_a_call_the_chiefs_death_cut_off_is_made_again(monkeypatch: pytest.Monke
     with pytest.raises(grpc.RpcError):
         liveness.PatientStub(refused).EndTrial("3")
     assert refused.calls == 1
-
-
-# --- a chief and two workers as processes -------------------------------------------------------
-
-T = TypeVar("T")
-
-#: The workers' heartbeat timeout: short, so a lost worker costs the tests seconds.
-HEARTBEAT_S = 4.0
-#: Epochs per trial: long enough that a worker is seen mid-trial (a few seconds on tiny data).
-EPOCHS = 8
-TRIALS = 2
-WORKERS = ("worker-a", "worker-b")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[distributed.TrackingServer]:
-    """One MLflow tracking server on loopback for this module's sweeps (one experiment each)."""
-    root = tmp_path_factory.mktemp("faults-server")
-    server = distributed.start_server(
-        f"sqlite:///{root / 'server.db'}", str(root / "artifacts"), log_path=root / "server.log"
-    )
-    yield server
-    server.stop()
-
-
-@dataclass
-class Sweep:
-    """One sweep's chief and two workers, each a `python -m sweep` process of its own."""
-
-    work: Path
-    data: Path
-    env: dict[str, str]
-    uri: str
-    name: str
-    oracle: str = field(default_factory=lambda: f"127.0.0.1:{distributed.free_port()}")
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, who: str) -> None:
-        """Start the chief (`chief`, `chief-2` for a restart) or the worker `who`."""
-        base = [o for o in tiny_overrides(self.work, self.data) if not o.startswith("tracking.")]
-        role = (
-            ["distributed.role=chief"]
-            if who.startswith("chief")
-            else ["distributed.role=worker", f"distributed.worker_id={who}"]
-        )
-        args = [
-            *base,
-            "+experiment=dim_search",
-            f"name={self.name}",
-            "search.patience=0",
-            *NO_REPLICATES,  # seed repeats come after the trials, which these tests check
-            f"search.max_trials={TRIALS}",
-            f"train.epochs={EPOCHS}",
-            f"tracking.uri={self.uri}",
-            "tracking.log_models=none",
-            f"distributed.oracle={self.oracle}",
-            f"distributed.heartbeat_timeout_s={HEARTBEAT_S}",
-            *role,
-        ]
-        with (self.work / f"{who}.log").open("wb") as out:
-            self.processes[who] = subprocess.Popen(
-                [PYTHON, "-m", "sweep", *args],
-                cwd=self.work,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self, who: str) -> str:
-        path = self.work / f"{who}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {who}:\n{self.log(who)[-3000:]}" for who in self.processes)
-
-    def runs(self) -> tuple[list[Run], list[Run]]:
-        """(parents, trial runs) of this sweep's experiment on the server."""
-        client = MlflowClient(self.uri)
-        experiment = client.get_experiment_by_name(self.name)
-        if experiment is None:
-            return [], []
-        runs = client.search_runs([experiment.experiment_id], max_results=1000)
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        return [r for r in runs if r not in children], children
-
-    def mid_trial(self) -> tuple[str, Run] | None:
-        """(worker, its trial run) of a worker that has trained an epoch of a RUNNING trial."""
-        for run in self.runs()[1]:
-            if run.info.status == "RUNNING" and "val_accuracy" in run.data.metrics:
-                return run.data.tags[tracking.WORKER_TAG], run
-        return None
-
-    def on_trials(self) -> dict[str, Run] | None:
-        """Each worker's trial run, once both workers have a RUNNING one."""
-        found = {
-            r.data.tags[tracking.WORKER_TAG]: r
-            for r in self.runs()[1]
-            if r.info.status == "RUNNING"
-        }
-        return found if set(found) == set(WORKERS) else None
-
-    def wait_for(self, found: Callable[[], T | None], timeout_s: float, what: str) -> T:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            seen = found()
-            if seen is not None:
-                return seen
-            if any(p.poll() is not None for p in self.processes.values()):
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"never saw {what}:\n{self.logs()}")
-
-    def finish(self, who: set[str], timeout_s: float = 240) -> dict[str, int]:
-        """Exit codes of the processes `who`, once they have all ended."""
-        deadline = time.monotonic() + timeout_s
-        codes = {}
-        for name in sorted(who):
-            try:
-                codes[name] = self.processes[name].wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise AssertionError(
-                    f"{name} still runs after {timeout_s} s:\n{self.logs()}"
-                ) from None
-        return codes
-
-    def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)  # a stopped process dies only once resumed
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def sweep(
-    request: pytest.FixtureRequest,
-    server: distributed.TrackingServer,
-    tmp_path: Path,
-    tiny_imdb: Path,
-    cli_env: dict[str, str],
-) -> Iterator[Sweep]:
-    name = re.sub(r"[^A-Za-z0-9]+", "_", request.node.name)[:60].strip("_")
-    env = {**cli_env, TOKEN_ENV: secrets.token_urlsafe()}  # the chief's (and its restart's)
-    started = Sweep(tmp_path, tiny_imdb, env, server.uri, name)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def _start_all(sweep: Sweep) -> None:
-    """Both workers, then the chief once both wait for it: they start their first trials
-    together (TensorFlow's start-up, which varies most, is behind them)."""
-    for who in WORKERS:
-        sweep.start(who)
-    deadline = time.monotonic() + 180
-    while not all("waiting for the chief" in sweep.log(w) for w in WORKERS):
-        assert time.monotonic() < deadline, f"the workers never got ready:\n{sweep.logs()}"
-        assert all(p.poll() is None for p in sweep.processes.values()), sweep.logs()
-        time.sleep(0.2)
-    sweep.start("chief")
-
-
-def _mid_trial(sweep: Sweep) -> tuple[str, str, Run]:
-    """(victim, survivor, the victim's trial run): the first worker seen mid-trial, the other."""
-    victim, run = sweep.wait_for(sweep.mid_trial, 180, "a worker mid-trial")
-    return victim, next(w for w in WORKERS if w != victim), run
-
-
-def _finished_once(sweep: Sweep) -> list[Run]:
-    """Assert the sweep's record is whole: its parent FINISHED, every trial FINISHED exactly
-    once, nothing RUNNING; returns the trial runs."""
-    parents, children = sweep.runs()
-    assert [p.info.status for p in parents] == ["FINISHED"], sweep.logs()
-    finished = Counter(r.data.tags["trial_id"] for r in children if r.info.status == "FINISHED")
-    assert set(finished) == {str(i) for i in range(TRIALS)}, f"a trial is lost: {finished}"
-    assert max(finished.values()) == 1, f"a trial was logged FINISHED twice: {finished}"
-    running = [r.data.tags["trial_id"] for r in children if r.info.status == "RUNNING"]
-    assert not running, f"trial runs left RUNNING: {running}"
-    return children
-
-
-def _seconds(run: Run, since: float) -> float:
-    """Seconds of `run` spent after the wall-clock time `since`."""
-    return max(0.0, run.info.end_time / 1000 - max(run.info.start_time / 1000, since))
-
-
-@pytest.mark.slow
-def test_a_worker_killed_mid_trial_and_never_restarted_does_not_stall_the_sweep(
-    sweep: Sweep,
-) -> None:
-    _start_all(sweep)
-    victim, survivor, run = _mid_trial(sweep)
-    os.kill(sweep.processes[victim].pid, signal.SIGKILL)
-    killed_at = time.time()
-    codes = sweep.finish({"chief", survivor})
-    took = time.time() - killed_at
-    assert codes == {"chief": 0, survivor: 0}, sweep.logs()
-
-    children = _finished_once(sweep)
-    lost = run.data.tags["trial_id"]
-    killed = [r for r in children if r.info.status == "KILLED"]
-    assert [(r.data.tags["trial_id"], r.data.tags[tracking.WORKER_TAG]) for r in killed] == [
-        (lost, victim)
-    ], "only the lost worker's trial run is KILLED"
-    assert f"{victim} was silent" in killed[0].data.tags[tracking.KILL_REASON_TAG]
-    redone = next(
-        r for r in children if r.info.status == "FINISHED" and r.data.tags["trial_id"] == lost
-    )
-    assert redone.data.tags[tracking.WORKER_TAG] == survivor, "a live worker took it over"
-    # the sweep ended within the heartbeat timeout plus the work left (and a margin for
-    # two processes to wind down on a shared machine)
-    left = sum(_seconds(r, killed_at) for r in children if r.info.status == "FINISHED")
-    assert took < HEARTBEAT_S + left + 30, f"{took:.0f} s after the kill, {left:.0f} s of work"
-
-
-@pytest.mark.slow
-def test_a_worker_stopped_past_the_timeout_then_resumed_does_not_log_its_old_trial(
-    sweep: Sweep,
-) -> None:
-    _start_all(sweep)
-    victim, _, run = _mid_trial(sweep)
-    lost = run.data.tags["trial_id"]
-    os.kill(sweep.processes[victim].pid, signal.SIGSTOP)
-
-    def taken() -> Run | None:
-        now = MlflowClient(sweep.uri).get_run(run.info.run_id)
-        return now if now.info.status == "KILLED" else None
-
-    sweep.wait_for(taken, HEARTBEAT_S + 60, "the stopped worker's trial run marked KILLED")
-    os.kill(sweep.processes[victim].pid, signal.SIGCONT)
-    codes = sweep.finish({"chief", *WORKERS})
-    assert codes == {"chief": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
-
-    _finished_once(sweep)  # the lost trial too: done once, by someone
-    old = MlflowClient(sweep.uri).get_run(run.info.run_id)
-    assert old.info.status == "KILLED", "the woken worker did not close its old run otherwise"
-    assert f"{victim} was silent" in old.data.tags[tracking.KILL_REASON_TAG]
-    assert "best_val_accuracy" not in old.data.metrics, "the woken worker logged its old trial"
-    assert f"trial {lost} was taken back by the chief" in sweep.log(victim)
-
-
-@pytest.mark.slow
-def test_a_chief_killed_mid_sweep_and_restarted_logs_no_trial_twice(sweep: Sweep) -> None:
-    _start_all(sweep)
-    running = sweep.wait_for(sweep.on_trials, 180, "both workers on a trial")
-    sweep.processes["chief"].kill()
-    sweep.processes["chief"].wait()
-    sweep.start("chief-2")  # the same command again
-    codes = sweep.finish({"chief-2", *WORKERS})
-    assert codes == {"chief-2": 0, "worker-a": 0, "worker-b": 0}, sweep.logs()
-
-    children = _finished_once(sweep)
-    assert not [r for r in children if r.info.status == "KILLED"], "no trial was run twice"
-    for worker, run in running.items():  # the restarted chief gave each its trial back
-        assert MlflowClient(sweep.uri).get_run(run.info.run_id).info.status == "FINISHED", worker
