@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -184,12 +185,30 @@ def _request(user: str, password: str) -> Iterator[None]:
         yield
 
 
+def _starlette_request(user: str, password: str) -> Any:
+    """An artifact upload as MLflow's FastAPI routes see it, with this basic-auth login."""
+    from starlette.requests import Request
+
+    login = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return Request(
+        {
+            "type": "http",
+            "method": "PUT",
+            "scheme": "http",
+            "server": ("127.0.0.1", 5000),
+            "path": "/api/2.0/mlflow-artifacts/artifacts/1/run/artifacts/curves.png",
+            "query_string": b"",
+            "headers": [(b"authorization", f"Basic {login}".encode())],
+        }
+    )
+
+
 def test_a_users_database_away_is_answered_503_not_a_refused_login(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With PostgreSQL restarting, MLflow's check refused a right login (401, which clients do
-    not retry: a trial FAILED on its artifact upload; the soak found it). The server's check
-    (the auth config's authorization_function) makes it an error MLflow answers 503."""
+    """With PostgreSQL restarting, MLflow refused right logins (401, which clients do not retry:
+    a trial FAILED, a worker stopped, on artifact uploads; the soak found both). The server's
+    check (the auth config's authorization_function) makes it an error MLflow answers 503."""
     from cachetools import TTLCache
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
@@ -223,7 +242,21 @@ def test_a_users_database_away_is_answered_503_not_a_refused_login(
         assert mlflow_auth._before_request().status_code == 503
     monkeypatch.setattr(store, "get_user", looked_up)
     with _request("trainer", "a-good-long-password"):
-        assert isinstance(login.authenticate_request(), Authorization)
+        assert isinstance(login.authenticate_request(), Authorization)  # and in MLflow's cache
+    # FastAPI's routes (artifact uploads): MLflow's bridge looks the user up after any check,
+    # and takes a database error for no such user, even for a login its cache vouches for
+    monkeypatch.setattr(store, "get_user", database_away)
+    upload = _starlette_request("trainer", "a-good-long-password")
+    mlflow_own = configured._replace(
+        authorization_function=mlflow_auth.DEFAULT_AUTHORIZATION_FUNCTION
+    )
+    monkeypatch.setattr(mlflow_auth, "auth_config", mlflow_own)
+    assert mlflow_auth._authenticate_custom_for_fastapi(upload) is None, "MLflow's: a 401"
+    monkeypatch.setattr(mlflow_auth, "auth_config", configured)
+    with pytest.raises(MlflowException) as away:  # the middleware answers it 503
+        mlflow_auth._authenticate_custom_for_fastapi(upload)
+    assert away.value.get_http_status_code() == 503
+    monkeypatch.setattr(store, "get_user", looked_up)
     for user, password in (("trainer", "wrong-password-123"), ("nobody", "a-good-long-password")):
         mlflow_auth._USER_AUTH_CACHE.clear()
         with _request(user, password):

@@ -4,12 +4,9 @@ a real MLflow tracking server (SQLite, or PostgreSQL where it is installed)."""
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from benchmarks.soak.services import Postgres, Unavailable
 from sweep import cluster, distributed
 from sweep.__main__ import run as main_run
 from sweep.config import compose_config
@@ -36,10 +34,6 @@ from tests.conftest import (
     store_path,
     tiny_overrides,
 )
-
-#: Where Debian's `postgresql` package puts initdb and pg_ctl (PATH first).
-PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-
 
 # --- config and environment --------------------------------------------------------------------
 
@@ -261,61 +255,22 @@ def test_the_chief_marks_only_the_run_a_silent_worker_left(
 # --- servers ------------------------------------------------------------------------------------
 
 
-def _pg_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/") + f"/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
 @pytest.fixture
 def postgres_store() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on loopback (trust auth, its own socket directory)."""
-    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not found; Debian: postgresql)")
+    """A throwaway PostgreSQL cluster on loopback (trust auth, its own socket directory), as the
+    soak runs one (benchmarks/soak/services.py)."""
     try:
-        import psycopg
+        import psycopg  # noqa: F401 - the driver MLflow's server needs
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[dev]' brings psycopg[binary])")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(root)
-            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            shutil.rmtree(root)
-            pytest.skip("running as root and runuser is missing")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_user = [runuser, "-u", "postgres", "--"]
-    data, port = root / "data", distributed.free_port()
-    options = f"-k {root} -p {port} -h 127.0.0.1 -c fsync=off"
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_user, *command], cwd=root, check=True, capture_output=True, timeout=120)
-
     try:
-        run(initdb, "-D", str(data), "-U", "mlflow", "--auth=trust", "--no-locale", "-E", "UTF8")
-        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-        with psycopg.connect(
-            host="127.0.0.1", port=port, user="mlflow", dbname="postgres", autocommit=True
-        ) as connection:
-            connection.execute("CREATE DATABASE mlflow")
-        yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}/mlflow"
+        cluster = Postgres()
+    except Unavailable as missing:
+        pytest.skip(str(missing))
+    try:
+        yield cluster.create()
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                cwd=root,
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.destroy()
 
 
 def _tail(path: Path, chars: int = 4000) -> str:

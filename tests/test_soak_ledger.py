@@ -3,6 +3,7 @@ trouble it must catch is planted once, next to a clean record it must pass."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from benchmarks.soak.faults import (
     Plan,
 )
 from benchmarks.soak.ledger import check, percentile, render
-from benchmarks.soak.record import OracleTrial, SweepRecord, mlflow_runs, oracle_trials
+from benchmarks.soak.record import (
+    Delay,
+    OracleTrial,
+    SweepRecord,
+    delays,
+    mlflow_runs,
+    oracle_trials,
+)
 from tests.conftest import PARENT_TAG, chief_oracle, copy_store
 
 T0 = 1_800_000_000.0  # wall-clock seconds the records start at
@@ -177,8 +185,9 @@ def test_mlflow_is_checked_against_the_oracles_record(store: Store) -> None:
 
 def test_recovery_runs_to_the_interrupted_trial_not_the_next_to_finish(store: Store) -> None:
     store.run("0", "FINISHED", 0, 12, "w1", 0.7)  # finishes first after the kill: not it
-    store.run("1", "KILLED", 1, 14, "w2", kill_reason=SILENT.format("w2", "1"))
-    store.run("1", "FINISHED", 15, 40, "w1", 0.8)  # w2's trial, redone by w1
+    # w2's run: killed at 10, closed at 24 (after the chief's death at 20): the kill's trial
+    store.run("1", "KILLED", 1, 24, "w2", kill_reason=SILENT.format("w2", "1"))
+    store.run("1", "FINISHED", 21, 40, "w1", 0.8)  # w2's trial, redone by w1
     store.run("2", "FINISHED", 13, 25, "w3", 0.6)
     oracle = _done(("0", 0.7), ("1", 0.8), ("2", 0.6))
     faults = [Fault(WORKER_KILL, T0 + 10, "w2"), Fault(CHIEF_KILL, T0 + 20)]
@@ -186,11 +195,13 @@ def test_recovery_runs_to_the_interrupted_trial_not_the_next_to_finish(store: St
     assert ledger.clean, render(ledger)
     kill, chief = ledger.recoveries
     assert kill.trials == ("1",) and kill.seconds == pytest.approx(30.0, abs=0.01)
-    # the chief's death interrupted both trials running then: recovered when the last ended
-    assert chief.trials == ("1", "2") and chief.seconds == pytest.approx(20.0, abs=0.01)
+    assert chief.trials == ("2",) and chief.seconds == pytest.approx(5.0, abs=0.01)
     summary = ledger.recovery_summary()
-    assert summary["all"]["p50_s"] == 25.0 and summary[WORKER_KILL]["measured"] == 1
+    assert summary["all"]["p50_s"] == 17.5 and summary[WORKER_KILL]["measured"] == 1
     assert ledger.faults == {WORKER_KILL: 1, CHIEF_KILL: 1}
+    # a chief's death with two trials held: recovered when the last of them ended
+    (both,) = check(store.record(oracle), [Fault(CHIEF_KILL, T0 + 22)], planned=3).recoveries
+    assert both.trials == ("1", "2") and both.seconds == pytest.approx(18.0, abs=0.01)
 
 
 def test_a_fault_that_hit_no_trial_or_one_never_done_is_counted_apart(store: Store) -> None:
@@ -210,17 +221,33 @@ def test_a_fault_that_hit_no_trial_or_one_never_done_is_counted_apart(store: Sto
     }
 
 
-def test_a_trial_taken_from_a_worker_no_fault_hit_is_named(store: Store) -> None:
+def test_a_trial_taken_from_a_worker_no_fault_hit_is_named(store: Store, tmp_path: Path) -> None:
     oracle = _three_finished(store)
     taken = store.run("3", "KILLED", 21, 30, "w2", kill_reason=SILENT.format("w2", "3"))
     store.run("3", "FINISHED", 31, 40, "w1", 0.5)
     oracle["3"] = OracleTrial("3", "COMPLETED", 0.5)
     stopped = check(store.record(oracle), [Fault(WORKER_STOP, T0 + 22, "w2")], planned=4)
-    assert stopped.taken_from_live == [] and stopped.clean
-    starved = check(store.record(oracle), [Fault(WORKER_STOP, T0 + 22, "w1")], planned=4)
-    assert [line.split(":")[0] for line in starved.taken_from_live] == [
-        f"trial 3 run {taken} of w2"
-    ]
+    assert stopped.taken_from_live == stopped.taken_while_starved == [] and stopped.clean
+    unexplained = check(store.record(oracle), [Fault(WORKER_STOP, T0 + 22, "w1")], planned=4)
+    named = f"trial 3 run {taken} of w2"
+    assert [line.split(":")[0] for line in unexplained.taken_from_live] == [named]
+    # its heartbeat logged waking 9 s late at T0+33, so it was held up from T0+24 on: starved
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    woke = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(T0 + 33))
+    (logs / "004-w2.log").write_text(
+        f"[{woke},250][sweep.tuner.liveness][WARNING] - sweep-heartbeat woke 9.0 s late (it "
+        "runs every 0.8 s): this process was held up (short of CPU, or stopped)\n"
+        f"[{woke},300][sweep.tuner.trials][INFO] - trial 4/4 ...\n"
+    )
+    held_up = delays(logs)
+    assert held_up == [Delay("w2", T0 + 33.25, 9.0)]
+    starved = check(store.record(oracle), [], planned=4, held_up=held_up)
+    assert starved.taken_from_live == [] and [
+        line.split(":")[0] for line in starved.taken_while_starved
+    ] == [named]
+    late = [Delay("w2", T0 + 50, 5.0)]  # held up only after the run had ended: no excuse
+    assert check(store.record(oracle), [], planned=4, held_up=late).taken_from_live
 
 
 def test_the_oracle_record_is_read_from_a_chiefs_project(tmp_path: Path) -> None:

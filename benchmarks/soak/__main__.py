@@ -72,11 +72,18 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def as_json(result: Result, command: str) -> dict[str, Any]:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result.settings).items()}
+    record = result.record
     return {
         "command": command,
         "settings": settings,
         "seconds": round(result.seconds, 1),
         **result.ledger.to_json(),
+        # what the ledger was checked on, to check it again
+        "record": {
+            "parents": record.parents,
+            "runs": [asdict(r) for r in record.runs],
+            "oracle": {k: asdict(t) for k, t in record.oracle.items()},
+        },
     }
 
 

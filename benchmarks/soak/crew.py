@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ class Member:
     log_path: Path
     stopped: bool = False  # SIGSTOPped now
     ended: bool = False  # exited, and the exit dealt with
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Crew:
     work: Path
     args: Sequence[str]
     env: dict[str, str]
+    oracle: str  # HOST:PORT the chief serves on
     members: dict[str, Member] = field(default_factory=dict)
     starts: int = 0
 
@@ -104,6 +107,16 @@ class Crew:
         """Whether the chief ended the sweep itself (exit 0)."""
         chief = self.members.get(CHIEF)
         return chief is not None and chief.process.poll() == 0
+
+    def chief_serving(self) -> bool:
+        """Whether the chief's oracle port takes connections (a restarted chief serves once it
+        has reloaded the sweep), or the chief has ended the sweep."""
+        host, _, port = self.oracle.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return self.chief_done()
 
     def close(self, grace_s: float = 30.0) -> None:
         """Stop every process still running: SIGINT (each closes its open run), then SIGKILL."""

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUTS = (1.5, 2.5)
 #: Seconds a killed process or a stopped server stays down before it is started again.
 DOWN_S = (0.0, 3.0)
-#: How long a restarted MLflow server may take to answer again (it imports MLflow first).
-SERVER_BACK_S = 300.0
+#: How long a restarted chief or MLflow server may take to serve again (each imports its
+#: libraries first: TensorFlow, MLflow).
+BACK_S = 300.0
 
 
 @dataclass
@@ -65,13 +66,10 @@ class Injector:
         """One fault of `kind`, its choices drawn from `rng`; None when it found nothing to hit
         (no worker running)."""
         fault = self._kinds[kind](rng)
-        if fault is not None:
-            log.info(
-                "fault %s%s: %s",
-                fault.kind,
-                f" on {fault.target}" if fault.target else "",
-                fault.detail,
-            )
+        if fault is not None:  # said once it is over, with when it landed
+            landed = time.strftime("%H:%M:%S", time.localtime(fault.at))
+            target = f" on {fault.target}" if fault.target else ""
+            log.info("fault %s%s at %s: %s", fault.kind, target, landed, fault.detail)
         return fault
 
     def _victim(self, rng: random.Random) -> str | None:
@@ -117,29 +115,39 @@ class Injector:
         return Fault(WORKER_STOP, at, victim, f"SIGSTOP for {hold:.1f} s, then SIGCONT")
 
     def kill_chief(self, rng: random.Random) -> Fault | None:
-        """SIGKILL the chief and start it again with the same command."""
-        down = rng.uniform(*DOWN_S)
-        at = time.time()
-        self.crew.kill(CHIEF)
-        self.wait(down)
-        self.crew.start(CHIEF)
-        return Fault(CHIEF_KILL, at, None, f"SIGKILL; {down:.1f} s later started again")
+        """SIGKILL the chief and start it again with the same command; back once it serves."""
+        crew = self.crew
+        return self._down_and_back(
+            CHIEF_KILL, rng, lambda: crew.kill(CHIEF), lambda: crew.start(CHIEF), crew.chief_serving
+        )
 
     def restart_mlflow(self, rng: random.Random) -> Fault | None:
-        """Stop the MLflow server (SIGTERM to its processes) and start it again."""
+        """Stop the MLflow server (SIGTERM to its processes) and start it again; back once it
+        answers."""
+        server = self.server
+        return self._down_and_back(
+            MLFLOW_RESTART, rng, server.stop, lambda: server.start(wait_s=None), server.answers
+        )
+
+    def _down_and_back(
+        self,
+        kind: str,
+        rng: random.Random,
+        stop: Callable[[], None],
+        start: Callable[[], None],
+        back: Callable[[], bool],
+    ) -> Fault:
+        """Stop a process, leave it down a seeded moment, start it, wait until it is `back`."""
         down = rng.uniform(*DOWN_S)
         at = time.time()
-        self.server.stop()
+        stop()
         self.wait(down)
         started = time.time()
-        self.server.start(wait_s=None)
-        self.wait_until(self.server.answers, SERVER_BACK_S, "the MLflow server answering")
-        back = time.time() - started
+        start()
+        self.wait_until(back, BACK_S, f"{kind}: back")
+        took = time.time() - started
         return Fault(
-            MLFLOW_RESTART,
-            at,
-            None,
-            f"stopped, {down:.1f} s down, answering {back:.1f} s after its start",
+            kind, at, None, f"stopped, {down:.1f} s down, back {took:.1f} s after its start"
         )
 
     def restart_postgres(self, rng: random.Random) -> Fault | None:

@@ -11,7 +11,8 @@ From the sweep's MLflow record and the chief's own (`record`), and the faults (`
 - the MLflow store against the oracle's record: a COMPLETED trial has one FINISHED run with
   the oracle's score, a FINISHED run's trial is COMPLETED, no run of a trial the oracle never
   made;
-- trials taken from a worker no fault hit (its heartbeats starved, or a bug).
+- trials taken from a worker no fault hit: starved (the worker or the chief logged being held
+  up meanwhile), or not (a bug, until shown otherwise).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.soak.faults import KINDS, WORKER_FAULTS, Fault
-from benchmarks.soak.record import SweepRecord, TrialRun
+from benchmarks.soak.record import Delay, SweepRecord, TrialRun
 
 #: What a FAILED trial's reason says when a fault, not its training, failed it: it lost its
 #: worker too often, or the tracking server, its database or the chief went away under it.
@@ -72,6 +73,7 @@ class Ledger:
     killed_runs: int = 0
     mismatches: list[str] = field(default_factory=list)
     taken_from_live: list[str] = field(default_factory=list)
+    taken_while_starved: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)
     recoveries: list[Recovery] = field(default_factory=list)
 
@@ -119,10 +121,14 @@ class Ledger:
 
 
 def check(
-    record: SweepRecord, faults: Sequence[Fault], planned: int, exits: Sequence[str] = ()
+    record: SweepRecord,
+    faults: Sequence[Fault],
+    planned: int,
+    exits: Sequence[str] = (),
+    held_up: Sequence[Delay] = (),
 ) -> Ledger:
     """The ledger of a soak whose sweep planned `planned` trials; `exits` are processes that
-    ended unplanned (a line each, from the runner)."""
+    ended unplanned (a line each, from the runner), `held_up` the late wake-ups they logged."""
     runs = record.runs
     by_trial: dict[str, list[TrialRun]] = defaultdict(list)
     for run in runs:
@@ -137,8 +143,13 @@ def check(
     ledger.killed_runs = sum(r.status == "KILLED" for r in runs)
     if len(record.parents) != 1:
         ledger.mismatches.append(f"{len(record.parents)} parent runs, not 1")
-    ledger.taken_from_live = _taken_from_live(runs, faults)
-    ledger.recoveries = [_recovery(f, runs, by_trial) for f in sorted(faults, key=lambda f: f.at)]
+    taken = _taken_from_live(runs, faults)
+    starved = [r for r in taken if _starved(r, held_up)]
+    ledger.taken_while_starved = [_named(r) for r in starved]
+    ledger.taken_from_live = [_named(r) for r in taken if r not in starved]
+    ledger.recoveries = [
+        _recovery(f, runs, by_trial, faults) for f in sorted(faults, key=lambda f: f.at)
+    ]
     return ledger
 
 
@@ -190,37 +201,68 @@ def _mismatches(trial_id: str, finished: list[TrialRun], oracle: Any) -> list[st
     return []
 
 
-def _taken_from_live(runs: list[TrialRun], faults: Sequence[Fault]) -> list[str]:
+def _taken_from_live(runs: list[TrialRun], faults: Sequence[Fault]) -> list[TrialRun]:
     """Runs the chief took back for silence from a worker no fault hit while it ran them."""
-    found = []
-    for run in runs:
-        if run.status != "KILLED" or SILENT not in run.kill_reason:
-            continue
-        end = run.end if run.end is not None else math.inf
-        hit = any(
-            f.kind in WORKER_FAULTS and f.target == run.worker and run.start <= f.at <= end
+    return [
+        run
+        for run in runs
+        if run.status == "KILLED"
+        and SILENT in run.kill_reason
+        and not any(
+            f.kind in WORKER_FAULTS and f.target == run.worker and run.start <= f.at <= _end(run)
             for f in faults
         )
-        if not hit:
-            found.append(
-                f"trial {run.trial_id} run {run.run_id} of {run.worker}: {run.kill_reason}"
-            )
-    return found
+    ]
 
 
-def interrupted(fault: Fault, runs: Sequence[TrialRun]) -> list[str]:
-    """The trials a fault interrupted: those with a run going on as it landed (of the worker it
-    hit, for a worker fault)."""
-    hit = [r for r in runs if r.start <= fault.at and (r.end is None or r.end >= fault.at)]
+def _starved(run: TrialRun, held_up: Sequence[Delay]) -> bool:
+    """Whether the run's worker, or the chief, logged being held up while the run went on: its
+    heartbeats (or the chief's answers to them) came late, so the take is starvation's."""
+    return any(
+        d.process in (run.worker, "chief")
+        and d.woke - d.late_s <= _end(run)
+        and d.woke >= run.start
+        for d in held_up
+    )
+
+
+def _end(run: TrialRun) -> float:
+    return run.end if run.end is not None else math.inf
+
+
+def _named(run: TrialRun) -> str:
+    return f"trial {run.trial_id} run {run.run_id} of {run.worker}: {run.kill_reason}"
+
+
+def held_at(fault: Fault, runs: Sequence[TrialRun], faults: Sequence[Fault]) -> list[TrialRun]:
+    """The runs a fault interrupted: those going on as it landed (the worker's, for a worker
+    fault), less those an earlier worker fault had hit already (a stopped worker's run ends
+    when the woken worker closes it, after the chief took its trial back: not this fault's)."""
+    hit = [r for r in runs if r.start <= fault.at <= _end(r)]
     if fault.kind in WORKER_FAULTS:
-        hit = [r for r in hit if r.worker == fault.target]
-    return sorted({r.trial_id for r in hit})
+        return [r for r in hit if r.worker == fault.target]
+    return [
+        r
+        for r in hit
+        if not any(
+            f.kind in WORKER_FAULTS and f.target == r.worker and r.start <= f.at < fault.at
+            for f in faults
+        )
+    ]
+
+
+def interrupted(fault: Fault, runs: Sequence[TrialRun], faults: Sequence[Fault] = ()) -> list[str]:
+    """The trials a fault interrupted (`held_at`)."""
+    return sorted({r.trial_id for r in held_at(fault, runs, faults)})
 
 
 def _recovery(
-    fault: Fault, runs: Sequence[TrialRun], by_trial: dict[str, list[TrialRun]]
+    fault: Fault,
+    runs: Sequence[TrialRun],
+    by_trial: dict[str, list[TrialRun]],
+    faults: Sequence[Fault],
 ) -> Recovery:
-    trials = interrupted(fault, runs)
+    trials = interrupted(fault, runs, faults)
     done: dict[str, float] = {}
     for trial_id in trials:
         ends = [
@@ -276,6 +318,8 @@ def render(ledger: Ledger) -> list[str]:
         "faults: "
         + (", ".join(f"{kind} {n}" for kind, n in ledger.faults.items()) or "none")
         + f" ({sum(ledger.faults.values())} in all)",
+        f"trials taken from a worker no fault hit: {len(ledger.taken_from_live)} unexplained, "
+        f"{len(ledger.taken_while_starved)} while it or the chief was held up (starved)",
     ]
     for name, row in summary.items():
         shown = (
@@ -294,6 +338,7 @@ def render(ledger: Ledger) -> list[str]:
         "FAILED": [f"trial {t}: {why}" for t, why in ledger.failed.items()],
         "MLflow vs oracle": ledger.mismatches,
         "taken from a live worker": ledger.taken_from_live,
+        "taken from a worker held up (starved)": ledger.taken_while_starved,
         "unplanned exits": ledger.exits,
     }
     for title, items in findings.items():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,13 @@ from sweep.vocabulary import (
 )
 from sweep.vocabulary import REPLICATE_OF_TAG as REPLICATE_TAG
 from sweep.vocabulary import TRIAL_ID_TAG as TRIAL_TAG
+
+#: A process's own line (Hydra's log format) saying its heartbeat (a worker) or its monitor (the
+#: chief) woke late: the process was held up (`sweep.tuner.liveness.Ticker`).
+LATE_LINE = re.compile(
+    r"^\[(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3})\]\[sweep\.tuner\.liveness\]"
+    r"\[WARNING\] - sweep-(?:heartbeat|monitor) woke (?P<late>[\d.]+) s late"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,16 @@ class OracleTrial:
     status: str
     score: float | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A process held up: its heartbeat (or the chief's monitor) woke `late_s` late at `woke`
+    (wall-clock seconds)."""
+
+    process: str
+    woke: float
+    late_s: float
 
 
 @dataclass(frozen=True)
@@ -117,3 +136,18 @@ def oracle_trials(project: Path) -> dict[str, OracleTrial]:
 def with_oracle(record: SweepRecord, project: Path) -> SweepRecord:
     """`record` with the chief's own record of its trials read from `project`."""
     return SweepRecord(record.parents, record.runs, oracle_trials(project))
+
+
+def delays(logs: Path) -> list[Delay]:
+    """Every late wake-up the sweep's processes logged, from the soak's log files (one per
+    process start, named NNN-PROCESS.log)."""
+    found = []
+    for path in sorted(logs.glob("*.log")):
+        process = path.stem.partition("-")[2]
+        for line in path.read_text(errors="replace").splitlines():
+            match = LATE_LINE.match(line)
+            if match:
+                woke = time.mktime(time.strptime(match["when"], "%Y-%m-%d %H:%M:%S"))
+                woke += int(match["ms"]) / 1000
+                found.append(Delay(process, woke, float(match["late"])))
+    return found

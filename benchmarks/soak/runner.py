@@ -13,7 +13,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,14 @@ from benchmarks.soak.crew import CHIEF, Crew, last_words
 from benchmarks.soak.faults import KINDS, POSTGRES_RESTART, Fault, Plan
 from benchmarks.soak.injector import Injector
 from benchmarks.soak.ledger import Ledger, check
-from benchmarks.soak.record import mlflow_runs, with_oracle
-from benchmarks.soak.services import PASSWORD_ENV, USERNAME_ENV, LoginServer, Postgres
+from benchmarks.soak.record import SweepRecord, delays, mlflow_runs, with_oracle
+from benchmarks.soak.services import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    LoginServer,
+    Postgres,
+    environment,
+)
 from sweep.cluster import thread_env
 from sweep.distributed import free_port
 from sweep.schema.distributed import TOKEN_ENV
@@ -42,6 +49,9 @@ OBJECTIVE = "val_accuracy"
 MAX_REQUEUES = 1000
 #: Unmeant exits (crashes) after which the soak gives up: something is broken, not flaky.
 MAX_EXITS = 50
+#: A process that exits unmeant this many times in a row, each time within QUICK_EXIT_S of its
+#: start, is in a crash loop (a bad command line, a missing service): the soak gives up.
+CRASH_LOOP, QUICK_EXIT_S = 3, 120.0
 #: The soak's own look at MLflow (which workers are busy) does not wait out a server that is
 #: away: MLflow's client would retry for minutes.
 QUICK_ANSWER = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -81,6 +91,7 @@ class Settings:
     server_workers: int = 2
     work: Path | None = None  # None: a new temporary directory, removed at the end
     overrides: tuple[str, ...] = ()  # more sweep overrides, last
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the sweep's processes
 
     def plan(self) -> Plan:
         if not self.postgres and POSTGRES_RESTART in self.kinds:
@@ -98,6 +109,7 @@ class Result:
     settings: Settings
     seconds: float
     work: Path
+    record: SweepRecord
 
 
 def sweep_args(settings: Settings, work: Path, uri: str, oracle: str) -> list[str]:
@@ -136,6 +148,7 @@ class Supervisor:
     deadline: float
     started: float = field(default_factory=time.time)
     exits: list[str] = field(default_factory=list)
+    quick: Counter[str] = field(default_factory=Counter)  # exits in a row soon after a start
 
     def tick(self) -> None:
         for member, code in self.crew.exits():
@@ -147,7 +160,9 @@ class Supervisor:
             )
             log.warning("%s", line)
             self.exits.append(line)
-            if len(self.exits) > MAX_EXITS:
+            soon = time.monotonic() - member.started < QUICK_EXIT_S
+            self.quick[member.name] = self.quick[member.name] + 1 if soon else 0
+            if len(self.exits) > MAX_EXITS or self.quick[member.name] >= CRASH_LOOP:
                 raise RuntimeError(f"{len(self.exits)} unmeant exits: giving up ({line})")
             if not self.crew.chief_done():
                 self.crew.start(member.name)
@@ -178,7 +193,7 @@ def _busy(uri: str) -> Callable[[], set[str]]:
     def busy() -> set[str]:
         client = MlflowClient(uri)
         try:
-            with _environment(**QUICK_ANSWER):
+            with environment(**QUICK_ANSWER):
                 found = client.get_experiment_by_name(EXPERIMENT)
                 runs = client.search_runs(
                     [found.experiment_id], "attributes.status = 'RUNNING'", max_results=200
@@ -188,22 +203,6 @@ def _busy(uri: str) -> Callable[[], set[str]]:
         return {r.data.tags[WORKER_TAG] for r in runs if WORKER_TAG in r.data.tags}
 
     return busy
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """This process's environment with `values` set, for the block (MLflow's client reads its
-    login and retry settings from there at each request)."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def soak(settings: Settings) -> Result:
@@ -227,7 +226,7 @@ def soak(settings: Settings) -> Result:
         cleanup.callback(server.stop)
         server.start()
         password = server.add_sweeper(SWEEPER, EXPERIMENT)
-        cleanup.enter_context(_environment(**{USERNAME_ENV: SWEEPER, PASSWORD_ENV: password}))
+        cleanup.enter_context(environment(**{USERNAME_ENV: SWEEPER, PASSWORD_ENV: password}))
         crew = _crew(settings, work, server.uri)
         cleanup.callback(crew.close)
         supervisor = Supervisor(crew, began + settings.max_minutes * 60)
@@ -242,15 +241,16 @@ def soak(settings: Settings) -> Result:
         )
         faults = _run(plan, crew, supervisor, injector)
         crew.close()  # anything left (a soak out of time) closes its runs first
-        ledger = _ledger(settings, work, server.uri, faults, supervisor.exits)
-    return Result(ledger, settings, time.monotonic() - began, work)
+        record = _record(work, server.uri)
+    ledger = check(record, faults, settings.trials, supervisor.exits, delays(work / "logs"))
+    return Result(ledger, settings, time.monotonic() - began, work, record)
 
 
 def _crew(settings: Settings, work: Path, uri: str) -> Crew:
     """The chief and `settings.workers` workers, started (the workers wait for the chief)."""
     oracle = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, **thread_env(1), TOKEN_ENV: secrets.token_urlsafe()}
-    crew = Crew(work, sweep_args(settings, work, uri, oracle), env)
+    env = {**os.environ, **thread_env(1), TOKEN_ENV: secrets.token_urlsafe(), **dict(settings.env)}
+    crew = Crew(work, sweep_args(settings, work, uri, oracle), env, oracle)
     crew.start(CHIEF)
     for i in range(settings.workers):
         crew.start(f"worker-{i}")
@@ -275,10 +275,7 @@ def _run(plan: Plan, crew: Crew, supervisor: Supervisor, injector: Injector) -> 
     return faults
 
 
-def _ledger(
-    settings: Settings, work: Path, uri: str, faults: list[Fault], exits: list[str]
-) -> Ledger:
-    """The ledger from what MLflow and the chief's project directory hold."""
+def _record(work: Path, uri: str) -> SweepRecord:
+    """What MLflow and the chief's project directory hold of the sweep."""
     record = mlflow_runs(MlflowClient(uri), EXPERIMENT, OBJECTIVE)
-    record = with_oracle(record, work / "sweeps" / EXPERIMENT / "tuner")
-    return check(record, faults, settings.trials, exits)
+    return with_oracle(record, work / "sweeps" / EXPERIMENT / "tuner")

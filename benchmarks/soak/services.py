@@ -47,14 +47,14 @@ class Unavailable(RuntimeError):
     """What a service needs is not on this machine (PostgreSQL, or a user to run it as)."""
 
 
-def _postgres_tools(root: Path) -> tuple[str, str, list[str]]:
-    """initdb, pg_ctl, and the command prefix that runs them as `postgres` when this process
-    is root (who then owns `root`)."""
+def postgres_tools() -> tuple[str, str, list[str], pwd.struct_passwd | None]:
+    """initdb, pg_ctl, the command prefix that runs them, and the user they run as when this
+    process is root (PostgreSQL refuses to run as root); Unavailable, saying what is missing."""
     initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
     if not (initdb and pg_ctl):
         raise Unavailable("PostgreSQL is not installed (initdb/pg_ctl; Debian: postgresql)")
     if os.geteuid() != 0:
-        return initdb, pg_ctl, []
+        return initdb, pg_ctl, [], None
     runuser = shutil.which("runuser")
     try:
         owner = pwd.getpwnam("postgres")
@@ -62,8 +62,7 @@ def _postgres_tools(root: Path) -> tuple[str, str, list[str]]:
         owner = None
     if owner is None or runuser is None:
         raise Unavailable("running as root without a 'postgres' user (or runuser)")
-    os.chown(root, owner.pw_uid, owner.pw_gid)
-    return initdb, pg_ctl, [runuser, "-u", "postgres", "--"]
+    return initdb, pg_ctl, [runuser, "-u", "postgres", "--"], owner
 
 
 @dataclass
@@ -78,10 +77,12 @@ class Postgres:
 
     def __post_init__(self) -> None:
         try:
-            self.initdb, self.pg_ctl, self.as_user = _postgres_tools(self.root)
+            self.initdb, self.pg_ctl, self.as_user, owner = postgres_tools()
         except Unavailable:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
+        if owner is not None:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
 
     @property
     def uri(self) -> str:
@@ -221,31 +222,33 @@ class LoginServer:
         _signal_group(process, signal.SIGKILL)  # any server worker that outlived it
         self.process = None
 
-    @contextlib.contextmanager
-    def login(self, user: str, password: str) -> Iterator[None]:
-        """This process logged in as `user` for MLflow's client, for the block's duration."""
-        before = {name: os.environ.get(name) for name in (USERNAME_ENV, PASSWORD_ENV)}
-        os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = user, password
-        try:
-            yield
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
     def add_sweeper(self, user: str, experiment: str) -> str:
         """As the admin: a user with EDIT on a new experiment `experiment`; its password."""
         from mlflow.server import get_app_client  # MLflow's server app: only where one runs
 
         password = secrets.token_urlsafe(18)
-        with self.login("admin", self.admin_password):
+        with environment(**{USERNAME_ENV: "admin", PASSWORD_ENV: self.admin_password}):
             users = get_app_client("basic-auth", tracking_uri=self.uri)
             users.create_user(user, password)
             created = MlflowClient(self.uri).create_experiment(experiment)
             users.grant_user_permission(user, "experiment", created, "EDIT")
         return password
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """This process's environment with `values` set, for the block (MLflow's client reads its
+    login and retry settings from there at each request)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 #: Heartbeats a worker sends per timeout (and checks the chief makes), so one late beat is not
 #: taken for silence.
 BEATS_PER_TIMEOUT = 5
-#: A ticker that wakes this many intervals late says so (a worker's heartbeats then reached the
-#: chief late: the log tells starvation from a bug).
+#: A ticker that wakes this many intervals late, or a heartbeat that takes as long, says so (a
+#: worker's heartbeats then reached the chief late: the log tells starvation from a bug).
 LATE_INTERVALS = 2.5
 #: How often the chief checks whether its last worker has left.
 END_POLL_S = 1.0
@@ -164,12 +164,12 @@ class Heartbeat(Ticker):
             # call says so in one line): training goes on
             log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
             return
-        log.debug(
-            "heartbeat for trial %s: %s after %.2f s",
-            holding.trial_id,
-            "held" if held else "taken back",
-            time.monotonic() - started,
-        )
+        took = time.monotonic() - started
+        answer = "held" if held else "taken back"
+        if took > LATE_INTERVALS * self._interval:  # the chief away, slow, or out of reach
+            log.warning("heartbeat for trial %s took %.1f s (%s)", holding.trial_id, took, answer)
+        else:
+            log.debug("heartbeat for trial %s: %s after %.2f s", holding.trial_id, answer, took)
 
 
 def reconnect_quickly(oracle: Any, dist: DictConfig) -> None:

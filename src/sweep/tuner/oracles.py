@@ -234,9 +234,13 @@ class SweepOracle(KerasOracle):
                 continue
             queue.remove(trial_id)
             trial = self.trials[trial_id]
-            if trial.status == TrialStatus.RUNNING:  # not one that ended as the chief died
-                self.ongoing_trials[worker] = trial
-                self.tuner_ids.add(worker)
+            if trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
+                continue  # it ended as the chief died: neither its worker's nor queued
+            # RUNNING, or INVALID as saved: queued again after its worker fell silent, then
+            # handed out from the queue, which Keras Tuner saves the holder of, not the status
+            trial.status = TrialStatus.RUNNING
+            self.ongoing_trials[worker] = trial
+            self.tuner_ids.add(worker)
 
     def _check_consecutive_failures(self) -> None:
         """Keras Tuner's check as each trial ends, raising `ConsecutiveFailures` (its own raises
