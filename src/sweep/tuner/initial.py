@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import space, tracking
 from sweep.errors import ConfigError
 from sweep.objective import Objective
+from sweep.tuner.state import plain
 from sweep.vocabulary import HYPERPARAMETERS_TAG
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,10 @@ def initial_points(
                 raise ConfigError(key, entry.best_of, f"its best trial's {err}") from None
         else:
             label = "given"
-            point = searched.initial_point(_given(entry))
+            point = searched.initial_point(plain(entry))
         if all(point != other for _, other in points):
             points.append((label, point))
     return points
-
-
-def _given(entry: DictConfig) -> dict[str, Any]:
-    """A point given whole, as plain data (interpolations resolved); `check_initial` has let
-    through mappings only."""
-    values = OmegaConf.to_container(entry, resolve=True)
-    if not isinstance(values, dict):
-        raise TypeError(f"search.initial: not a mapping: {values}")
-    return {str(path): value for path, value in values.items()}
 
 
 def _best_of(cfg: DictConfig, key: str, name: str) -> dict[str, Any]:

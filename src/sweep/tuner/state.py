@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import tracking
 from sweep.errors import SweepError
@@ -26,6 +26,15 @@ STATE_FILE = "sweep.json"
 def sweep_dir(cfg: DictConfig) -> Path:
     """Where the sweep keeps its state and Keras Tuner's: `sweep.dir/<name>`."""
     return Path(cfg.sweep.dir) / str(cfg.name)
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config (or a mapping in one) as plain data, interpolations resolved: the values, read
+    here rather than handed down with the config."""
+    values = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(values, dict):
+        raise TypeError(f"not a mapping: {values!r}")
+    return {str(key): value for key, value in values.items()}
 
 
 def compared(flat: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +67,7 @@ def resume_or_start(cfg: DictConfig, experiment: str) -> SweepState:
     """The sweep's state: the parent run to continue, or none for a fresh sweep; refuses a
     changed sweep, and with `sweep.overwrite` starts afresh."""
     directory = sweep_dir(cfg)
-    now = compared(tracking.flatten(cfg))
+    now = compared(tracking.flatten(plain(cfg)))
     state_file = directory / STATE_FILE
     if cfg.sweep.overwrite and directory.exists():
         log.warning(
