@@ -58,6 +58,11 @@ BAD_COMMAND_LINES = [
     (["train.learning_rate=0"], "config error: train.learning_rate=0.0:"),
     (["train.optimizer=adamm"], "config error: train.optimizer=adamm:"),
     (["data.source=ftp"], "config error: data.source=ftp:"),
+    (["export.ensemble=0"], "config error: export.ensemble=0: must be at least 1"),
+    (
+        ["export.ensemble=4", "export.top_k=3"],
+        "config error: export.ensemble=4: is more than export.top_k=3",
+    ),
     (  # the unknown type first, not the fields that type would take
         ["+experiment=smoke", "+search.space.model.dropout={type: normal, mu: 0.3, sigma: 1}"],
         "config error: search.space.model.dropout.type=normal: expected one of choice, int,",

@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 50
 #: Imports of the package's own modules made inside a function, and why each is not a cycle
 #: dodge: the module it loads is heavy (Keras) and only some runs of the caller need it.
 LAZY_ON_PURPOSE = {
-    ("sweep.export", "sweep.train"): "a final evaluation trains; exporting alone needs no Keras",
+    ("sweep.export", "sweep.ensemble"): "a final evaluation trains; exporting alone needs no Keras",
     ("sweep.distributed.__main__", "sweep.distributed"): "`serve` starts without TensorFlow",
 }
 

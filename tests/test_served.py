@@ -28,6 +28,7 @@ from sweep.distributed import free_port
 from sweep.export import export
 from sweep.model import build_model
 from sweep.served.scorer import CLASSIFIER, Preprocessing, Scorer
+from sweep.vocabulary import ENSEMBLE_OF_TAG, FINAL_TAG, SOURCE_RUN_TAG
 from tests.conftest import Servers, Swept, copy_store, tiny_overrides
 
 PYTHON = sys.executable
@@ -310,12 +311,34 @@ def test_the_registered_final_model_serves_reviews_over_http(
 ) -> None:
     """The docs' `mlflow models serve -m models:/NAME/VERSION --env-manager local`, then one
     request with two reviews; bad input is a clear error (400) or a documented answer, and the
-    server stays up."""
+    server stays up. The model is `export.ensemble=2`'s (a single best's is test_export's): the
+    average of the two best trials, each retrained in its own nested run, its logged test score
+    the served answers' (export.evaluate's single evaluation)."""
     cfg = swept.copy(
-        tmp_path, "export.top_k=1", "export.evaluate=true", "export.registered_model=tiny-best"
+        tmp_path,
+        "export.top_k=2",
+        "export.ensemble=2",
+        "export.evaluate=true",
+        "export.registered_model=tiny-best",
     )
-    export(cfg)  # retrains the best trial, scores the test split, registers the model
-    (version,) = MlflowClient(cfg.tracking.uri).search_model_versions("name = 'tiny-best'")
+    exported = export(cfg)  # retrains the two best, scores their average once, registers it
+    client = MlflowClient(cfg.tracking.uri)
+    (final,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.name).experiment_id], f"tags.{FINAL_TAG} = 'true'"
+    )
+    best_two = exported.table[exported.table["status"] == "FINISHED"]["run_id"][:2]
+    assert final.data.tags[ENSEMBLE_OF_TAG] == ",".join(best_two)
+    members = client.search_runs(
+        [final.info.experiment_id], f"tags.mlflow.parentRunId = '{final.info.run_id}'"
+    )
+    assert sorted(m.data.tags[SOURCE_RUN_TAG] for m in members) == sorted(best_two)
+    (version,) = client.search_model_versions("name = 'tiny-best'")
+    texts = in_corpus_order(swept.data)
+    test = texts[len(texts) - len(train.load(cfg).test) :]
+    labels = [label for label in data.LABEL_NAMES for _ in range(len(test) // 2)]
+    answers = mlflow.pyfunc.load_model(f"models:/tiny-best/{version.version}").predict(test)
+    accuracy = np.mean([a.label == label for a, label in zip(answers, labels, strict=True)])
+    assert accuracy == pytest.approx(final.data.metrics["test_accuracy"], abs=1e-9)
     url = serve(f"models:/tiny-best/{version.version}", str(cfg.tracking.uri))
     status, answer = invoke(url, {"inputs": REVIEWS})
     assert status == 200, answer

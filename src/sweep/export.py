@@ -83,7 +83,7 @@ def export(cfg: DictConfig) -> Exported:
     log.info("exported %d trials to %s", len(table), directory)
     written = [directory / p.name for p in configs]
     if cfg.export.evaluate:
-        _final(cfg, written[0], finished.iloc[0], objective, direction)
+        _final(cfg, written, finished, objective, direction)
     # the last line: where to see it (the final run, or the trials, best first)
     tracking.show_runs_page(cfg, view=None if cfg.export.evaluate else tracking.LEADERBOARD_VIEW)
     return Exported(directory, table, written, commands, verdicts)
@@ -189,16 +189,27 @@ def _write_effects(
 
 
 def _final(
-    cfg: DictConfig, config_path: Path, row: pd.Series, objective: str, direction: str
+    cfg: DictConfig, paths: list[Path], finished: pd.DataFrame, objective: str, direction: str
 ) -> None:
-    from sweep.train import final_evaluation  # lazy: Keras loads only when a model is trained
-
-    best = compose_config(config_name=config_path.stem, config_dir=config_path.parent)
-    epochs = tracking.best_epochs(row["run_id"], objective, direction)
-    if epochs:
-        best.train.epochs = epochs  # as many epochs as the trial needed to peak
+    """Retrain the best configuration (or the top `export.ensemble`) on every training review
+    and test it once, as many epochs as its trial needed to peak."""
+    size = cfg.export.ensemble
+    if len(finished) < size:
+        raise ExportError(
+            f"export.ensemble={size} needs {size} finished trials; sweep {cfg.name} has "
+            f"{len(finished)}"
+        )
+    members = []
+    for path, run_id in zip(paths[:size], finished["run_id"][:size], strict=True):
+        member = compose_config(config_name=path.stem, config_dir=path.parent)
+        epochs = tracking.best_epochs(run_id, objective, direction)
+        if epochs:
+            member.train.epochs = epochs
+        members.append((member, run_id))
     registered = cfg.export.registered_model or f"attention-sweep-{cfg.name}"
-    final_evaluation(best, registered, row["run_id"])
+    from sweep.ensemble import final_model  # lazy: Keras loads only when a model trains
+
+    final_model(members, registered)
 
 
 def main() -> None:

@@ -196,36 +196,24 @@ def final_evaluation(
 ) -> dict[str, float]:
     """Retrain `cfg` on the whole training split and evaluate it once on the test split.
 
-    The only place the test split is touched: model selection never sees it.
+    The only place the test split is touched (with `ensemble`): model selection never sees it.
     """
-    encoded = load(cfg)
-    seq_len, truncating = cfg.data.seq_len, cfg.data.truncating
-    # all training reviews to fit on; the test reviews sit in the validation slot, unused by fit
-    xy = Arrays(
-        encoded.train.truncate(seq_len, truncating),
-        np.asarray(encoded.y_train, dtype=np.int32),
-        encoded.test.truncate(seq_len, truncating),
-        np.asarray(encoded.y_test, dtype=np.int32),
-        seq_len,
-        cfg.data.padding,
-    )
     tracking.configure(cfg.tracking)
     tracking.use_experiment(cfg.name, cfg.tracking)
+    encoded = load(cfg)
     tags = {
         **tracking.standard_tags(cfg, encoded.fingerprint),
         FINAL_TAG: "true",
         SOURCE_RUN_TAG: source_run_id,
     }
-    keras.utils.set_random_seed(cfg.seed)
     with tracking.tracked_run(run_name=f"{cfg.name}-final", tags=tags):
-        tracking.log_config(cfg)
-        model = build_model(cfg)
-        fit(model, cfg, xy, validation_data=None, callbacks=[EpochMetrics()])
+        model, test, y_test = retrained(cfg, encoded)
         if cfg.train.batching == "bucketed":
-            test = batches.bucketed(xy.val, xy.y_val, cfg.train.batch_size, seq_len)
-            loss, accuracy = model.evaluate(test, verbose=0)
+            bucketed = batches.bucketed(test, y_test, cfg.train.batch_size, cfg.data.seq_len)
+            loss, accuracy = model.evaluate(bucketed, verbose=0)
         else:
-            loss, accuracy = model.evaluate(xy.x_val, xy.y_val, batch_size=256, verbose=0)
+            x_test = data.pad(test, cfg.data.seq_len, cfg.data.padding)
+            loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
         metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
         log_final(model, metrics, registered_model, preprocessing(cfg, encoded))
     log.info(
@@ -234,6 +222,31 @@ def final_evaluation(
         registered_model,
     )
     return metrics
+
+
+def retrained(
+    cfg: DictConfig, encoded: data.Encoded
+) -> tuple[keras.Model, data.Ragged, np.ndarray]:
+    """`cfg`'s model fitted on every training review, in the active run (its config and
+    per-epoch metrics logged), with the test reviews cut to its `seq_len` and their labels:
+    fit never sees them."""
+    seq_len, truncating = cfg.data.seq_len, cfg.data.truncating
+    test = encoded.test.truncate(seq_len, truncating)
+    y_test = np.asarray(encoded.y_test, dtype=np.int32)
+    # all training reviews to fit on; the test reviews sit in the validation slot, unused by fit
+    xy = Arrays(
+        encoded.train.truncate(seq_len, truncating),
+        np.asarray(encoded.y_train, dtype=np.int32),
+        test,
+        y_test,
+        seq_len,
+        cfg.data.padding,
+    )
+    tracking.log_config(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg)
+    fit(model, cfg, xy, validation_data=None, callbacks=[EpochMetrics()])
+    return model, test, y_test
 
 
 class StopOnInterrupt(keras.callbacks.Callback):

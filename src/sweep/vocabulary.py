@@ -60,6 +60,8 @@ NOTE_TAG = "mlflow.note.content"
 
 # -- a final evaluation (`export.evaluate`): its run, and the trial run it retrained
 FINAL_TAG, SOURCE_RUN_TAG = "final", "source_run_id"
+#: `export.ensemble`: the trial runs (comma-separated, best first) its final model averages
+ENSEMBLE_OF_TAG = "ensemble_of"
 
 # -- experiments (MLflow's own)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -23,7 +23,7 @@ from sweep.schema.distributed import (
     check_distributed,
     check_single_run,
 )
-from sweep.schema.export import ExportConfig, ReportConfig
+from sweep.schema.export import ExportConfig, ReportConfig, check_export
 from sweep.schema.model import (
     SCALE_WORDS,
     AttentionConfig,
@@ -121,6 +121,7 @@ def check_values(cfg: DictConfig) -> None:
         )
     check_data(cfg.data)
     check_train(cfg.train)
+    check_export(cfg.export)
     check_distributed(cfg)
     dist = cfg.get("distributed")
     check_tracking_uri(str(cfg.tracking.uri), str(dist.role) if dist is not None else "none")

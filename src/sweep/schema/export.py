@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sweep.errors import ConfigError
 from sweep.schema.rules import bounds
 
 
@@ -13,10 +14,24 @@ class ExportConfig:
     top_k: int = field(default=3, metadata=bounds(ge=1))
     # retrain the best configuration on the whole training split, evaluate once on test
     evaluate: bool = False
+    # > 1: the final model averages the top this-many configurations' probabilities, each
+    # retrained on the whole training split, and that average is what is tested once
+    ensemble: int = field(default=1, metadata=bounds(ge=1))
     # model registry name for that final model (default: attention-sweep-<name>)
     registered_model: str | None = None
     # the sweep's parent run to export (default: the newest sweep of this experiment)
     parent_run_id: str | None = None
+
+
+def check_export(export: ExportConfig) -> None:
+    """The export settings no single field's bounds can judge."""
+    if export.ensemble > export.top_k:
+        raise ConfigError(
+            "export.ensemble",
+            export.ensemble,
+            f"is more than export.top_k={export.top_k}: its members are the exported "
+            "top configurations (raise export.top_k)",
+        )
 
 
 @dataclass

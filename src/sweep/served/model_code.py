@@ -25,9 +25,9 @@ class ReviewSentiment(PythonModel):
     """Raw reviews in, one `Sentiment` each out."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        from attention_sweep_served.served.scorer import Scorer
+        from attention_sweep_served.served.scorer import load
 
-        self._scorer = Scorer.from_artifacts(context.artifacts)
+        self._scorer = load(context.artifacts)
 
     def predict(self, model_input: list[str], params: dict | None = None) -> list[Sentiment]:
         return [

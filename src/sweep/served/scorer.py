@@ -59,13 +59,13 @@ class Scorer:
         self._width: int | None = classifier.input_shape[1]
 
     @classmethod
-    def from_artifacts(cls, artifacts: Mapping[str, str]) -> Scorer:
-        """The scorer of a logged model, from its artifacts' local paths."""
+    def from_artifacts(cls, artifacts: Mapping[str, str], member: int = 0) -> Scorer:
+        """The scorer of a logged model (or of its `member`th), from its artifacts' paths."""
         layers = {keras.saving.get_registered_name(c): c for c in (SelfAttention, NgramEmbedding)}
         classifier = keras.saving.load_model(
-            artifacts[CLASSIFIER], custom_objects=layers, compile=False
+            artifacts[artifact(CLASSIFIER, member)], custom_objects=layers, compile=False
         )
-        return cls(classifier, Preprocessing.load(artifacts[PREPROCESSING]))
+        return cls(classifier, Preprocessing.load(artifacts[artifact(PREPROCESSING, member)]))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """The classifier's input: each review's ids cut to `seq_len` and padded as in training,
@@ -87,6 +87,38 @@ class Scorer:
 
     def predict(self, texts: Sequence[str]) -> list[tuple[float, str]]:
         """Per review: P(pos), and the label the harness's accuracy counts (the argmax)."""
-        probabilities = self.probabilities(texts)
-        labels = [LABEL_NAMES[i] for i in probabilities.argmax(axis=1)]
-        return list(zip(probabilities[:, 1].tolist(), labels, strict=True))
+        return answers(self.probabilities(texts))
+
+
+class Ensemble:
+    """Scorers whose probabilities are averaged (`export.ensemble`); each member reads a
+    review its own way (its vocabulary, `seq_len`, n-grams)."""
+
+    def __init__(self, members: Sequence[Scorer]) -> None:
+        self.members = list(members)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return np.mean([m.probabilities(texts) for m in self.members], axis=0)
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[float, str]]:
+        return answers(self.probabilities(texts))
+
+
+def artifact(name: str, member: int) -> str:
+    """The artifact key of an ensemble's `member`th classifier or preprocessing (the first's
+    keys are a single model's, so one model is an ensemble of one)."""
+    return name if member == 0 else f"{name}_{member}"
+
+
+def load(artifacts: Mapping[str, str]) -> Scorer | Ensemble:
+    """A logged model's scorer: one classifier, or the average of several."""
+    count = sum(1 for key in artifacts if key.split("_")[0] == CLASSIFIER)
+    if count == 1:
+        return Scorer.from_artifacts(artifacts)
+    return Ensemble([Scorer.from_artifacts(artifacts, m) for m in range(count)])
+
+
+def answers(probabilities: np.ndarray) -> list[tuple[float, str]]:
+    """Per review: P(pos), and the label the harness's accuracy counts (the argmax)."""
+    labels = [LABEL_NAMES[i] for i in probabilities.argmax(axis=1)]
+    return list(zip(probabilities[:, 1].tolist(), labels, strict=True))

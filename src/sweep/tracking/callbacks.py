@@ -22,7 +22,7 @@ from mlflow.models.model import ModelInfo
 
 from sweep import plots, served
 from sweep.model import attention_stats, attention_weights, word_ids
-from sweep.served.scorer import CLASSIFIER, PREPROCESSING, Preprocessing
+from sweep.served.scorer import CLASSIFIER, PREPROCESSING, Preprocessing, artifact
 from sweep.tracking.queries import best_value
 
 log = logging.getLogger(__name__)
@@ -129,19 +129,28 @@ def log_served_model(
 ) -> ModelInfo:
     """`model` as the run's served model: raw review text in, P(pos) and label out, loadable
     where `sweep` is not installed (`sweep.served`); registered when `registered_model` names
-    a registered model. MLflow runs it here on its input example (~0.3 s), with the harness's
-    own modules in place of the shipped copy (`served.use_own_modules`)."""
+    a registered model."""
+    return log_served_ensemble([(model, preprocessing)], registered_model)
+
+
+def log_served_ensemble(
+    members: Sequence[tuple[keras.Model, Preprocessing]], registered_model: str | None = None
+) -> ModelInfo:
+    """The served model that averages `members`' probabilities (one member: that model).
+    MLflow runs it here on its input example (~0.3 s a member), with the harness's own modules
+    in place of the shipped copy (`served.use_own_modules`)."""
     started = time.perf_counter()
     served.use_own_modules()
     with tempfile.TemporaryDirectory(prefix="served-") as tmp:
         work = Path(tmp)
-        artifacts = {
-            CLASSIFIER: str(work / "classifier.keras"),
-            PREPROCESSING: str(work / "preprocessing.json"),
-        }
-        # the same layers and weights without the optimizer's state: a third of the file
-        keras.Model(model.inputs, model.outputs, name=model.name).save(artifacts[CLASSIFIER])
-        preprocessing.save(Path(artifacts[PREPROCESSING]))
+        artifacts: dict[str, str] = {}
+        for member, (model, preprocessing) in enumerate(members):
+            classifier, steps = artifact(CLASSIFIER, member), artifact(PREPROCESSING, member)
+            artifacts[classifier] = str(work / f"{classifier}.keras")
+            artifacts[steps] = str(work / f"{steps}.json")
+            # the same layers and weights without the optimizer's state: a third of the file
+            keras.Model(model.inputs, model.outputs, name=model.name).save(artifacts[classifier])
+            preprocessing.save(Path(artifacts[steps]))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=served.MODEL_CODE,
