@@ -25,6 +25,8 @@ MAX_FUNCTION_LINES = 50
 LAZY_ON_PURPOSE = {
     ("sweep.export", "sweep.ensemble"): "a final evaluation trains; exporting alone needs no Keras",
     ("sweep.distributed.__main__", "sweep.distributed"): "`serve` starts without TensorFlow",
+    ("sweep.__main__", "sweep"): "a refused command line is answered before TensorFlow loads",
+    ("sweep.__main__", "sweep.distributed.launcher"): "the same",
 }
 
 

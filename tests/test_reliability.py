@@ -50,10 +50,30 @@ from tests.conftest import (
 def test_a_real_process_refuses_bad_input_in_one_line(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str], argv: list[str], starts: str
 ) -> None:
-    """As a user sees it: exit 2 and one stderr line, TensorFlow's start-up lines held back
-    (every kind of bad value: tests/test_config.py, in-process)."""
+    """As a user sees it: exit 2 and one stderr line, nothing written (every kind of bad
+    value: tests/test_config.py, in-process). Under a second: TensorFlow is not loaded."""
     result = run_cli([*tiny_overrides(tmp_path, tiny_imdb), *argv], tmp_path, cli_env)
     assert_rejected(result, starts, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "code"), [(["train.epochs=0"], 2), (["tracking.uri=mlflow://x"], 2), (["--help"], 0)]
+)
+def test_a_command_line_is_checked_before_tensorflow_loads(argv: list[str], code: int) -> None:
+    """`python -m sweep`'s checks come first: a refused command line (or --help) is answered
+    without importing TensorFlow, Keras or MLflow, seconds of start-up."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['sweep', *{argv!r}]\n"
+        "try:\n"
+        "    runpy.run_module('sweep', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    heavy = ('tensorflow', 'keras', 'keras_tuner', 'mlflow')\n"
+        "    print(done.code or 0, sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == f"{code} []", out
 
 
 def test_search_space_values_are_data_never_code(

@@ -209,6 +209,8 @@ def check_command_line(args: Sequence[str]) -> None:
     trained); checking up front keeps bad input from costing any training.
     """
     known, _ = get_args_parser().parse_known_args(list(args))
+    if known.help or known.hydra_help:
+        return  # Hydra shows help and starts no job
     overrides = [o for o in known.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)

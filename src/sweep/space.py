@@ -11,14 +11,16 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras_tuner
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep.errors import ConfigError
 from sweep.schema import NAME_PATTERN, Config, check_values
 from sweep.vocabulary import SEARCHABLE, in_searchable_section, part_of_trial
+
+if TYPE_CHECKING:
+    import keras_tuner
 
 #: What every trial logs each epoch: the only objectives a tuner can be scored on.
 TRIAL_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -57,6 +59,8 @@ def hyperparameters(
     `defaults` (Keras Tuner values by path) replace Keras Tuner's defaults (the first value, the
     minimum): the grid tuner's first trial is its defaults.
     """
+    import keras_tuner  # here: a command line is checked (and refused) before TensorFlow loads
+
     hp = keras_tuner.HyperParameters()
     for path, param in space.items():
         kind, default = param.type, (defaults or {}).get(path)

@@ -112,7 +112,6 @@ def check_values(cfg: DictConfig) -> None:
         )
     attention = cfg.model.attention
     check_scale("model.attention.scale", attention.scale)
-    check_initializer("model.attention.initializer", attention.initializer)
     if cfg.train.batching == "bucketed" and not cfg.model.mask_padding:
         raise ConfigError(
             "train.batching",
@@ -133,6 +132,8 @@ def check_values(cfg: DictConfig) -> None:
                 True,
                 "needs a confirmation slice: set data.confirm_fraction (e.g. 0.1)",
             )
+    # last: Keras judges it, and importing Keras loads TensorFlow (seconds)
+    check_initializer("model.attention.initializer", attention.initializer)
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:
