@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from sweep import cli
 from sweep.config import check_config
+from sweep.data.sources import resolve_source
 from sweep.schema import check_single_run
 
 
@@ -19,6 +20,8 @@ def run(cfg: DictConfig) -> float:
     in this process (or as one role of a distributed sweep), or, with `sweep.workers=N`, as a
     chief and N workers started here."""
     searched = check_config(cfg)
+    if cfg.data.source != "keras":  # a data.path that is not there: also before TensorFlow
+        resolve_source(cfg.data.source, cfg.data.path)
     from sweep import tracking  # here: after the checks, as the training modules below
 
     if searched is None:
