@@ -475,9 +475,14 @@ def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3) -> Any:
+def chief_oracle(
+    directory: Path,
+    timeout_s: float = 5.0,
+    max_requeues: int = 3,
+    progress_timeout_s: float | None = None,
+) -> Any:
     """A chief's Keras Tuner oracle in this process (random search over one choice, heartbeats
-    on), its state under `directory`."""
+    on, progress watched with `progress_timeout_s`), its state under `directory`."""
     import keras_tuner
 
     from sweep.tuner.oracles import RandomOracle
@@ -490,7 +495,7 @@ def chief_oracle(directory: Path, timeout_s: float = 5.0, max_requeues: int = 3)
         max_trials=3,
         seed=1,
     )
-    oracle.watch(timeout_s, max_requeues)
+    oracle.watch(timeout_s, max_requeues, progress_timeout_s)
     oracle._set_project_dir(str(directory), "chief")
     return oracle
 

@@ -22,9 +22,9 @@ from keras_tuner.engine.trial import TrialStatus
 
 from sweep.config import compose_config
 from sweep.errors import ConfigError
-from sweep.tuner import liveness
+from sweep.tuner import liveness, serving
 from sweep.tuner.liveness import Heartbeat
-from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, RandomOracle
+from sweep.tuner.oracles import ConsecutiveFailures, RandomOracle
 from tests.conftest import chief_oracle, run_cli
 
 # --- tracking.uri (the ones refused: tests/test_config.py's BAD_COMMAND_LINES) -----------------
@@ -66,15 +66,19 @@ def test_a_bad_tracking_uri_stops_the_command_in_one_line_before_the_data(
 
 
 @pytest.mark.parametrize(
-    ("override", "reason"),
+    ("override", "said"),
     [
-        ("distributed.heartbeat_timeout_s=0.5", "at least 1.0"),
-        ("distributed.max_requeues=-1", "at least 0"),
+        ("distributed.heartbeat_timeout_s=0.5", "heartbeat_timeout_s=0.5: must be at least 1.0"),
+        ("distributed.max_requeues=-1", "max_requeues=-1: must be at least 0"),
+        ("distributed.progress_timeout_s=0", "progress_timeout_s=0.0: must be at least 1.0"),
+        ("distributed.progress_timeout_s=-5", "progress_timeout_s=-5.0: must be at least 1.0"),
+        ("distributed.progress_timeout_s=soon", "progress_timeout_s=soon: Value 'soon' of type"),
     ],
 )
-def test_bad_heartbeat_settings_are_one_line_errors(override: str, reason: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"{override}: must be {reason}")):
+def test_bad_heartbeat_settings_are_one_line_errors(override: str, said: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"config error: distributed.{said}")) as err:
         compose_config(["+experiment=smoke", override])
+    assert "\n" not in str(err.value)
 
 
 # --- the chief's oracle, in this process ---------------------------------------------------------
@@ -82,12 +86,16 @@ def test_bad_heartbeat_settings_are_one_line_errors(override: str, reason: str) 
 
 def _silence(oracle: RandomOracle, worker: str, seconds: float) -> None:
     """Move the chief's memory of `worker` back in time, as if it had been silent so long."""
-    oracle._seen[worker] -= seconds
+    assert oracle.attendance is not None
+    oracle.attendance._heard[worker] -= seconds
 
 
 def _beat(oracle: RandomOracle, worker: str, trial_id: str) -> bool:
-    answer = oracle.create_trial(f"{worker}{HEARTBEAT_MARK}{trial_id}")
-    return answer.trial_id == trial_id and answer.status == TrialStatus.RUNNING
+    return bool(oracle.heartbeat(worker, trial_id, 0))
+
+
+def _taken(oracle: RandomOracle) -> list[tuple[str, keras_tuner.engine.trial.Trial]]:
+    return [(worker, trial) for worker, trial, _ in oracle.take_back()]
 
 
 def _complete(oracle: RandomOracle, trial: keras_tuner.engine.trial.Trial) -> None:
@@ -101,9 +109,9 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_under_its_id(tmp_path: Pa
     a, b = oracle.create_trial("a"), oracle.create_trial("b")
     assert _beat(oracle, "a", a.trial_id) and not _beat(oracle, "a", b.trial_id)
     _silence(oracle, "b", 4.0)
-    assert oracle.take_from_silent() == [], "silent for less than the timeout"
+    assert _taken(oracle) == [], "silent for less than the timeout"
     _silence(oracle, "b", 2.0)
-    assert oracle.take_from_silent() == [("b", b)]
+    assert _taken(oracle) == [("b", b)]
     assert not _beat(oracle, "b", b.trial_id), "a taken trial is no longer its worker's"
     oracle.requeue(b, "worker b was silent")
     assert oracle._retry_queue == [b.trial_id] and "b" not in oracle.tuner_ids
@@ -132,7 +140,7 @@ def test_a_worker_with_nothing_to_do_waits_while_a_trial_may_come_back(tmp_path:
     # max_trials reached, but trial `first` may still come back: b waits (IDLE), not STOPPED
     assert oracle.create_trial("b").status == TrialStatus.IDLE and "b" in oracle.tuner_ids
     _silence(oracle, "a", 10.0)
-    for _, trial in oracle.take_from_silent():
+    for _, trial in _taken(oracle):
         oracle.requeue(trial, "silent")
     assert oracle.create_trial("b").trial_id == first.trial_id
     _complete(oracle, first)
@@ -148,7 +156,7 @@ def test_a_trial_that_loses_too_many_workers_fails(tmp_path: Path) -> None:
         if worker == "b":
             assert oracle.create_trial("b").trial_id == trial.trial_id
         _silence(oracle, worker, 10.0)
-        assert [t.trial_id for _, t in oracle.take_from_silent()] == [trial.trial_id]
+        assert [t.trial_id for _, t in _taken(oracle)] == [trial.trial_id]
         oracle.requeue(trial, f"worker {worker} was silent")
     assert oracle.get_trial(trial.trial_id).status == TrialStatus.FAILED
     assert oracle._retry_queue == [] and oracle.end_order == [trial.trial_id]
@@ -167,7 +175,7 @@ def test_an_error_as_the_monitor_requeues_leaves_the_oracle_to_the_others(
     raised: list[BaseException] = []
 
     def monitor() -> None:
-        for _, taken in oracle.take_from_silent():
+        for _, taken in _taken(oracle):
             try:
                 oracle.requeue(taken, "worker a was silent")
             except ConsecutiveFailures as err:
@@ -197,10 +205,10 @@ def test_a_silent_workers_trial_is_requeued_while_the_tracking_server_is_away(
         marked.put((*args[1:3], before))
         return []
 
-    monkeypatch.setattr(liveness.tracking, "kill_trial_runs", kill_trial_runs)
+    monkeypatch.setattr(serving.tracking, "kill_trial_runs", kill_trial_runs)
     _silence(oracle, "a", 10.0)
     taken_at = time.time()
-    monitor = liveness.Monitor(oracle, "parent-run")
+    monitor = serving.Monitor(oracle, "parent-run")
     monitor.start()  # it checks every second (a fifth of chief_oracle's 5 s timeout)
     try:
         deadline = time.monotonic() + 20
@@ -258,7 +266,7 @@ def test_a_requeued_trial_handed_out_again_survives_a_chief_restart(tmp_path: Pa
     oracle = chief_oracle(tmp_path)
     trial = oracle.create_trial("a")
     _silence(oracle, "a", 10.0)
-    for _, taken in oracle.take_from_silent():
+    for _, taken in _taken(oracle):
         oracle.requeue(taken, "worker a was silent")
     assert oracle.create_trial("b").trial_id == trial.trial_id
     restarted = chief_oracle(tmp_path)
@@ -276,11 +284,9 @@ class _Chief:
         self.holder: str | None = "0"
         self.asked: list[str] = []
 
-    def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
-        self.asked.append(tuner_id)
-        trial_id = tuner_id.partition(HEARTBEAT_MARK)[2]
-        status = TrialStatus.RUNNING if trial_id == self.holder else TrialStatus.IDLE
-        return keras_tuner.engine.trial.Trial(None, trial_id, status)
+    def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
+        self.asked.append(f"{worker} {trial_id}")
+        return trial_id == self.holder
 
 
 def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
@@ -289,7 +295,7 @@ def test_a_worker_knows_which_hold_of_a_trial_the_chief_took_back() -> None:
     heartbeat.hold("0")
     first = heartbeat._holding
     assert heartbeat.still_holds() and not heartbeat.lost()
-    assert chief.asked == [f"w1{HEARTBEAT_MARK}0"]
+    assert chief.asked == ["w1 0"]
     chief.holder = None  # taken back
     assert not heartbeat.still_holds() and heartbeat.lost()
     heartbeat.hold(None)

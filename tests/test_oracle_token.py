@@ -3,7 +3,7 @@ the chief refuses calls without it (or with another) before the oracle sees them
 a wrong token stops in one line, and the secret is never a config value.
 
 Real gRPC on loopback, a real Keras Tuner oracle served by the chief's own server
-(`liveness.start_oracle`), and the worker's own channel (`cluster.oracle_channel`).
+(`serving.start_oracle`), and the worker's own channel (`cluster.oracle_channel`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sweep.distributed import launcher
 from sweep.errors import ConfigError, SweepError
 from sweep.schema import DistributedConfig
 from sweep.schema.distributed import TOKEN_ENV, oracle_token
-from sweep.tuner import liveness
+from sweep.tuner import liveness, serving
 from sweep.tuner.oracles import RandomOracle
 from tests.conftest import chief_oracle
 
@@ -72,7 +72,7 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **tls: str) -> Chief
     oracle = chief_oracle(tmp_path)  # heartbeats on, as a chief's oracle has them
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # what the chief reads when it starts serving
     dist = _dist(f"127.0.0.1:{distributed.free_port()}", role="chief", **tls)
-    server, _ = liveness.start_oracle(oracle, dist)
+    server, _ = serving.start_oracle(oracle, dist)
     return Chief(oracle, dist, server)
 
 
@@ -168,21 +168,22 @@ def test_every_call_of_a_worker_carries_the_token_heartbeats_too(
     monkeypatch.setenv(cluster.TUNER_ID_ENV, "w1")
     worker = _dist(str(chief.dist.oracle), role="worker", worker_id="w1")
     client = oracle_client.OracleClient(chief.oracle)  # Keras Tuner's, as a worker's tuner has
-    liveness.reconnect_quickly(client, worker)
+    line = liveness.reconnect_quickly(client, worker)
     trial = client.create_trial("w1")
-    heartbeat = liveness.Heartbeat(client, "w1", timeout_s=5.0)  # its thread is not started
+    heartbeat = liveness.Heartbeat(line, "w1", timeout_s=5.0)  # its thread is not started
     heartbeat.hold(trial.trial_id)
     assert heartbeat.still_holds() and not heartbeat.lost()
 
     monkeypatch.setenv(TOKEN_ENV, WRONG)  # a chief restarted with another token, say
-    liveness.reconnect_quickly(client, worker)
+    refused = liveness.Heartbeat(liveness.reconnect_quickly(client, worker), "w1", timeout_s=5.0)
+    refused.hold(trial.trial_id)
     with pytest.raises(liveness.ChiefRefused) as caught:
         client.get_space()
     # one line at the command line, and fatal to Keras Tuner: the search stops, no trial fails
     assert isinstance(caught.value, SweepError) and isinstance(caught.value, FatalError)
     assert str(caught.value).startswith("the chief refused this worker's token")
-    heartbeat.tick()  # a refused heartbeat is not fatal to its thread
-    assert not heartbeat.lost()
+    refused.tick()  # a refused heartbeat is not fatal to its thread
+    assert not refused.lost()
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

@@ -90,7 +90,7 @@ def test_end_trial_still_checks_consecutive_failures(tmp_path: Path) -> None:
 
 
 def test_the_chiefs_server_parts_exist() -> None:
-    """`liveness.serve` runs Keras Tuner's servicer itself, and gives a worker's oracle client a
+    """`serving.serve` runs Keras Tuner's servicer itself, and gives a worker's oracle client a
     channel of its own (`stub`)."""
     servicer = getattr(oracle_chief, "OracleServicer", None)
     assert servicer is not None and hasattr(servicer(None), "stop_triggered"), (

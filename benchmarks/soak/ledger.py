@@ -39,7 +39,7 @@ FAULT_SIGNS = re.compile(
 #: training failure, so counted with the faults' (the chief's record of a worker's trial holds
 #: no message: Keras Tuner's gRPC report carries none).
 NO_REASON = "no reason recorded"
-#: A run the chief marked KILLED because its worker fell silent (`liveness.Monitor`).
+#: A run the chief marked KILLED because its worker fell silent (`serving.Monitor`).
 SILENT = "was silent"
 #: How far two scores of the same trial (the oracle's, MLflow's) may differ.
 SCORE_TOLERANCE = 1e-6

@@ -29,6 +29,9 @@ class DistributedConfig:
     max_restarts: int = field(default=3, metadata=bounds(ge=0))
     # a worker silent this long loses its trial: its run is KILLED, the trial queued again
     heartbeat_timeout_s: float = field(default=60.0, metadata=bounds(ge=1.0))
+    # a live worker whose trial makes no progress this long (no batch, validation batch, model
+    # tracing or upload) loses it the same way; null: never
+    progress_timeout_s: float | None = field(default=600.0, metadata=bounds(ge=1.0))
     # how often one trial may lose its worker that way before it counts as FAILED
     max_requeues: int = field(default=3, metadata=bounds(ge=0))
     # never set, refused if it is (the config is logged): the oracle's token comes from the

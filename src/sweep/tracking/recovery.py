@@ -1,7 +1,10 @@
 """Closing runs a crash left RUNNING, so a restart never shows a dead run as live.
 
 A run is closed only when its writer is known gone: another sweep writing to the same
-experiment, or a live distributed worker, is left alone.
+experiment, or a live distributed worker, is left alone. Without a chief to hear heartbeats,
+"gone" is the run's host and pid, not a last heartbeat in the store: measured, that costs a write
+per run every few seconds and a whole timeout's wait before a restart may close a run
+(docs/distributed.md, "Runs a crash left RUNNING, without a chief").
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ each trial inside a nested MLflow run.
     trials      each trial a nested MLflow run; the console line per trial
     oracles     initial points first, time budget, typed failure stop, resumable grid, and a
                 chief's bookkeeping of who holds which trial
-    liveness    distributed heartbeats: silent workers' trials back to the queue; the chief's
-                server loop
+    liveness    distributed heartbeats, both halves: a worker's proof of life and progress,
+                the chief's record of them and verdict on overdue workers
+    serving     the chief's server loop: Keras Tuner's servicer, the heartbeat's call, the
+                monitor that queues overdue workers' trials again
     tuners      the tuner `search.tuner` names (`build_tuner`)
     initial     `search.initial` resolved
     state       `sweeps/<name>/sweep.json`: resume or refuse a changed sweep

@@ -1,43 +1,45 @@
-"""Liveness in a distributed sweep: a worker proves it is alive while it holds a trial, and the
-chief gives the trial of a worker silent for `distributed.heartbeat_timeout_s` to another.
+"""Liveness in a distributed sweep, both halves of one protocol: a worker proves, while it holds
+a trial, that it is alive and making progress; the chief takes the trial of a worker silent for
+`distributed.heartbeat_timeout_s`, or without progress for `distributed.progress_timeout_s`, and
+gives it to another.
 
 Keras Tuner 1.4.8 has no heartbeat: a worker that dies keeps its trial, and the chief waits for
-it forever. This adds one through the chief's own oracle, no other service:
+it forever. This adds one on the chief's own server and port, no other service:
 
-- a worker's `Heartbeat` thread calls the oracle's `create_trial` with `WORKER@TRIAL` a few
-  times per timeout while the worker holds a trial; the answer says whether it still does;
-- the chief's `Monitor` thread takes the trials of workers silent for longer than the timeout,
-  marks their runs KILLED with the reason (tag `kill_reason`), and sends them back to the queue
-  by Keras Tuner's retry path (same trial id), for any live worker to take;
-- a worker that learns its trial was taken stops training at the next batch, and neither
-  reports nor logs it (`StopWhenLost`, and `Heartbeat.still_holds` before it logs).
-
-`serve` is the chief's part: Keras Tuner's oracle servicer (as `oracle_chief.start_server`,
-pinned by tests/test_pins.py) behind the oracle's token (`cluster.oracle_server`), with the
-monitor, ending a second after the last worker left rather than Keras Tuner's 20 s.
+- a worker's `Heartbeat` thread calls the chief's `sweep.Liveness/Heartbeat` method (its own
+  gRPC call beside Keras Tuner's service, behind the same token: `ChiefLine`,
+  `add_heartbeat_service`) a few times per timeout while it holds a trial, with its count of
+  progress; the answer says whether it still holds the trial;
+- progress is a counter that `Progress` (a Keras callback) moves at each training, validation
+  and prediction batch; while a step with no batches is in flight (tracing a step function at
+  a loop's first batch, logging the model: `Heartbeat.working`), each heartbeat moves it;
+- the chief's `Attendance` keeps when each worker was last heard of and last moved its count,
+  and names those overdue; `serving.Monitor` takes their trials back, marks their runs KILLED
+  with the reason (tag `kill_reason`), and queues them again by Keras Tuner's retry path;
+- a worker that learns its trial was taken stops at the next batch, and neither reports nor
+  logs it (`Progress`, and `Heartbeat.still_holds` before it logs).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
-import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 import keras
-from keras_tuner.engine.trial import TrialStatus
 from keras_tuner.errors import FatalError
 from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief
 from omegaconf import DictConfig
 
 from sweep import cluster, tracking
 from sweep.errors import first_line
-from sweep.tuner.oracles import HEARTBEAT_MARK, ConsecutiveFailures, SweepOracle
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +49,28 @@ BEATS_PER_TIMEOUT = 5
 #: A ticker that wakes this many intervals late, or a heartbeat that takes as long, says so (a
 #: worker's heartbeats then reached the chief late: the log tells starvation from a bug).
 LATE_INTERVALS = 2.5
-#: How often the chief checks whether its last worker has left.
-END_POLL_S = 1.0
+#: The heartbeat's own gRPC service and method, served beside Keras Tuner's on the chief's port.
+SERVICE, METHOD = "sweep.Liveness", "Heartbeat"
+#: What a loop's first batch does besides the batch: trace the step function.
+TRACING = "tracing"
 
 
-def beat_interval(timeout_s: float) -> float:
-    """Seconds between a worker's heartbeats, and between the chief's checks for silence."""
-    return timeout_s / BEATS_PER_TIMEOUT
+def beat_interval(heartbeat_timeout_s: float, progress_timeout_s: float | None = None) -> float:
+    """Seconds between a worker's heartbeats, and between the chief's checks: a fifth of the
+    shorter timeout."""
+    shortest = min(heartbeat_timeout_s, progress_timeout_s or heartbeat_timeout_s)
+    return shortest / BEATS_PER_TIMEOUT
 
 
 class TrialLost(tracking.Superseded):
-    """The chief took this worker's trial back (the worker was silent for too long) and queued
+    """The chief took this worker's trial back (silent, or no progress, for too long) and queued
     it for any worker: it is neither reported nor logged here; its run ends KILLED."""
 
     def __init__(self, trial_id: str) -> None:
         super().__init__(
-            f"trial {trial_id} was taken back by the chief after this worker was silent for "
-            "longer than distributed.heartbeat_timeout_s"
+            f"trial {trial_id} was taken back by the chief after this worker was silent, or "
+            "made no progress, for too long (distributed.heartbeat_timeout_s, "
+            "progress_timeout_s)"
         )
 
 
@@ -74,6 +81,148 @@ class Duplicate(tracking.Superseded):
     def __init__(self, trial_id: str, result: dict[str, float]) -> None:
         super().__init__(f"trial {trial_id} was logged FINISHED by another run meanwhile")
         self.result = result
+
+
+class Chief(Protocol):
+    """The chief's side of a heartbeat: the chief's oracle itself, or a worker's `ChiefLine`."""
+
+    def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
+        """Whether `worker` still holds `trial_id`; records it heard of, with its progress."""
+        ...
+
+
+# --- the chief's half ---------------------------------------------------------------------------
+
+
+@dataclass
+class Attendance:
+    """The chief's record of the workers that hold trials: when each was last heard of, and
+    when its progress count last moved; which are overdue, and why."""
+
+    heartbeat_timeout_s: float
+    progress_timeout_s: float | None = None
+    _heard: dict[str, float] = field(default_factory=dict)  # worker -> monotonic time
+    _moved: dict[str, tuple[int | None, float]] = field(default_factory=dict)  # (count, when)
+
+    def interval(self) -> float:
+        """How often the chief checks for overdue workers."""
+        return beat_interval(self.heartbeat_timeout_s, self.progress_timeout_s)
+
+    def started(self, worker: str) -> None:
+        """`worker` was given a trial (or its own again): both clocks start now."""
+        now = time.monotonic()
+        self._heard[worker], self._moved[worker] = now, (None, now)
+
+    def heard(self, worker: str, progress: int | None = None) -> None:
+        """`worker` called; with a heartbeat's `progress`, its count as the worker sent it."""
+        now = time.monotonic()
+        self._heard[worker] = now
+        count, _ = self._moved.get(worker, (None, now))
+        if progress is not None and progress != count:
+            self._moved[worker] = (progress, now)
+
+    def forget(self, worker: str) -> None:
+        self._heard.pop(worker, None)
+        self._moved.pop(worker, None)
+
+    def overdue(self, workers: Iterable[str]) -> dict[str, str]:
+        """Of `workers` (those holding trials), each silent or without progress for longer than
+        its timeout, with why; a worker never heard of is timed from now (a restarted chief)."""
+        now, late = time.monotonic(), {}
+        for worker in workers:
+            silent = now - self._heard.setdefault(worker, now)
+            still = now - self._moved.setdefault(worker, (None, now))[1]
+            if silent > self.heartbeat_timeout_s:
+                late[worker] = (
+                    f"worker {worker} was silent for more than {self.heartbeat_timeout_s:g} s "
+                    "(distributed.heartbeat_timeout_s)"
+                )
+            elif self.progress_timeout_s is not None and still > self.progress_timeout_s:
+                late[worker] = (
+                    f"worker {worker} made no progress for more than "
+                    f"{self.progress_timeout_s:g} s (distributed.progress_timeout_s)"
+                )
+        return late
+
+
+def add_heartbeat_service(server: grpc.Server, chief: Chief) -> None:
+    """Serve `sweep.Liveness/Heartbeat` on the chief's server, beside Keras Tuner's service: a
+    heartbeat is its own call, not a tuner id (the server's token check covers it too)."""
+
+    def beat(request: bytes, context: grpc.ServicerContext) -> bytes:
+        worker, trial_id, progress = json.loads(request)
+        return b"1" if chief.heartbeat(str(worker), str(trial_id), int(progress)) else b"0"
+
+    handler = grpc.unary_unary_rpc_method_handler(beat)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),)
+    )
+
+
+# --- the worker's half ----------------------------------------------------------------------------
+
+
+class ChiefLine:
+    """A worker's end of `sweep.Liveness/Heartbeat`, on its channel to the chief."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub  # has `Heartbeat(request: bytes) -> bytes` (a `PatientStub`)
+
+    def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
+        answer = self._stub.Heartbeat(json.dumps([worker, trial_id, progress]).encode())
+        return bool(answer == b"1")
+
+
+def reconnect_quickly(oracle: Any, dist: DictConfig) -> ChiefLine:
+    """Give a worker's gRPC client of the oracle the channel `cluster.oracle_channel` makes, and
+    return the heartbeat's line on it: it carries the oracle's token on every call, and tries a
+    chief that went away again every second or so (with gRPC's default back-off, a worker could
+    reach a restarted chief only after the chief had given its trial away). A call the chief's
+    death cut off is made again once it is back (`PatientStub`)."""
+    channel = cluster.oracle_channel(dist)
+    oracle.stub = PatientStub(protos.get_service_grpc().OracleStub(channel), dist)
+    heartbeat = channel.unary_unary(f"/{SERVICE}/{METHOD}")
+    return ChiefLine(PatientStub(_HeartbeatStub(heartbeat), dist))
+
+
+@dataclass(frozen=True)
+class _HeartbeatStub:
+    Heartbeat: Any  # the gRPC method, named as a generated stub names it
+
+
+class ChiefRefused(cluster.TokenRefused, FatalError):
+    """The chief refused a call of this worker's (a chief restarted with another token): the
+    one line of `TokenRefused`, and fatal to Keras Tuner, which stops the search rather than
+    failing the trial."""
+
+
+class PatientStub:
+    """A gRPC stub that makes a call again when the chief went away during it (gRPC says
+    UNAVAILABLE; Keras Tuner's calls wait for a chief that is away only before they start).
+    Each call is safe to repeat: a worker gets the trial it holds again, metrics are set again,
+    the chief ignores the report of a trial it has ended already, a heartbeat is a heartbeat. A
+    call the chief refuses for its token (UNAUTHENTICATED) is `ChiefRefused`, one line."""
+
+    def __init__(self, stub: Any, dist: DictConfig | None = None) -> None:
+        self._stub, self._dist = stub, dist
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def patiently(*args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except grpc.RpcError as err:
+                    code = err.code() if isinstance(err, grpc.Call) else None
+                    if code == grpc.StatusCode.UNAUTHENTICATED and self._dist is not None:
+                        raise ChiefRefused(self._dist) from None
+                    if code != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    log.info("the chief went away during %s; calling again once it is back", name)
+                    time.sleep(cluster.RECONNECT_MS / 1000)
+
+        return patiently
 
 
 @dataclass(frozen=True)
@@ -119,20 +268,52 @@ class Ticker:
 
 
 class Heartbeat(Ticker):
-    """A worker's proof of life: a daemon thread tells the chief's oracle, a few times per
-    timeout, that this worker still holds its current trial, and remembers when the chief says
-    it no longer does."""
+    """A worker's proof of life and progress: a daemon thread tells the chief, a few times per
+    timeout, that this worker still holds its current trial and how far it has got, and
+    remembers when the chief says it no longer holds it."""
 
-    def __init__(self, oracle: Any, worker_id: str, timeout_s: float) -> None:
-        super().__init__("sweep-heartbeat", beat_interval(timeout_s))
-        self._oracle, self._worker = oracle, worker_id  # the worker's gRPC client of the oracle
+    def __init__(
+        self,
+        chief: Chief,
+        worker_id: str,
+        timeout_s: float,
+        progress_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__("sweep-heartbeat", beat_interval(timeout_s, progress_timeout_s))
+        self._chief, self._worker = chief, worker_id
         self._holding: Holding | None = None  # the trial this worker holds now
         self._lost: Holding | None = None  # the last holding the chief took back
         self._count = itertools.count()
+        self._steps = itertools.count(1)  # progress: one step per batch or beat while working
+        self._progress = 0
+        self._working: set[str] = set()  # steps in flight that have no batches
 
     def hold(self, trial_id: str | None) -> None:
         """This worker now holds `trial_id` (None: no trial)."""
+        self._working = set()
         self._holding = None if trial_id is None else Holding(trial_id, next(self._count))
+
+    def step(self) -> None:
+        """The trial made progress (a batch)."""
+        self._progress = next(self._steps)
+
+    def busy(self, what: str) -> None:
+        """`what` is in flight: until `done(what)`, each heartbeat counts as progress."""
+        self._working.add(what)
+
+    def done(self, what: str) -> None:
+        self._working.discard(what)
+        self.step()
+
+    @contextmanager
+    def working(self, what: str) -> Iterator[None]:
+        """`busy` while the block runs (logging the model: tracing it, uploading it); MLflow's
+        client bounds those by its own timeouts and retries."""
+        self.busy(what)
+        try:
+            yield
+        finally:
+            self.done(what)
 
     def lost(self) -> bool:
         """Whether the chief has taken the trial this worker holds back from it."""
@@ -147,8 +328,9 @@ class Heartbeat(Ticker):
     def _ask(self, holding: Holding) -> bool:
         if self._lost == holding:
             return False
-        answer = self._oracle.create_trial(f"{self._worker}{HEARTBEAT_MARK}{holding.trial_id}")
-        if answer.trial_id == holding.trial_id and answer.status == TrialStatus.RUNNING:
+        if self._working:
+            self.step()
+        if self._chief.heartbeat(self._worker, holding.trial_id, self._progress):
             return True
         self._lost = holding  # an answer about an earlier holding marks that one only
         return False
@@ -160,8 +342,8 @@ class Heartbeat(Ticker):
         started = time.monotonic()
         try:
             held = self._ask(holding)
-        except (grpc.RpcError, ChiefRefused) as err:  # away, or refusing (the search's next
-            # call says so in one line): training goes on
+        except (grpc.RpcError, cluster.TokenRefused) as err:  # away, or refusing (the search's
+            # next call says so in one line): training goes on
             log.debug("heartbeat for trial %s: %s", holding.trial_id, first_line(str(err)))
             return
         took = time.monotonic() - started
@@ -172,138 +354,30 @@ class Heartbeat(Ticker):
             log.debug("heartbeat for trial %s: %s after %.2f s", holding.trial_id, answer, took)
 
 
-def reconnect_quickly(oracle: Any, dist: DictConfig) -> None:
-    """Give a worker's gRPC client of the oracle the channel `cluster.oracle_channel` makes: it
-    carries the oracle's token on every call (heartbeats too), and tries a chief that went
-    away again every second or so: with gRPC's default back-off, a worker could reach a
-    restarted chief only after the chief had given its trial away. A call the chief's death cut
-    off is made again once it is back (`PatientStub`)."""
-    stub = protos.get_service_grpc().OracleStub(cluster.oracle_channel(dist))
-    oracle.stub = PatientStub(stub, dist)
-
-
-class ChiefRefused(cluster.TokenRefused, FatalError):
-    """The chief refused a call of this worker's (a chief restarted with another token): the
-    one line of `TokenRefused`, and fatal to Keras Tuner, which stops the search rather than
-    failing the trial."""
-
-
-class PatientStub:
-    """The oracle's gRPC stub, making a call again when the chief went away during it (gRPC
-    says UNAVAILABLE; Keras Tuner's calls wait for a chief that is away only before they
-    start). Each call is safe to repeat: a worker gets the trial it holds again, metrics are
-    set again, and the chief ignores the report of a trial it has ended already. A call the
-    chief refuses for its token (UNAUTHENTICATED) is `ChiefRefused`, one line."""
-
-    def __init__(self, stub: Any, dist: DictConfig | None = None) -> None:
-        self._stub, self._dist = stub, dist
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._stub, name)
-
-        def patiently(*args: Any, **kwargs: Any) -> Any:
-            while True:
-                try:
-                    return method(*args, **kwargs)
-                except grpc.RpcError as err:
-                    code = err.code() if isinstance(err, grpc.Call) else None
-                    if code == grpc.StatusCode.UNAUTHENTICATED and self._dist is not None:
-                        raise ChiefRefused(self._dist) from None
-                    if code != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                    log.info("the chief went away during %s; calling again once it is back", name)
-                    time.sleep(cluster.RECONNECT_MS / 1000)
-
-        return patiently
-
-
-class StopWhenLost(keras.callbacks.Callback):
-    """Ends a trial's training at the next batch once the chief has given it to another worker."""
+class Progress(keras.callbacks.Callback):
+    """A trial's progress for its heartbeat: each training, validation and prediction batch,
+    and a loop's first batch (which traces its step function) as in flight; ends the trial at
+    the next training or validation batch once the chief has given it to another worker. First
+    among the callbacks: one that blocks after it stops the count."""
 
     def __init__(self, heartbeat: Heartbeat, trial_id: str) -> None:
         super().__init__()
         self._heartbeat, self._trial_id = heartbeat, trial_id
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    def _begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._heartbeat.busy(TRACING)
+
+    def _batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._heartbeat.done(TRACING)
         if self._heartbeat.lost():
             raise TrialLost(self._trial_id)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> StopWhenLost:
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._heartbeat.done(TRACING)
+
+    on_train_begin = on_test_begin = on_predict_begin = _begin
+    on_train_batch_end = on_test_batch_end = _batch
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Progress:
         # Keras Tuner copies a trial's callbacks; this one shares the worker's heartbeat
         return self
-
-
-class Monitor(Ticker):
-    """The chief's watch for silent workers: a daemon thread that, a few times per timeout,
-    takes their trials back and requeues them at once; another marks their runs KILLED with
-    the reason, in the order taken, so a tracking server that is away (MLflow's client retries
-    for minutes) delays only those marks, never a requeue or the next check."""
-
-    def __init__(self, oracle: SweepOracle, parent_run_id: str) -> None:
-        self._oracle, self._parent = oracle, parent_run_id
-        self._timeout = float(oracle.heartbeat_timeout or 0.0)
-        super().__init__("sweep-monitor", beat_interval(self._timeout))
-        self._marks: queue.SimpleQueue[tuple[str, str, str, float]] = queue.SimpleQueue()
-        self._marker = threading.Thread(target=self._mark, name="sweep-monitor-marks", daemon=True)
-
-    def start(self) -> None:
-        super().start()
-        self._marker.start()
-
-    def tick(self) -> None:
-        try:
-            self.check()
-        except Exception:  # never let one bad check end the watch
-            log.exception("checking for silent workers failed")
-
-    def check(self) -> None:
-        """Take back and requeue the trial of every worker silent for longer than the timeout;
-        its run is marked KILLED next, by the marking thread."""
-        for worker, trial in self._oracle.take_from_silent():
-            taken_at = time.time()
-            why = (
-                f"worker {worker} was silent for more than {self._timeout:g} s "
-                f"(distributed.heartbeat_timeout_s): trial {trial.trial_id} queued again"
-            )
-            log.warning("%s", why)
-            try:
-                self._oracle.requeue(trial, why)
-            except ConsecutiveFailures as err:  # the trial lost too many workers: FAILED
-                log.error("%s", err)
-            self._marks.put((trial.trial_id, worker, why, taken_at))
-
-    def _mark(self) -> None:
-        """Mark each taken trial's run KILLED: only runs started before it was taken, since
-        the trial may have come back to the same worker meanwhile."""
-        while True:
-            trial_id, worker, why, taken_at = self._marks.get()
-            try:
-                tracking.kill_trial_runs(self._parent, trial_id, worker, why, before=taken_at)
-            except Exception as err:  # the run is closed at the end of the sweep instead
-                log.warning("could not mark trial %s's run KILLED: %s", trial_id, err)
-
-
-def start_oracle(
-    oracle: SweepOracle, dist: DictConfig
-) -> tuple[grpc.Server, oracle_chief.OracleServicer]:
-    """Serve the oracle on `distributed.oracle` (Keras Tuner's servicer, behind the token and
-    TLS of `cluster.oracle_server`); returns the started server and the servicer."""
-    server = cluster.oracle_server(dist)
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.start()
-    return server, servicer
-
-
-def serve(oracle: SweepOracle, parent_run_id: str, dist: DictConfig) -> None:
-    """The chief's part of the search: serve the oracle to workers on `distributed.oracle`
-    until every worker has been told to stop, taking trials back from workers that fall
-    silent."""
-    _server, servicer = start_oracle(oracle, dist)  # held: gRPC stops a server it collects
-    monitor = Monitor(oracle, parent_run_id)
-    monitor.start()
-    try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
-            time.sleep(END_POLL_S)
-    finally:
-        monitor.stop()  # the server ends with the process, as Keras Tuner's does

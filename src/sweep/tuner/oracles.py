@@ -1,6 +1,7 @@
 """Keras Tuner's oracles with the sweep's rules: initial points first, no trial past the time
 budget, a typed error for too many failures in a row, a grid that resumes where it was, and on a
-distributed chief, trials taken back from workers that fell silent (`sweep.tuner.liveness`).
+distributed chief, trials taken back from workers that fell silent or made no progress
+(`sweep.tuner.liveness`).
 
 Keras Tuner internals used here (`_check_consecutive_failures`, `_retry`, `_retry_queue`, the
 grid's `_ordered_ids`, `_populate_next`, `_compare`, Hyperband's `_random_values`) are pinned by
@@ -21,12 +22,9 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from sweep.errors import SweepError, first_line
 from sweep.tuner.hypermodel import searched_values
+from sweep.tuner.liveness import Attendance
 
 log = logging.getLogger(__name__)
-
-#: Between a worker's id and its trial's in a heartbeat: `create_trial("worker1@3")` says that
-#: worker1 is alive and still on trial 3 (worker ids are names, which never hold it).
-HEARTBEAT_MARK = "@"
 
 T = TypeVar("T")
 
@@ -92,19 +90,21 @@ class SweepOracle(KerasOracle):
     clock: float | None = None
     started = 0
     stop_reason: str | None = None
-    #: On a distributed chief (`watch`), how long a worker may stay silent before its trial is
-    #: taken back; None elsewhere.
-    heartbeat_timeout: float | None = None
+    #: On a distributed chief (`watch`), when each worker holding a trial was last heard of and
+    #: last made progress; None elsewhere.
+    attendance: Attendance | None = None
     #: The trial `requeue` is ending right now (its report is the chief's own).
     _requeuing: str | None = None
 
-    def watch(self, timeout_s: float, max_requeues: int) -> None:
-        """Make this a distributed chief's oracle that takes trials back from silent workers
-        (each at most `max_requeues` times: Keras Tuner's retries), and keeps a restarted
-        chief's assignments."""
-        self.heartbeat_timeout = timeout_s
+    def watch(
+        self, timeout_s: float, max_requeues: int, progress_timeout_s: float | None = None
+    ) -> None:
+        """Make this a distributed chief's oracle that takes trials back from workers silent for
+        `timeout_s`, or without progress for `progress_timeout_s` (None: never), each at most
+        `max_requeues` times (Keras Tuner's retries), and keeps a restarted chief's
+        assignments."""
+        self.attendance = Attendance(timeout_s, progress_timeout_s)
         self.max_retries_per_trial = max_requeues
-        self._seen: dict[str, float] = {}  # worker -> when it was last heard of (monotonic)
         self._taken: dict[str, str] = {}  # trial -> the silent worker it was taken from
         self._assigned: dict[str, str] = {}  # worker -> trial, as a crashed chief left them
 
@@ -120,11 +120,8 @@ class SweepOracle(KerasOracle):
 
     @synchronized
     def create_trial(self, tuner_id: str) -> Trial:
-        worker, heartbeat, trial_id = tuner_id.partition(HEARTBEAT_MARK)
-        if heartbeat:
-            return self._heartbeat(worker, trial_id)
-        if self.heartbeat_timeout is not None:
-            self._seen[tuner_id] = time.monotonic()
+        if self.attendance is not None:
+            self.attendance.heard(tuner_id)
         ongoing = tuner_id in self.ongoing_trials
         spent = None if ongoing else self._spent_budget()
         if spent is not None:
@@ -133,8 +130,11 @@ class SweepOracle(KerasOracle):
             self.tuner_ids.discard(tuner_id)
             return Trial(self.get_space(), status=TrialStatus.STOPPED)
         trial = super().create_trial(tuner_id)
-        if not ongoing and trial.status == TrialStatus.RUNNING:
-            self.started += 1
+        if trial.status == TrialStatus.RUNNING:
+            if not ongoing:
+                self.started += 1
+            if self.attendance is not None:  # its clocks start (again, for a restarted worker)
+                self.attendance.started(tuner_id)
         if trial.status == TrialStatus.STOPPED and self._may_come_back():
             # a silent worker's trial may yet come back to the queue: wait, do not leave
             self.tuner_ids.add(tuner_id)
@@ -143,16 +143,17 @@ class SweepOracle(KerasOracle):
 
     def _may_come_back(self) -> bool:
         """Whether a trial may still return to the queue: on a chief, while any is running."""
-        return self.heartbeat_timeout is not None and bool(self.ongoing_trials or self._taken)
+        return self.attendance is not None and bool(self.ongoing_trials or self._taken)
 
-    def _heartbeat(self, worker: str, trial_id: str) -> Trial:
-        """A worker says it is alive and on `trial_id`: the trial, if it is still that worker's
-        (the worker counts as heard of); else an IDLE trial: it was taken from the worker."""
+    @synchronized
+    def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
+        """A worker says it is alive, on `trial_id`, at `progress`: whether the trial is still
+        its own (then the worker counts as heard of, at that progress); False: it was taken."""
         trial = self.ongoing_trials.get(worker)
-        if self.heartbeat_timeout is not None and trial is not None and trial.trial_id == trial_id:
-            self._seen[worker] = time.monotonic()
-            return trial
-        return Trial(self.get_space(), status=TrialStatus.IDLE)
+        if self.attendance is None or trial is None or trial.trial_id != trial_id:
+            return False
+        self.attendance.heard(worker, progress)
+        return True
 
     @synchronized
     def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
@@ -168,7 +169,7 @@ class SweepOracle(KerasOracle):
     def _refused(self, trial_id: str) -> bool:
         """A chief ignores a report of a trial no worker holds: one taken from a worker that
         fell silent and then woke up (it went to the queue, or another worker, meanwhile)."""
-        if self.heartbeat_timeout is None or trial_id == self._requeuing:
+        if self.attendance is None or trial_id == self._requeuing:
             return False
         held = {t.trial_id for t in self.ongoing_trials.values()}
         if trial_id in held:
@@ -177,26 +178,24 @@ class SweepOracle(KerasOracle):
         return True
 
     @synchronized
-    def take_from_silent(self) -> list[tuple[str, Trial]]:
-        """(worker, trial) of each worker silent for longer than `heartbeat_timeout`, its trial
-        taken out of its hands: no longer its own, not queued yet (`requeue` it next)."""
-        now, timeout = time.monotonic(), self.heartbeat_timeout
-        if timeout is None:
+    def take_back(self) -> list[tuple[str, Trial, str]]:
+        """(worker, trial, why) of each worker overdue (`Attendance.overdue`: silent, or without
+        progress, for too long), its trial taken out of its hands: no longer its own, not queued
+        yet (`requeue` it next)."""
+        if self.attendance is None:
             return []
         ongoing = self.ongoing_trials
-        silent = [
-            (w, t) for w, t in ongoing.items() if now - self._seen.setdefault(w, now) > timeout
-        ]
-        for worker, trial in silent:
-            del ongoing[worker]
+        overdue = self.attendance.overdue(list(ongoing))
+        taken = [(w, ongoing.pop(w), why) for w, why in overdue.items()]
+        for worker, trial, _ in taken:
             self._taken[trial.trial_id] = worker
-        return silent
+        return taken
 
     @synchronized
     def requeue(self, trial: Trial, why: str) -> None:
-        """Send a trial `take_from_silent` took back to the queue by Keras Tuner's retry path:
+        """Send a trial `take_back` took back to the queue by Keras Tuner's retry path:
         it keeps its id, any worker may take it; FAILED once it has lost `max_requeues`
-        workers. The silent worker leaves the chief's count of workers to wait for."""
+        workers. The overdue worker leaves the chief's count of workers to wait for."""
         worker = self._taken.get(trial.trial_id)
         self._requeuing = trial.trial_id
         try:
@@ -205,7 +204,8 @@ class SweepOracle(KerasOracle):
             self._requeuing = None
             self._taken.pop(trial.trial_id, None)
             self.tuner_ids.discard(worker)
-            self._seen.pop(str(worker), None)
+            if self.attendance is not None and worker is not None:
+                self.attendance.forget(worker)
 
     def _retry(self, trial: Trial) -> bool:
         """Keras Tuner's retry path serves `requeue` only: a trial that failed in training stays
@@ -218,7 +218,7 @@ class SweepOracle(KerasOracle):
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        if self.heartbeat_timeout is not None:
+        if self.attendance is not None:
             self._assigned = dict(state["ongoing_trials"])
 
     def reload(self) -> None:
@@ -226,7 +226,7 @@ class SweepOracle(KerasOracle):
         gives each back to its worker instead (most likely still training it, and it reports
         to the restarted chief), and takes it back only if that worker stays silent too."""
         super().reload()
-        if self.heartbeat_timeout is None:
+        if self.attendance is None:
             return
         queue = self._retry_queue
         for worker, trial_id in self._assigned.items():

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from sweep import cluster, tracking
 from sweep.errors import SweepError, first_line
 from sweep.schema import CHIEF_WORD
-from sweep.tuner import confirm, liveness, replicates
+from sweep.tuner import confirm, liveness, replicates, serving
 from sweep.tuner.hypermodel import AttentionHyperModel
 from sweep.tuner.oracles import ConsecutiveFailures, SweepOracle
 from sweep.tuner.state import SweepState, resume_or_start
@@ -209,9 +209,10 @@ class Chief(Alone):
         return cluster.parent_tags(self.cfg)
 
     def tuner_options(self, parent_id: str | None, initial: Initial) -> TunerOptions:
-        # trials of workers that fall silent go back to the queue
+        # trials of workers that fall silent, or make no progress, go back to the queue
         dist = self.cfg.distributed
-        watch = (float(dist.heartbeat_timeout_s), int(dist.max_requeues))
+        timeouts = (float(dist.heartbeat_timeout_s), int(dist.max_requeues))
+        watch = (*timeouts, _progress_timeout(dist))
         return replace(super().tuner_options(parent_id, initial), watch=watch)
 
     def run_search(
@@ -220,7 +221,7 @@ class Chief(Alone):
         """Serve the oracle to the workers until each has been told to stop: the chief trains
         no trial (its tuner's state saved first, as Keras Tuner's chief does)."""
         tuner.save()
-        liveness.serve(tuner.oracle, sweep.parent_run_id, self.cfg.distributed)
+        serving.serve(tuner.oracle, sweep.parent_run_id, self.cfg.distributed)
 
     def replicate(
         self, sweep: SweepRun, hypermodel: AttentionHyperModel, callbacks: list[Any]
@@ -281,8 +282,9 @@ class Worker(Role[Joined]):
         """The search, beating a heartbeat to the chief while a trial is held; the chief's oracle
         raising (too many failures in a row) stops it."""
         dist = self.cfg.distributed
-        liveness.reconnect_quickly(tuner.oracle, dist)
-        heartbeat = liveness.Heartbeat(tuner.oracle, self.who(), float(dist.heartbeat_timeout_s))
+        line = liveness.reconnect_quickly(tuner.oracle, dist)
+        timeouts = (float(dist.heartbeat_timeout_s), _progress_timeout(dist))
+        heartbeat = liveness.Heartbeat(line, self.who(), *timeouts)
         try:
             tuner.search_in(sweep, callbacks, heartbeat)
         except grpc.RpcError as err:
@@ -308,6 +310,12 @@ def role_of(cfg: DictConfig) -> Role[Any]:
     role = ROLES[str(cfg.distributed.role)](cfg)
     cluster.activate(cfg)
     return role
+
+
+def _progress_timeout(dist: DictConfig) -> float | None:
+    """`distributed.progress_timeout_s` in seconds; None: progress is not watched."""
+    timeout = dist.get("progress_timeout_s")
+    return None if timeout is None else float(timeout)
 
 
 def _chief_said(err: grpc.RpcError) -> str | None:

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,8 @@ class TrialTracking(keras_tuner.Tuner):
                     tracking.log_hyperparameters(searched_values(trial.hyperparameters))
                     histories, seconds = self._fit(trial, *args, **kwargs)
                     self._claim(trial.trial_id)
-                    self._log_outcome(cfg, [h.history for h in histories], seconds)
+                    with self._working("logging the outcome"):  # tracing, uploading the model
+                        self._log_outcome(cfg, [h.history for h in histories], seconds)
                 except tracking.Superseded:
                     raise
                 except Exception as err:  # the reason beside the run, wherever it failed
@@ -193,6 +195,10 @@ class TrialTracking(keras_tuner.Tuner):
             log.info("%s; reporting that result", duplicate)
             return duplicate.result
         return histories
+
+    def _working(self, what: str) -> AbstractContextManager[None]:
+        """On a distributed worker, `what` counts as progress while it runs (it has no batches)."""
+        return nullcontext() if self._heartbeat is None else self._heartbeat.working(what)
 
     def _logged(self, trial_id: str) -> dict[str, float] | None:
         """The objective of this trial's FINISHED run, if the store holds one (logged before an
@@ -219,9 +225,9 @@ class TrialTracking(keras_tuner.Tuner):
         stop = self._pruner.callback() if self._pruner is not None else None
         if stop is not None:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), stop]
-        if self._heartbeat is not None:
-            lost = liveness.StopWhenLost(self._heartbeat, trial.trial_id)
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), lost]
+        if self._heartbeat is not None:  # first: a callback that blocks stops the count
+            progress = liveness.Progress(self._heartbeat, trial.trial_id)
+            kwargs["callbacks"] = [progress, *kwargs.get("callbacks", [])]
         started = time.perf_counter()
         histories = super().run_trial(trial, *args, **kwargs)
         seconds = time.perf_counter() - started

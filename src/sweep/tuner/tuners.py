@@ -62,9 +62,10 @@ class TunerOptions:
     overwrite: bool
     #: points tried before the tuner's own, in Keras Tuner values
     initial: list[dict[str, Any]] = field(default_factory=list)
-    #: a distributed chief's (heartbeat timeout in s, max requeues): its oracle takes trials
-    #: back from workers that fall silent (`SweepOracle.watch`); None: it does not
-    watch: tuple[float, int] | None = None
+    #: a distributed chief's (heartbeat timeout in s, max requeues, progress timeout in s or
+    #: None): its oracle takes trials back from workers that fall silent or make no progress
+    #: (`SweepOracle.watch`); None: it does not
+    watch: tuple[float, int, float | None] | None = None
 
 
 def build_tuner(
