@@ -72,6 +72,36 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(RAM_DISK)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, each worker's first share of the suite starts with slow tests.
+
+    `--dist worksteal` hands each worker one contiguous share, and an idle worker steals the
+    tail of another's queue: a slow test met late (alphabetically, the soak) would run alone
+    at the end. Here the slow tests' modules are dealt to the shares (most tests first, to the
+    share with fewest), each share then filled with quick tests in their order: the quick tests
+    at every queue's end are what idle workers steal, and they balance the end of the run."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    slow_modules: dict[str, list[pytest.Item]] = {}
+    quick: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow_modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+        else:
+            quick.append(item)
+    if workers < 2 or not slow_modules:
+        return
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for group in sorted(slow_modules.values(), key=len, reverse=True):
+        min(shares, key=len).extend(group)
+    ordered, left = [], len(items)
+    for k, share in enumerate(shares):
+        size = left // (workers - k)  # xdist's worksteal: the pending tests split evenly
+        fill = max(0, size - len(share))
+        ordered += share + quick[:fill]
+        quick, left = quick[fill:], left - size
+    items[:] = ordered + quick
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Freeze what importing TensorFlow, Keras and MLflow created: Keras' clear_session() runs a
     full garbage collection at every trial, which otherwise walks all of it (~0.5 s a trial)."""
