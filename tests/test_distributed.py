@@ -285,6 +285,29 @@ def _sweep_args(work: Path, data: Path, *extra: str) -> list[str]:
 
 # --- chief and workers ---------------------------------------------------------------------------
 
+#: Worker a's progress timeout (s): longer than a tiny trial's set-up on a loaded machine.
+PROGRESS_S = 6
+#: `python -m sweep` whose first fit hangs HANG_S in a callback after its second batch: the
+#: process lives and its heartbeat beats, but its trial makes no progress (issue 23).
+HANG = f"""
+import runpy, sys, time
+import keras
+from sweep import train
+
+class Hang(keras.callbacks.Callback):
+    hung = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1 and not Hang.hung:
+            Hang.hung = True
+            time.sleep({PROGRESS_S * 2.5})
+
+fit = train.fit
+train.fit = lambda *a, **k: fit(*a, **{{**k, "callbacks": [*k.get("callbacks", []), Hang()]}})
+sys.argv[0] = "sweep"
+runpy.run_module("sweep", run_name="__main__")
+"""
+
 
 @pytest.mark.slow
 def test_chief_and_two_workers_log_every_trial_once_on_one_server(
@@ -296,7 +319,10 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
 ) -> None:
     """The team recipe: a chief and two workers started by hand, one tracking server on
     PostgreSQL (SQLite where PostgreSQL is not installed: a server on SQLite is also local
-    parallel mode's, which the worker-killed test below runs, so CI runs only PostgreSQL)."""
+    parallel mode's, which the worker-killed test below runs, so CI runs only PostgreSQL).
+    Worker a's first fit hangs in a callback (HANG): alive and beating, it makes no progress,
+    so after `distributed.progress_timeout_s` its trial is taken back and worker b finishes it;
+    every trial is FINISHED exactly once."""
     try:
         store = request.getfixturevalue("postgres_store")
     except pytest.skip.Exception:
@@ -315,6 +341,7 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
             "train.epochs=1",
             f"tracking.uri={server.uri}",
             f"distributed.oracle=127.0.0.1:{distributed.free_port()}",
+            f"distributed.progress_timeout_s={PROGRESS_S}",
         )
         roles = {
             "worker-a": ["distributed.role=worker", "distributed.worker_id=worker-a"],
@@ -322,9 +349,10 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
             "chief": ["distributed.role=chief"],  # last: workers wait for it
         }
         for name, role in roles.items():
+            start = ["-c", HANG] if name == "worker-a" else ["-m", "sweep"]
             with (tmp_path / f"{name}.log").open("wb") as out:
                 processes[name] = subprocess.Popen(
-                    [PYTHON, "-m", "sweep", *args, *role],
+                    [PYTHON, *start, *args, *role],
                     cwd=tmp_path,
                     env=env,
                     stdout=out,
@@ -339,9 +367,15 @@ def test_chief_and_two_workers_log_every_trial_once_on_one_server(
         client = MlflowClient(server.uri)
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].data.tags["sweep"] == "dim_search"
-        ids = Counter(r.data.tags["trial_id"] for r in children)
-        assert len(children) == trials and set(ids) == {str(i) for i in range(trials)}, ids
-        assert all(r.info.status == "FINISHED" for r in children), [r.info.status for r in children]
+        finished = [r for r in children if r.info.status == "FINISHED"]
+        ids = Counter(r.data.tags["trial_id"] for r in finished)
+        assert len(finished) == trials and set(ids) == {str(i) for i in range(trials)}, ids
+        (hung,) = [r for r in children if r.info.status != "FINISHED"]  # worker a's first
+        assert hung.info.status == "KILLED" and hung.data.tags["worker_id"] == "worker-a"
+        assert "worker worker-a made no progress" in hung.data.tags["kill_reason"]
+        retried = [r for r in finished if r.data.tags["trial_id"] == hung.data.tags["trial_id"]]
+        assert [r.data.tags["worker_id"] for r in retried] == ["worker-b"]
+        assert "was taken back by the chief" in _tail(tmp_path / "worker-a.log", 100_000)
         assert {r.data.tags["worker_id"] for r in children} <= {"worker-a", "worker-b"}
         assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
         artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}

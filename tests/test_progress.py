@@ -152,6 +152,7 @@ class Blocks(keras.callbacks.Callback):
             self.held_s = time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_a_live_worker_without_progress_loses_its_trial(sweep: Sweep) -> None:
     blocks = Blocks(sweep.heartbeat)
     _work(sweep, lambda number: [blocks] if number == 0 else [])
@@ -196,6 +197,7 @@ class SlowTracing(keras.callbacks.Callback):
             time.sleep(SLOW_S)
 
 
+@pytest.mark.slow
 def test_long_validation_slow_tracing_and_a_slow_upload_are_progress(sweep: Sweep) -> None:
     """Three trials: a validation pass of SLOW_S, a first batch of SLOW_S, a model upload of
     SLOW_S; none is taken back (each stretch is twice the progress timeout)."""
