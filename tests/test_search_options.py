@@ -4,6 +4,7 @@ spaces edited on the command line. Real Keras Tuner oracles, a real SQLite MLflo
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import mlflow
 import pytest
 from omegaconf import DictConfig
 
-from sweep import train
+from sweep import __main__ as entry
+from sweep import cli, train
 from sweep.config import compose_config
 from sweep.errors import ConfigError
 from sweep.schema import parse_duration
@@ -23,8 +25,6 @@ from tests.conftest import (
     Swept,
     assert_complete_record,
     copy_store,
-    own_lines,
-    run_cli,
     runs_of,
     sweep_runs,
     tiny_overrides,
@@ -398,10 +398,11 @@ def test_space_override_errors_name_the_culprit(override: str, message: str) -> 
 
 @pytest.mark.slow
 def test_command_line_space_runs_end_to_end(
-    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
+    tmp_path: Path, tiny_imdb: Path, migrated_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Dotted space keys through a real `python -m sweep`: Hydra's parser, then each job's own
-    edits (bad ones are refused before Hydra: tests/test_config.py)."""
+    """Dotted space keys through `python -m sweep`'s own entry point, run here: Hydra's parser
+    of the whole command line, then each job's own edits (bad ones are refused before Hydra:
+    tests/test_config.py; how a real process shows its lines: test_reliability)."""
     args = [
         *tiny_overrides(tmp_path, tiny_imdb),
         "+experiment=smoke",
@@ -412,7 +413,8 @@ def test_command_line_space_runs_end_to_end(
         "search.space={data.seq_len: {type: choice, values: [12, 20]}}",
     ]
     uri = copy_store(migrated_store, tmp_path)
-    result = run_cli(args, tmp_path, cli_env)
-    assert result.returncode == 0, "\n".join(own_lines(result.stderr))[-3000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sweep", *args])
+    cli.main(entry.run)
     _, children = runs_of(uri, "smoke")
     assert sorted(r.data.params["data.seq_len"] for r in children) == ["12", "20"]
