@@ -328,6 +328,7 @@ def test_the_registered_final_model_serves_reviews_over_http(
     )
     best_two = exported.table[exported.table["status"] == "FINISHED"]["run_id"][:2]
     assert final.data.tags[ENSEMBLE_OF_TAG] == ",".join(best_two)
+    assert "val_accuracy" in final.data.metrics  # the average's own, on the trials' split
     members = client.search_runs(
         [final.info.experiment_id], f"tags.mlflow.parentRunId = '{final.info.run_id}'"
     )

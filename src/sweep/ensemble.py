@@ -5,6 +5,11 @@ Each member is retrained on every training review, as `export.evaluate` retrains
 its config and per-epoch metrics; their P(pos) on the test reviews are averaged and that
 average is scored once. The members are the export's top K by the sweep's objective on
 validation: the test split picks nothing, not even K, which the experiment fixes beforehand.
+
+The average has a validation score of its own, first: each member fitted as its trial was (the
+training part, its seed, its peak epoch count) and their P(pos) on the trials' validation split
+(by movie) averaged. That is what the test score is compared with: the members' own validation
+scores say nothing of what averaging adds.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweep import data, tracking
+from sweep.model import build_model
 from sweep.served.scorer import Preprocessing
 from sweep.tracking.callbacks import log_served_ensemble
-from sweep.train import final_evaluation, load, preprocessing, retrained
+from sweep.train import arrays, final_evaluation, fit, load, preprocessing, retrained
 from sweep.vocabulary import ENSEMBLE_OF_TAG, FINAL_TAG, SOURCE_RUN_TAG
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ def ensemble_evaluation(
     fitted: list[tuple[keras.Model, Preprocessing]] = []
     total, y_test = None, None
     with tracking.tracked_run(run_name=f"{first.name}-ensemble", tags=tags):
+        mlflow.log_metric("val_accuracy", validation_accuracy(members, encoded))
         for rank, ((cfg, run_id), one) in enumerate(zip(members, encoded, strict=True), 1):
             member_tags = {**tracking.standard_tags(cfg, one.fingerprint), SOURCE_RUN_TAG: run_id}
             with tracking.tracked_run(
@@ -79,6 +86,27 @@ def ensemble_evaluation(
         registered_model,
     )
     return metrics
+
+
+def validation_accuracy(
+    members: Sequence[tuple[DictConfig, str]], encoded: Sequence[data.Encoded]
+) -> float:
+    """The average's accuracy on the trials' validation split, each member fitted on the
+    training part as its trial was (its seed, its epochs: the trial's peak count)."""
+    total, y_val = None, None
+    for (cfg, _), one in zip(members, encoded, strict=True):
+        xy = arrays(one, cfg)
+        if y_val is not None and not np.array_equal(y_val, xy.y_val):
+            raise ValueError("the members' validation splits differ: set one data.val_split")
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg)
+        fit(model, cfg, xy)
+        p = np.asarray(model.predict(xy.x_val, batch_size=BATCH, verbose=0), dtype=np.float64)
+        total, y_val = (p if total is None else total + p), xy.y_val
+    assert total is not None and y_val is not None  # members is not empty
+    accuracy = _scores(total / len(members), y_val)["test_accuracy"]
+    log.info("the average of %d: val_accuracy %.4f", len(members), accuracy)
+    return accuracy
 
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
