@@ -429,7 +429,7 @@ def _running_trial(db: Path) -> tuple[str, str, int] | None:
 def test_a_worker_killed_mid_trial_loses_only_that_trial(
     tmp_path: Path, tiny_imdb: Path, migrated_store: Path, cli_env: dict[str, str]
 ) -> None:
-    """Two workers, two trials of 30 epochs (long enough to be seen training): one worker is
+    """Two workers, two trials of 15 epochs (long enough to be seen training): one worker is
     killed mid-trial, restarted, and trains that trial again."""
     trials, db = 2, store_path(tmp_path)
     args = _sweep_args(
@@ -437,7 +437,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
         tiny_imdb,
         f"search.max_trials={trials}",
         f"tracking.uri=sqlite:///{db}",  # local parallel mode puts a server in front of it
-        "train.epochs=30",
+        "train.epochs=15",
         "sweep.workers=2",
     )
     # This test reads the store while the sweep writes it: a ready store, so the two never

@@ -1,6 +1,6 @@
 """A short chaos soak (issue 26): a chief and three workers on tiny data, logged to the MLflow
-server with its login on PostgreSQL (SQLite where PostgreSQL is not installed), while six faults
-of all five kinds land in a fixed order. The ledger must be clean, and each fault must have done
+server with its login on PostgreSQL (SQLite where PostgreSQL is not installed), while five faults
+of four kinds land in a fixed order. The ledger must be clean, and each fault must have done
 what docs/distributed.md says (the three process tests test_cluster_faults.py had, one sweep
 each, are its cases now):
 
@@ -10,7 +10,11 @@ each, are its cases now):
   going on at the kill ends FINISHED;
 - a worker SIGKILLed and replaced by a new one: its trial goes to a live worker after the
   heartbeat timeout; SIGKILLed and started again under its id: it closes its predecessor's run;
-- the MLflow server and PostgreSQL restarted: no trial fails or is lost for it.
+- PostgreSQL restarted under the server: no trial fails or is lost for it.
+
+The fifth kind, the MLflow server restarted (some 20 s of its start-up on a loaded machine), is
+the full soak's (`python -m benchmarks.soak`, docs/distributed.md#the-chaos-soak); a server
+gone mid-sweep is also test_reliability's.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import pytest
 
 from benchmarks.soak.faults import (
     CHIEF_KILL,
-    MLFLOW_RESTART,
     POSTGRES_RESTART,
     WORKER_KILL,
     WORKER_STOP,
@@ -32,9 +35,9 @@ from benchmarks.soak.record import TrialRun
 from benchmarks.soak.runner import Result, Settings, soak
 from benchmarks.soak.services import Unavailable, postgres_tools
 
-#: The faults, in this order: each kind once, a worker killed twice (a new one started, then
-#: the same one again), the stop first (its victim is surely mid-trial).
-FAULTS = (WORKER_STOP, CHIEF_KILL, WORKER_KILL, MLFLOW_RESTART, POSTGRES_RESTART, WORKER_KILL)
+#: The faults, in this order: a worker killed twice (a new one started, then the same one
+#: again), the stop first (its victim is surely mid-trial).
+FAULTS = (WORKER_STOP, CHIEF_KILL, WORKER_KILL, POSTGRES_RESTART, WORKER_KILL)
 #: Heartbeat timeout: seconds, and long enough that a loaded 2-core machine does not starve a
 #: live worker past it (the soak's ledger names any trial taken from a live worker).
 HEARTBEAT_S = 10.0
