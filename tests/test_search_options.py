@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep import __main__ as entry
@@ -418,3 +419,6 @@ def test_command_line_space_runs_end_to_end(
     cli.main(entry.run)
     _, children = runs_of(uri, "smoke")
     assert sorted(r.data.params["data.seq_len"] for r in children) == ["12", "20"]
+    # tiny_overrides' tracking.log_figures=false: no figure drawn (the runs that check them: swept)
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(children[0].info.run_id)}
+    assert "config.yaml" in logged and not {p for p in logged if p.endswith(".png")}, logged

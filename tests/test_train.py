@@ -28,7 +28,10 @@ def only_run(uri: str, experiment: str) -> mlflow.entities.Run:
 def test_single_run_logs_everything(make_config: Callable[..., DictConfig]) -> None:
     # seq_len 48: the tiny reviews (12-35 tokens) fill it by half, so batches are bucketed
     cfg = make_config(
-        "tracking.log_models=best", "model.attention.scale=learned", "data.seq_len=48"
+        "tracking.log_models=best",
+        "tracking.log_figures=true",
+        "model.attention.scale=learned",
+        "data.seq_len=48",
     )
     assert len(batches.boundaries(48, train.arrays(train.load(cfg), cfg).train.lengths)) > 1
     best = train_run(cfg)

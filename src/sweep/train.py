@@ -185,6 +185,7 @@ def run(cfg: DictConfig) -> float:
             xy.x_val,
             preprocessing(cfg, encoded),
             log_model=cfg.tracking.log_models != "none",
+            log_figures=cfg.tracking.log_figures,
         )
     best = max(history.history.get("val_accuracy", [float("nan")]))
     log.info("run %s: best val_accuracy %.4f in %.0f s", active.info.run_id, best, seconds)

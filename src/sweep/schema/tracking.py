@@ -15,3 +15,5 @@ class TrackingConfig:
     artifact_root: str = "mlruns/artifacts"
     # which trained models to log: best (per sweep; the single run counts as best), all, none
     log_models: str = field(default="best", metadata=bounds(choices=("best", "all", "none")))
+    # each run's learning curves and attention heatmap (PNG artifacts: ~1 s of CPU a run)
+    log_figures: bool = True

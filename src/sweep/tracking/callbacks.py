@@ -63,6 +63,7 @@ def log_outcome(
     preprocessing: Preprocessing,
     *,
     log_model: bool,
+    log_figures: bool = True,
     objective: str = "val_accuracy",
     direction: str = "max",
 ) -> dict[str, float]:
@@ -88,7 +89,8 @@ def log_outcome(
     words = word_ids(sample)
     summary.update(attention_stats(weights, words))
     mlflow.log_metrics(summary)
-    _log_figures(histories[-1], weights, words, preprocessing.vocabulary)
+    if log_figures:
+        _log_figures(histories[-1], weights, words, preprocessing.vocabulary)
     if log_model:
         log_served_model(model, preprocessing)
     return summary

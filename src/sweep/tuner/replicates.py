@@ -250,6 +250,7 @@ def fit_logged(
         xy.x_val,
         train.preprocessing(cfg, hypermodel.encoded_for(cfg)),
         log_model=False,
+        log_figures=cfg.tracking.log_figures,
         objective=objective.name,
         direction=objective.direction,
     )

@@ -257,6 +257,7 @@ class TrialTracking(keras_tuner.Tuner):
             self.hypermodel.arrays(cfg).x_val,
             train.preprocessing(cfg, self.hypermodel.encoded_for(cfg)),
             log_model=log_models == "all" or (log_models == "best" and is_best),
+            log_figures=self.sweep.cfg.tracking.log_figures,
             objective=objective.name,
             direction=objective.direction,
         )
