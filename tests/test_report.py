@@ -287,6 +287,7 @@ def test_a_small_study_runs_and_answers_on_a_slice_of_real_data(
         "train.epochs=1",
         "train.verbose=0",
         "tracking.log_models=none",
+        "tracking.log_figures=false",  # the page reads metrics, not the runs' figures
         "search.executions_per_trial=2",
         "search.confirm.seeds=2",
         f"{space}.output_dim.values=[16,8]",

@@ -42,7 +42,13 @@ FAULTS = (WORKER_STOP, CHIEF_KILL, WORKER_KILL, POSTGRES_RESTART, WORKER_KILL)
 #: live worker past it (the soak's ledger names any trial taken from a live worker).
 HEARTBEAT_S = 10.0
 #: tiny_imdb's sizes (tests/conftest.py) and trials long enough to be seen mid-way.
-TINY = ("data.num_words=64", "data.seq_len=16", "model.embedding_dim=8", "train.epochs=2")
+TINY = (
+    "data.num_words=64",
+    "data.seq_len=16",
+    "model.embedding_dim=8",
+    "train.epochs=2",
+    "tracking.log_figures=false",
+)
 #: MLflow's client retries a server that is away about as long as by default (~4 min), from a
 #: shorter first wait (its back-off doubles from 1 s, not 2 s): a restarted server otherwise
 #: waits a minute for clients asleep in their back-off, which is the test's time, not its point.
