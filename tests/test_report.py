@@ -9,7 +9,6 @@ experiments on a slice of the real data."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import __main__ as entry
-from sweep import cli, tracking
+from sweep import tracking
 from sweep.errors import ReportError
 from sweep.report import report
 from sweep.vocabulary import STAGE_TAG
@@ -268,13 +266,11 @@ def test_cli_report_on_an_empty_store_exits_2_with_one_line(
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real IMDB not found at {REAL_DATA}")
 def test_a_small_study_runs_and_answers_on_a_slice_of_real_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     """attention_study as shipped, shrunk (800 real reviews, 2 x 2 x 2 cells with the original
     initializer, 2 seeds, 1 epoch), then the page: every run cited, each knob and pair answered,
-    the control judged, the confirmation stage side by side with the screen, the trials curve.
-    Both commands run through their entry points in this process, from the user's directory
-    (the default store, mlruns/ there)."""
+    the control judged, the confirmation stage side by side with the screen, the trials curve."""
     space = "search.space.model.attention"
     small = [
         "+experiment=attention_study",
@@ -297,11 +293,10 @@ def test_a_small_study_runs_and_answers_on_a_slice_of_real_data(
         "search.space.data.seq_len.values=[32,64]",
         "search.max_trials=8",
     ]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["sweep", *small])
-    cli.main(entry.run)
-    monkeypatch.setattr(sys, "argv", ["sweep.report", "report.experiments=[attention_study]"])
-    cli.main(report)
+    done = run_cli(small, tmp_path, cli_env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = run_cli(["report.experiments=[attention_study]"], tmp_path, cli_env, "sweep.report")
+    assert result.returncode == 0, result.stderr[-3000:]
     text = (tmp_path / "reports" / "answers.md").read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("attention_study").experiment_id
