@@ -146,7 +146,8 @@ def _a_killed_workers_trial_is_finished_by_a_live_worker_or_its_restart(result: 
     assert replaced.detail.endswith("started worker-n1"), replaced
     assert restarted.detail.endswith(f"started {restarted.target}"), restarted
     for lost in _hit(result, replaced):  # none when it was killed between two trials
-        assert lost.status == "KILLED" and f"worker {replaced.target} was silent" in lost.kill_reason
+        assert lost.status == "KILLED", lost
+        assert f"worker {replaced.target} was silent" in lost.kill_reason, lost
         assert _finished_by(result, lost.trial_id).worker != replaced.target
     for old in _hit(result, restarted):  # closed by its restart, or by the chief
         assert old.status == "KILLED" and old.kill_reason, old
