@@ -123,7 +123,8 @@ def test_a_short_soak_loses_nothing_and_each_fault_does_what_it_should(
 def _a_stopped_worker_loses_its_trial_and_logs_nothing_of_it(result: Result) -> None:
     (stop,) = _faults(result, WORKER_STOP)
     (old,) = _hit(result, stop)
-    assert old.status == "KILLED" and old.score is None, old
+    # KILLED, never FINISHED; stopped while it logged, what it had logged stays in that run
+    assert old.status == "KILLED", old
     assert f"worker {stop.target} was silent" in old.kill_reason, old
     assert _finished_by(result, old.trial_id).run_id != old.run_id
     logs = "".join(p.read_text(errors="replace") for p in (result.work / "logs").glob("*"))
