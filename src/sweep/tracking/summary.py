@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -109,8 +110,20 @@ def describe_sweep(
         alpha=standing.alpha,
         margin=standing.margin,
     )[:MAX_NOTE]
-    client.set_tag(parent_run_id, NOTE_TAG, text)
+    _set_shared_tag(client, parent_run_id, text)
     tag_experiment(experiment, NOTE_TAG, text)
     view = leaderboard_view(parent_run_id, standing.keys, objective, standing.pruning)
     save_view(experiment, LEADERBOARD_VIEW, "All trials, best first", view)
     return text
+
+
+def _set_shared_tag(client: MlflowClient, run_id: str, text: str) -> None:
+    """The parent's note, which every worker rewrites after its trials: on PostgreSQL two
+    first writes can race to insert the tag row (UniqueViolation, answered BAD_REQUEST; the
+    short soak found it). The row is there then, and the second try updates it."""
+    try:
+        client.set_tag(run_id, NOTE_TAG, text)
+    except MlflowException as err:
+        if "UniqueViolation" not in str(err) and "unique constraint" not in str(err):
+            raise
+        client.set_tag(run_id, NOTE_TAG, text)
