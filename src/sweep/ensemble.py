@@ -76,7 +76,7 @@ def ensemble_evaluation(
             total, y_test = (p if total is None else total + p), labels
             fitted.append((model, preprocessing(cfg, one)))
         assert total is not None and y_test is not None  # members is not empty
-        metrics = _scores(total / len(members), y_test)
+        metrics = {f"test_{k}": v for k, v in _scores(total / len(members), y_test).items()}
         mlflow.log_metrics({**metrics, "ensemble_size": float(len(members))})
         log_served_ensemble(fitted, registered_model)
     log.info(
@@ -104,7 +104,7 @@ def validation_accuracy(
         p = np.asarray(model.predict(xy.x_val, batch_size=BATCH, verbose=0), dtype=np.float64)
         total, y_val = (p if total is None else total + p), xy.y_val
     assert total is not None and y_val is not None  # members is not empty
-    accuracy = _scores(total / len(members), y_val)["test_accuracy"]
+    accuracy = _scores(total / len(members), y_val)["accuracy"]
     log.info("the average of %d: val_accuracy %.4f", len(members), accuracy)
     return accuracy
 
@@ -113,6 +113,6 @@ def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy (the argmax, as Keras counts it) and cross-entropy of averaged softmaxes."""
     chosen = probabilities[np.arange(len(labels)), labels]
     return {
-        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "test_loss": float(-np.mean(np.log(np.clip(chosen, 1e-7, 1.0)))),
+        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "loss": float(-np.mean(np.log(np.clip(chosen, 1e-7, 1.0)))),
     }
