@@ -19,6 +19,7 @@ import grpc
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
+from keras_tuner.src.distribute import oracle_chief
 
 from sweep.config import compose_config
 from sweep.errors import ConfigError
@@ -362,3 +363,37 @@ def test_a_call_the_chiefs_death_cut_off_is_made_again(monkeypatch: pytest.Monke
     with pytest.raises(grpc.RpcError):
         liveness.PatientStub(refused).EndTrial("3")
     assert refused.calls == 1
+
+
+def test_a_worker_gone_between_trials_is_not_waited_for(tmp_path: Path) -> None:
+    """Keras Tuner's chief ends once every worker it has seen was told to stop: one killed
+    between two trials (after its report, before asking again) kept the short soak's chief
+    waiting until the soak's time ran out. Silent there for the heartbeat timeout, it is
+    forgotten; one that beats between trials (logging its last trial's standing) is not."""
+    oracle = chief_oracle(tmp_path)
+    a, b = oracle.create_trial("a"), oracle.create_trial("b")
+    _complete(oracle, a)
+    _complete(oracle, b)
+    _silence(oracle, "a", 10.0)
+    _silence(oracle, "b", 10.0)
+    assert not _beat(oracle, "b", liveness.BETWEEN_TRIALS), "no trial to hold between trials"
+    assert oracle.forget_gone() == ["a"]
+    assert oracle.tuner_ids == {"b"} and oracle.forget_gone() == []
+    c = oracle.create_trial("b")
+    assert oracle.create_trial("a").status == TrialStatus.IDLE, "asks again: a new worker"
+    assert oracle.tuner_ids == {"a", "b"}
+    _complete(oracle, c)
+    for worker in ("a", "b"):
+        assert oracle.create_trial(worker).status == TrialStatus.STOPPED
+    assert oracle_chief.exit_chief(oracle)
+
+
+def test_a_worker_beats_between_trials() -> None:
+    chief = _Chief()
+    heartbeat = Heartbeat(chief, "w1", timeout_s=5.0)  # its thread is not started here
+    heartbeat.tick()
+    heartbeat.hold("0")
+    heartbeat.tick()
+    heartbeat.hold(None)
+    heartbeat.tick()
+    assert chief.asked == ["w1 ", "w1 0", "w1 "]

@@ -148,6 +148,14 @@ def test_trials_not_started_make_the_ledger_incomplete_not_lost(store: Store) ->
     assert "INCOMPLETE" in render(ledger)[-1]
 
 
+def test_a_chief_that_never_ended_the_sweep_makes_the_ledger_incomplete(store: Store) -> None:
+    """Every trial done, but the chief still waiting at the time bound (for a worker killed
+    between two trials, once): the soak closed it, which is no clean end."""
+    ledger = check(store.record(_three_finished(store)), [], planned=3, ended=False)
+    assert ledger.clean and not ledger.complete
+    assert render(ledger)[-1].endswith("the chief had not ended the sweep at the time bound)")
+
+
 def test_failures_say_why_and_a_faults_reason_is_told_from_trainings(store: Store) -> None:
     oracle = _three_finished(store)
     store.run("3", "FAILED", 21, 22, "w1", error="Traceback ...\nValueError: loss is NaN")

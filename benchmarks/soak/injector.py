@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: How long a stopped worker stays stopped, in heartbeat timeouts: past the timeout, and past
 #: the chief's next check for silence (every fifth of it), so its trial is taken back.
 STOP_TIMEOUTS = (1.5, 2.5)
+#: Stops tried until one lands on a worker with a trial going on, and the seconds between.
+STOP_TRIES, STOP_AGAIN_S = 5, 0.5
 #: Seconds a killed process or a stopped server stays down before it is started again.
 DOWN_S = (0.0, 3.0)
 #: How long a restarted chief or MLflow server may take to serve again (each imports its
@@ -92,6 +94,8 @@ class Injector:
         at = time.time()
         self.crew.kill(victim)
         self.wait(down)
+        if self.crew.chief_done():  # a worker started now would wait for a chief that is gone
+            return Fault(WORKER_KILL, at, victim, "SIGKILL; the sweep ended meanwhile")
         name = victim if same else self._new_name()
         self.crew.start(name)
         return Fault(WORKER_KILL, at, victim, f"SIGKILL; {down:.1f} s later started {name}")
@@ -101,13 +105,20 @@ class Injector:
         return f"worker-n{self.new_workers}"
 
     def stop_worker(self, rng: random.Random) -> Fault | None:
-        """SIGSTOP a worker past the heartbeat timeout, then SIGCONT it."""
-        victim = self._victim(rng)
-        if victim is None:
-            return None
+        """SIGSTOP a worker past the heartbeat timeout, then SIGCONT it. A stop that lands
+        between the victim's trials (its run ended as it was picked: tiny trials are short) is
+        undone at once and tried again, up to STOP_TRIES times: it would stop no trial."""
+        for attempt in range(STOP_TRIES):
+            victim = self._victim(rng)
+            if victim is None:
+                return None
+            at = time.time()
+            self.crew.pause(victim)
+            if attempt == STOP_TRIES - 1 or victim in self.busy():
+                break
+            self.crew.resume(victim)
+            self.wait(STOP_AGAIN_S)
         hold = self.heartbeat_s * rng.uniform(*STOP_TIMEOUTS)
-        at = time.time()
-        self.crew.pause(victim)
         try:
             self.wait(hold)
         finally:

@@ -76,6 +76,8 @@ class Ledger:
     taken_while_starved: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)
     recoveries: list[Recovery] = field(default_factory=list)
+    #: whether the chief ended the sweep itself (exit 0) before the soak's time bound
+    ended: bool = True
 
     @property
     def faults(self) -> dict[str, int]:
@@ -96,8 +98,9 @@ class Ledger:
 
     @property
     def complete(self) -> bool:
-        """Every planned trial started (a soak stopped at its time bound may leave some)."""
-        return self.not_started == 0
+        """Every planned trial started and the chief ended the sweep itself (a soak stopped
+        at its time bound may leave trials unstarted, or a chief waiting for something)."""
+        return self.not_started == 0 and self.ended
 
     def recovery_summary(self) -> dict[str, dict[str, Any]]:
         """p50/p95 of the recovery seconds, for all faults and per kind, with how many faults
@@ -126,14 +129,16 @@ def check(
     planned: int,
     exits: Sequence[str] = (),
     held_up: Sequence[Delay] = (),
+    ended: bool = True,
 ) -> Ledger:
     """The ledger of a soak whose sweep planned `planned` trials; `exits` are processes that
-    ended unplanned (a line each, from the runner), `held_up` the late wake-ups they logged."""
+    ended unplanned (a line each, from the runner), `held_up` the late wake-ups they logged,
+    `ended` whether the chief ended the sweep itself."""
     runs = record.runs
     by_trial: dict[str, list[TrialRun]] = defaultdict(list)
     for run in runs:
         by_trial[run.trial_id].append(run)
-    ledger = Ledger(planned=planned, started=len(record.oracle), exits=list(exits))
+    ledger = Ledger(planned, len(record.oracle), exits=list(exits), ended=ended)
     ledger.not_started = max(0, planned - len(set(record.oracle) | set(by_trial)))
     for trial_id in sorted(set(record.oracle) | set(by_trial)):
         _account(ledger, trial_id, by_trial.get(trial_id, []), record)
@@ -344,5 +349,9 @@ def render(ledger: Ledger) -> list[str]:
     for title, items in findings.items():
         lines += [f"{title}: {item}" for item in items]
     verdict = "CLEAN" if ledger.clean else "NOT CLEAN"
-    lines.append(verdict + ("" if ledger.complete else " (INCOMPLETE: the soak stopped early)"))
+    if ledger.not_started:
+        verdict += " (INCOMPLETE: the soak stopped early)"
+    elif not ledger.ended:
+        verdict += " (INCOMPLETE: the chief had not ended the sweep at the time bound)"
+    lines.append(verdict)
     return lines

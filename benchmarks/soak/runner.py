@@ -129,6 +129,7 @@ def sweep_args(settings: Settings, work: Path, uri: str, oracle: str) -> list[st
         SPACE,
         f"tracking.uri={uri}",
         "tracking.log_models=none",
+        "tracking.log_figures=false",  # a run's figures are ~1 s of CPU, not what this tests
         f"tracking.artifact_root={work / 'mlruns'}",
         f"sweep.dir={work / 'sweeps'}",
         f"distributed.oracle={oracle}",
@@ -240,9 +241,11 @@ def soak(settings: Settings) -> Result:
             _busy(server.uri),
         )
         faults = _run(plan, crew, supervisor, injector)
+        ended = crew.chief_done()
         crew.close()  # anything left (a soak out of time) closes its runs first
         record = _record(work, server.uri)
-    ledger = check(record, faults, settings.trials, supervisor.exits, delays(work / "logs"))
+    held_up = delays(work / "logs")
+    ledger = check(record, faults, settings.trials, supervisor.exits, held_up, ended)
     return Result(ledger, settings, time.monotonic() - began, work, record)
 
 

@@ -17,7 +17,10 @@ it forever. This adds one on the chief's own server and port, no other service:
   and names those overdue; `serving.Monitor` takes their trials back, marks their runs KILLED
   with the reason (tag `kill_reason`), and queues them again by Keras Tuner's retry path;
 - a worker that learns its trial was taken stops at the next batch, and neither reports nor
-  logs it (`Progress`, and `Heartbeat.still_holds` before it logs).
+  logs it (`Progress`, and `Heartbeat.still_holds` before it logs);
+- between two trials a worker's heartbeat names no trial (`BETWEEN_TRIALS`): the chief stops
+  waiting for a worker silent that long there (killed between two trials, it would otherwise
+  keep the chief from ending, as Keras Tuner waits for every worker it has seen to leave).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ LATE_INTERVALS = 2.5
 SERVICE, METHOD = "sweep.Liveness", "Heartbeat"
 #: What a loop's first batch does besides the batch: trace the step function.
 TRACING = "tracing"
+#: The trial id a heartbeat names while its worker holds none: alive, between two trials.
+BETWEEN_TRIALS = ""
 
 
 def beat_interval(heartbeat_timeout_s: float, progress_timeout_s: float | None = None) -> float:
@@ -120,6 +125,13 @@ class Attendance:
         count, _ = self._moved.get(worker, (None, now))
         if progress is not None and progress != count:
             self._moved[worker] = (progress, now)
+
+    def silent(self, workers: Iterable[str]) -> list[str]:
+        """Of `workers` (those between trials), each not heard of for longer than the
+        heartbeat timeout; a worker never heard of is timed from now."""
+        now = time.monotonic()
+        timeout = self.heartbeat_timeout_s
+        return [w for w in workers if now - self._heard.setdefault(w, now) > timeout]
 
     def forget(self, worker: str) -> None:
         self._heard.pop(worker, None)
@@ -338,6 +350,7 @@ class Heartbeat(Ticker):
     def tick(self) -> None:
         holding = self._holding
         if holding is None:
+            self._between_trials()
             return
         started = time.monotonic()
         try:
@@ -352,6 +365,13 @@ class Heartbeat(Ticker):
             log.warning("heartbeat for trial %s took %.1f s (%s)", holding.trial_id, took, answer)
         else:
             log.debug("heartbeat for trial %s: %s after %.2f s", holding.trial_id, answer, took)
+
+    def _between_trials(self) -> None:
+        """Alive, holding no trial (logging the last one's standing, or waiting for the next)."""
+        try:
+            self._chief.heartbeat(self._worker, BETWEEN_TRIALS, self._progress)
+        except (grpc.RpcError, cluster.TokenRefused) as err:
+            log.debug("heartbeat between trials: %s", first_line(str(err)))
 
 
 class Progress(keras.callbacks.Callback):

@@ -22,7 +22,7 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from sweep.errors import SweepError, first_line
 from sweep.tuner.hypermodel import searched_values
-from sweep.tuner.liveness import Attendance
+from sweep.tuner.liveness import BETWEEN_TRIALS, Attendance
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,12 @@ class SweepOracle(KerasOracle):
     @synchronized
     def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
         """A worker says it is alive, on `trial_id`, at `progress`: whether the trial is still
-        its own (then the worker counts as heard of, at that progress); False: it was taken."""
+        its own (then the worker counts as heard of, at that progress); False: it was taken.
+        Between trials (`BETWEEN_TRIALS`), a worker the chief waits for counts as heard of."""
+        if self.attendance is not None and trial_id == BETWEEN_TRIALS:
+            if worker in self.tuner_ids and worker not in self.ongoing_trials:
+                self.attendance.heard(worker)
+            return False
         trial = self.ongoing_trials.get(worker)
         if self.attendance is None or trial is None or trial.trial_id != trial_id:
             return False
@@ -190,6 +195,21 @@ class SweepOracle(KerasOracle):
         for worker, trial, _ in taken:
             self._taken[trial.trial_id] = worker
         return taken
+
+    @synchronized
+    def forget_gone(self) -> list[str]:
+        """Workers between trials silent for longer than the heartbeat timeout, no longer
+        waited for: Keras Tuner's chief ends only once every worker it has seen has been told
+        to stop, and one killed between two trials never asks again (the short soak's chief
+        waited for one until its time ran out). One that comes back asks as a new worker."""
+        if self.attendance is None:
+            return []
+        idle = [w for w in self.tuner_ids if w not in self.ongoing_trials]
+        gone = self.attendance.silent(idle)
+        for worker in gone:
+            self.tuner_ids.discard(worker)
+            self.attendance.forget(worker)
+        return gone
 
     @synchronized
     def requeue(self, trial: Trial, why: str) -> None:

@@ -53,7 +53,7 @@ class Monitor(liveness.Ticker):
 
     def check(self) -> None:
         """Take back and requeue the trial of every overdue worker; its run is marked KILLED
-        next, by the marking thread."""
+        next, by the marking thread. Stop waiting for workers gone between trials."""
         for worker, trial, overdue in self._oracle.take_back():
             taken_at = time.time()
             why = f"{overdue}: trial {trial.trial_id} queued again"
@@ -63,6 +63,12 @@ class Monitor(liveness.Ticker):
             except ConsecutiveFailures as err:  # the trial lost too many workers: FAILED
                 log.error("%s", err)
             self._marks.put((trial.trial_id, worker, why, taken_at))
+        for worker in self._oracle.forget_gone():
+            log.warning(
+                "worker %s was silent between trials for longer than "
+                "distributed.heartbeat_timeout_s: no longer waited for",
+                worker,
+            )
 
     def _mark(self) -> None:
         """Mark each taken trial's run KILLED: only runs started before it was taken, since
