@@ -9,6 +9,7 @@ timeouts are a second or two, so each test takes seconds.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,17 +17,32 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 from keras_tuner.engine.trial import Trial, TrialStatus
 from keras_tuner.src.distribute import oracle_client
 from omegaconf import OmegaConf
 
-from sweep import cluster, distributed
+from sweep import cluster, distributed, tracking, train
+from sweep.config import compose_config
 from sweep.schema import DistributedConfig
 from sweep.schema.distributed import TOKEN_ENV
+from sweep.space import SearchSpace
 from sweep.tuner import liveness, serving
-from tests.conftest import chief_oracle
+from sweep.tuner.hypermodel import AttentionHyperModel
+from sweep.tuner.search import callbacks
+from sweep.tuner.state import sweep_dir
+from sweep.tuner.trials import SweepRun
+from sweep.tuner.tuners import TunerOptions, build_tuner
+from sweep.vocabulary import TRIAL_ID_TAG
+from tests.conftest import (
+    NO_REPLICATES,
+    chief_oracle,
+    copy_store,
+    runs_of,
+    tiny_overrides,
+)
 
 #: The chief's timeouts here: heartbeats every 0.3 s; no progress for 1.5 s loses a trial.
 HEARTBEAT_S, PROGRESS_S = 5.0, 1.5
@@ -208,3 +224,79 @@ def test_long_validation_slow_tracing_and_a_slow_upload_are_progress(sweep: Swee
     assert sweep.lost == [] and sweep.kills == [], "no trial taken back"
     assert sweep.oracle._retry_queue == []
     _assert_each_completed_once(sweep)
+
+
+class Cut:
+    """A worker's line to the chief that a test can cut as SIGSTOP would: while cut, each
+    heartbeat waits (the worker's heartbeat thread frozen), then goes through."""
+
+    def __init__(self, line: liveness.Chief) -> None:
+        self._line, self._open = line, threading.Event()
+        self._open.set()
+
+    def heartbeat(self, worker: str, trial_id: str, progress: int) -> bool:
+        self._open.wait()
+        return self._line.heartbeat(worker, trial_id, progress)
+
+    def cut(self) -> None:
+        self._open.clear()
+
+    def mend(self) -> None:
+        self._open.set()
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_while_it_logs_leaves_its_run_killed(
+    sweep: Sweep,
+    tmp_path: Path,
+    tiny_imdb: Path,
+    migrated_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The soak's duplicates: a worker stopped after its pre-log claim, while it logged its
+    trial's outcome, woke after the chief had taken the trial back, finished logging and ended
+    its run FINISHED, beside the FINISHED run of the worker the trial went to. A real worker
+    tuner here (the chief's oracle, in this process, over gRPC): its first trial's logging is
+    cut off from the chief until the trial is taken back; the run keeps what it logged, ends
+    KILLED, and the trial is FINISHED once, by its second run."""
+    sweep.heartbeat.stop()  # the fixture's; the tuner beats its own, on a line this test cuts
+    line = Cut(sweep.heartbeat._chief)
+    heartbeat = liveness.Heartbeat(line, WORKER, HEARTBEAT_S)
+    copy_store(migrated_store, tmp_path)
+    cfg = compose_config(
+        [*tiny_overrides(tmp_path, tiny_imdb), "+experiment=dim_search", *NO_REPLICATES]
+    )
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(cfg.tracking)
+    experiment = tracking.use_experiment(cfg.name, cfg.tracking)
+    searched = SearchSpace.of(cfg)
+    hypermodel = AttentionHyperModel(cfg, train.load(cfg), searched)
+    tuner = build_tuner(cfg, hypermodel, sweep_dir(cfg), TunerOptions(overwrite=True))
+    assert isinstance(tuner.oracle, oracle_client.OracleClient), "a worker's tuner"
+    log_outcome = tuner._log_outcome
+
+    def stopped_while_logging(*args: Any) -> None:
+        log_outcome(*args)  # its metrics are in
+        if not sweep.kills:  # the first trial only
+            line.cut()
+            deadline = time.monotonic() + 30
+            while not sweep.kills and time.monotonic() < deadline:
+                time.sleep(0.05)
+            line.mend()
+
+    monkeypatch.setattr(tuner, "_log_outcome", stopped_while_logging)
+    with mlflow.start_run(experiment_id=experiment, run_name="parent") as parent:
+        run = SweepRun(cfg, parent.info.run_id, {}, tracking.Standing.of(cfg))
+        tuner.search_in(run, callbacks(cfg), heartbeat)
+    (taken, why), *_ = sweep.kills  # for want of progress: the shorter timeout here
+    assert why.startswith(f"worker {WORKER} made no progress"), why
+    _, children = runs_of(str(cfg.tracking.uri), cfg.name)
+    runs = [r for r in children if r.data.tags[TRIAL_ID_TAG] == taken]
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"], runs
+    (killed,) = [r for r in runs if r.info.status == "KILLED"]
+    assert "val_accuracy" in killed.data.metrics, "what it logged before the stop stays"
+    oracle = sweep.oracle
+    assert sorted(oracle.end_order) == sorted(oracle.trials) == ["0", "1", "2"]
+    assert all(t.status == TrialStatus.COMPLETED for t in oracle.trials.values())
+    finished = [r.data.tags[TRIAL_ID_TAG] for r in children if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2"], "each trial logged FINISHED once"
