@@ -7,6 +7,7 @@ config; nothing in a space is ever instantiated or evaluated.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
@@ -221,6 +222,7 @@ def check_space(cfg: DictConfig) -> SearchSpace:
         )
     if not space:
         raise ConfigError("search.space", "{}", "empty: declare at least one hyperparameter")
+    probe = _Probe(cfg)
     for path, param in space.items():
         key = f"search.space.{path}"
         if (
@@ -232,9 +234,9 @@ def check_space(cfg: DictConfig) -> SearchSpace:
         if not part_of_trial(str(path)):
             raise ConfigError(key, path, "changes no trial (where the harness reads or shows)")
         if param.type == "choice":
-            _check_choice(cfg, key, path, param)
+            _check_choice(probe, key, path, param)
         elif param.type in ("int", "float"):
-            _check_range(cfg, key, path, param)
+            _check_range(probe, key, path, param)
         if cfg.search.tuner == "grid" and param.type == "float" and param.get("step") is None:
             raise ConfigError(f"{key}.step", None, "grid search needs a step for a float")
     check_initial(cfg)
@@ -251,6 +253,7 @@ def check_initial(cfg: DictConfig) -> None:
     space, checked like the space's own values."""
     initial = cfg.search.get("initial") or []
     declared = _declared(cfg.search.space)
+    probe = _Probe(cfg) if any(entry != BASE for entry in initial) else None
     for i, entry in enumerate(initial):
         key = f"search.initial[{i}]"
         if entry == BASE:
@@ -273,19 +276,20 @@ def check_initial(cfg: DictConfig) -> None:
                 tuner_value(cfg.search.space[path], declared[path], value)
             except ValueError as err:
                 raise ConfigError(where, value, str(err)) from None
-            _check_searched_value(cfg, where, str(path), value)
+            assert probe is not None  # an entry other than base is why there is one
+            probe.check(where, str(path), value)
 
 
-def _check_choice(cfg: DictConfig, key: str, path: str, param: DictConfig) -> None:
+def _check_choice(probe: _Probe, key: str, path: str, param: DictConfig) -> None:
     if not param.get("values"):
         raise ConfigError(f"{key}.values", param.get("values"), "empty: give at least one value")
     for value in param["values"]:
-        _check_searched_value(cfg, f"{key}.values", path, value)
+        probe.check(f"{key}.values", path, value)
     if len(set(_choices(param)[1])) != len(param["values"]):
         raise ConfigError(f"{key}.values", list(param["values"]), "values repeat")
 
 
-def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> None:
+def _check_range(probe: _Probe, key: str, path: str, param: DictConfig) -> None:
     low, high = param.get("min"), param.get("max")
     for bound, value in (("min", low), ("max", high)):
         if value is None:
@@ -300,23 +304,30 @@ def _check_range(cfg: DictConfig, key: str, path: str, param: DictConfig) -> Non
     if param.type == "int" and any(v is not None and float(v) != int(v) for v in (low, high, step)):
         raise ConfigError(f"{key}", f"{low}..{high}", "an int range needs whole numbers")
     for value in (low, high):
-        _check_searched_value(
-            cfg,
+        probe.check(
             f"{key}.{'min' if value == low else 'max'}",
             path,
             int(value) if param.type == "int" else value,
         )
 
 
-def _check_searched_value(cfg: DictConfig, key: str, path: str, value: Any) -> None:
-    """One searched value must make a valid config on its own (the schema says why not)."""
-    probe = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
-    probe.search = None
-    try:
-        OmegaConf.update(probe, path, value, merge=False)
-        check_values(probe)
-    except ConfigError as err:
-        raise ConfigError(key, value, f"{err.key}: {err.reason}") from None
-    except Exception as err:  # OmegaConf's type errors: the value cannot stand at that path
-        reason = str(err).strip().splitlines()[0]
-        raise ConfigError(key, value, reason) from None
+class _Probe:
+    """The config as its schema types it, without its search section, built once per check:
+    each searched value is tried on a copy of it (a structured merge is ~0.07 s of CPU, a copy
+    ~3 ms; a space of a dozen values was checked in most of a second)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self._base = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+        self._base.search = None
+
+    def check(self, key: str, path: str, value: Any) -> None:
+        """One searched value must make a valid config on its own (the schema says why not)."""
+        probe = copy.deepcopy(self._base)
+        try:
+            OmegaConf.update(probe, path, value, merge=False)
+            check_values(probe)
+        except ConfigError as err:
+            raise ConfigError(key, value, f"{err.key}: {err.reason}") from None
+        except Exception as err:  # OmegaConf's type errors: the value cannot stand at that path
+            reason = str(err).strip().splitlines()[0]
+            raise ConfigError(key, value, reason) from None
