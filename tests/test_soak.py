@@ -1,6 +1,6 @@
 """A short chaos soak (issue 26): a chief and two workers on tiny data, logged to the MLflow
-server with its login on PostgreSQL (SQLite where PostgreSQL is not installed), while six faults
-of all five kinds land in a fixed order. The ledger must be clean, and each fault must have done
+server with its login on PostgreSQL (SQLite where PostgreSQL is not installed), while five faults
+of four kinds land in a fixed order. The ledger must be clean, and each fault must have done
 what docs/distributed.md says (the three process tests test_cluster_faults.py had, one sweep
 each, are its cases now):
 
@@ -10,7 +10,11 @@ each, are its cases now):
   going on at the kill ends FINISHED;
 - a worker SIGKILLed and replaced by a new one: its trial goes to a live worker after the
   heartbeat timeout; SIGKILLed and started again under its id: it closes its predecessor's run;
-- the MLflow server and PostgreSQL restarted: no trial fails or is lost for it.
+- PostgreSQL restarted: no trial fails or is lost for it.
+
+The fifth kind, the MLflow server restarted, is the full soak's (`python -m benchmarks.soak`)
+and, for one process, test_reliability's server going away mid-sweep: a server's start is
+~20 s of CPU, the most of any fault here.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import pytest
 
 from benchmarks.soak.faults import (
     CHIEF_KILL,
-    MLFLOW_RESTART,
     POSTGRES_RESTART,
     WORKER_KILL,
     WORKER_STOP,
@@ -32,15 +35,15 @@ from benchmarks.soak.record import TrialRun
 from benchmarks.soak.runner import Result, Settings, soak
 from benchmarks.soak.services import Unavailable, postgres_tools
 
-#: The faults, in this order: each kind once, a worker killed twice (a new one started, then
-#: the same one again), the stop first (its victim is surely mid-trial).
-FAULTS = (WORKER_STOP, CHIEF_KILL, WORKER_KILL, MLFLOW_RESTART, POSTGRES_RESTART, WORKER_KILL)
+#: The faults, in this order: each kind but the MLflow server's once, a worker killed twice (a
+#: new one started, then the same one again), the stop first.
+FAULTS = (WORKER_STOP, CHIEF_KILL, WORKER_KILL, POSTGRES_RESTART, WORKER_KILL)
 #: Heartbeat timeout: seconds, and long enough that a loaded 2-core machine does not starve a
 #: live worker past it (the soak's ledger names any trial taken from a live worker).
 HEARTBEAT_S = 10.0
-#: Trials: with two workers, enough that the sweep outlasts the six faults' ~70 s (a stop
+#: Trials: with two workers, enough that the sweep outlasts the five faults' ~55 s (a stop
 #: alone holds its worker for 15-25 s), on a quiet machine too.
-TRIALS = 30
+TRIALS = 26
 #: tiny_imdb's sizes (tests/conftest.py) and trials long enough to be seen mid-way.
 TINY = ("data.num_words=64", "data.seq_len=16", "model.embedding_dim=8", "train.epochs=2")
 #: MLflow's client retries a server that is away about as long as by default (~4 min), from a

@@ -18,9 +18,8 @@ it forever. This adds one on the chief's own server and port, no other service:
   with the reason (tag `kill_reason`), and queues them again by Keras Tuner's retry path;
 - a worker that learns its trial was taken stops at the next batch, and neither reports nor
   logs it (`Progress`, and `Heartbeat.still_holds` before it logs);
-- between two trials a worker's heartbeat names no trial (`BETWEEN_TRIALS`): the chief stops
-  waiting for a worker silent that long there (killed between two trials, it would otherwise
-  keep the chief from ending, as Keras Tuner waits for every worker it has seen to leave).
+- between trials a heartbeat names no trial (`BETWEEN_TRIALS`); the chief stops waiting for a
+  worker silent that long there (Keras Tuner's chief waits for every worker it has seen).
 """
 
 from __future__ import annotations
@@ -127,10 +126,8 @@ class Attendance:
             self._moved[worker] = (progress, now)
 
     def silent(self, workers: Iterable[str]) -> list[str]:
-        """Of `workers` (those between trials), each not heard of for longer than the
-        heartbeat timeout; a worker never heard of is timed from now."""
-        now = time.monotonic()
-        timeout = self.heartbeat_timeout_s
+        """Of `workers` (between trials), those silent for longer than the heartbeat timeout."""
+        now, timeout = time.monotonic(), self.heartbeat_timeout_s
         return [w for w in workers if now - self._heard.setdefault(w, now) > timeout]
 
     def forget(self, worker: str) -> None:
