@@ -53,7 +53,7 @@ def save_view(experiment_id: str, key: str, name: str, state: Mapping[str, Any])
     """A saved view of the experiment's runs page (filter, sort, columns), stored as the MLflow
     UI stores one (a JSON `{name, createdAt, updatedAt, state}` whose state is deflated): a
     link with `viewStateShareKey=KEY` opens it. Written once per process and view (a sweep
-    refreshes its standing after every trial)."""
+    refreshes its standing as its trials end)."""
     text = json.dumps(dict(state), sort_keys=True)
     where = (mlflow.get_tracking_uri(), experiment_id, key)
     if _saved_views.get(where) == text:
