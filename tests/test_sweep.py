@@ -15,11 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweep import train
+from sweep import tracking, train
 from sweep.__main__ import run as main_run
 from sweep.config import compose_config
 from sweep.errors import SweepError
-from sweep.tuner import hypermodel
+from sweep.tuner import hypermodel, trials
 from sweep.tuner import run as sweep_run
 from sweep.tuner.trials import TrialTracking
 from tests.conftest import (
@@ -150,6 +150,32 @@ def test_nan_trial_fails_and_the_sweep_goes_on(make_sweep: Callable[..., DictCon
     assert status["0.01"].info.status == "FINISHED"
     assert status["1e+38"].info.status == "FAILED"
     assert "NaN" in status["1e+38"].data.tags["error"]
+
+
+@pytest.mark.slow
+def test_the_standing_is_refreshed_after_the_first_trial_and_at_the_end(
+    make_sweep: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each refresh reads every trial run of the sweep: after the first trial, then at most
+    every `REFRESH_S` (here never), and at the sweep's end, whose leaderboard has every trial."""
+    monkeypatch.setattr(trials, "REFRESH_S", math.inf)
+    refreshed: list[int] = []
+    real = tracking.log_leaderboard
+
+    def log_leaderboard(parent_run_id: str, standing: tracking.Standing) -> float | None:
+        refreshed.append(len(sweep_runs(cfg)[1]))  # trial runs so far
+        return real(parent_run_id, standing)
+
+    monkeypatch.setattr(tracking, "log_leaderboard", log_leaderboard)
+    space = {"model.attention.output_dim": {"type": "choice", "values": [4, 8, 12]}}
+    cfg = make_sweep(space, "search.tuner=grid", "search.max_trials=3", "train.epochs=1")
+    sweep_run(cfg)
+    assert refreshed == [1, 3]
+    (parent,), _ = sweep_runs(cfg)
+    board = MlflowClient(str(cfg.tracking.uri)).download_artifacts(
+        parent.info.run_id, "leaderboard.csv"
+    )
+    assert len(Path(board).read_text().strip().splitlines()) == 1 + 3
 
 
 @pytest.mark.slow
