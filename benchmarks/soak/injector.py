@@ -5,6 +5,7 @@ process started again, a server answering. The next fault's wait starts after th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUTS = (1.5, 2.5)
 #: Stops tried until one lands on a worker with a trial going on, and the seconds between.
 STOP_TRIES, STOP_AGAIN_S = 5, 0.5
+#: How long a chief kill waits for a worker to have a trial going on.
+CHIEF_WAIT_S = 30.0
 #: Seconds a killed process or a stopped server stays down before it is started again.
 DOWN_S = (0.0, 3.0)
 #: How long a restarted chief or MLflow server may take to serve again (each imports its
@@ -126,7 +129,11 @@ class Injector:
         return Fault(WORKER_STOP, at, victim, f"SIGSTOP for {hold:.1f} s, then SIGCONT")
 
     def kill_chief(self, rng: random.Random) -> Fault | None:
-        """SIGKILL the chief and start it again with the same command; back once it serves."""
+        """SIGKILL the chief and start it again with the same command; back once it serves.
+        It lands while a trial is going on (waiting up to CHIEF_WAIT_S for one): a chief killed
+        while every worker is between trials gives no trial back, which is what it tests."""
+        with contextlib.suppress(TimeoutError):
+            self.wait_until(lambda: bool(self.busy()), CHIEF_WAIT_S, "a trial going on")
         crew = self.crew
         return self._down_and_back(
             CHIEF_KILL, rng, lambda: crew.kill(CHIEF), lambda: crew.start(CHIEF), crew.chief_serving
