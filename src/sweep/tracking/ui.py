@@ -101,7 +101,7 @@ def ui_command(uri: str) -> str | None:
     """The command that serves the UI for `uri`; None for a tracking server (it serves it)."""
     if urlparse(uri).scheme in ("http", "https"):
         return None
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --workers 1"
 
 
 def show_runs_page(cfg: DictConfig, view: str | None = None) -> str | None:
