@@ -434,6 +434,23 @@ def run_cli(
     return run_python(["-m", module, *args], cwd, env, timeout)
 
 
+def run_module_noting_imports(
+    module: str, args: Sequence[str], cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`python -m MODULE ARGS` (run by `runpy`), and which of TensorFlow and Keras it imported:
+    its stdout's last line. A command that builds no model should load neither (seconds)."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = [{module!r}, *sys.argv[1:]]\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+        "finally:\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+    )
+    result = run_python(["-c", script, *args], cwd, env)
+    return result, json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
 def own_lines(stderr: str) -> list[str]:
     """The non-blank stderr lines: the harness's own, since TensorFlow's start-up chatter is
     kept off the console (`sweep.quiet`); any that came back would count against a test."""

@@ -23,6 +23,7 @@ from tests.conftest import (
     Swept,
     own_lines,
     run_cli,
+    run_module_noting_imports,
     sweep_runs,
     tiny_overrides,
 )
@@ -129,12 +130,14 @@ def test_final_evaluation_is_a_separate_registered_run(
 def test_cli_export_of_unknown_experiment_is_one_line(
     tmp_path: Path, tiny_imdb: Path, cli_env: dict[str, str]
 ) -> None:
+    """...without TensorFlow: Keras loads only for a model export retrains."""
     args = [*tiny_overrides(tmp_path, tiny_imdb), "+experiment=dim_search"]
-    result = run_cli(args, tmp_path, cli_env, module="sweep.export")
+    result, loaded = run_module_noting_imports("sweep.export", args, tmp_path, cli_env)
     assert result.returncode == 2
     lines = own_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("no sweep named dim_search"), result.stderr
     assert not (tmp_path / "sweeps" / "dim_search").exists()
+    assert loaded == []
 
 
 @pytest.mark.integration

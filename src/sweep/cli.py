@@ -33,11 +33,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     signal.default_int_handler(signum, frame)
 
 
-def main(task: Callable[[DictConfig], Any]) -> None:
-    """Check the whole command line, then let Hydra compose and run `task` (once per job)."""
+def main(task: Callable[[DictConfig], Any], trains: bool = True) -> None:
+    """Check the whole command line, then let Hydra compose and run `task` (once per job).
+    `trains=False`: `task` neither trains nor searches with this config, so Keras and Keras
+    Tuner need not judge it (importing either loads TensorFlow: ~4 s of CPU)."""
     register()
     try:
-        check_command_line(sys.argv[1:])
+        check_command_line(sys.argv[1:], trains)
         # search space overrides have dotted paths in their keys, which Hydra cannot address:
         # each job applies them itself
         sys.argv[1:], space_edits = split_space_overrides(sys.argv[1:])

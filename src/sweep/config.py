@@ -34,16 +34,20 @@ from sweep.vocabulary import in_searchable_section
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def check_config(cfg: DictConfig) -> SearchSpace | None:
+def check_config(cfg: DictConfig, trains: bool = True) -> SearchSpace | None:
     """Raise ConfigError for the first bad value of a whole config: the schema's values (the
     tracking store's among them), then the search space it declares (each searched value
-    checked like a value in a file); that space, checked (None without a search)."""
-    schema.check_values(cfg)
-    return check_space(cfg) if cfg.search is not None else None
+    checked like a value in a file); that space, checked (None without a search). `trains`:
+    see `schema.check_values`."""
+    schema.check_values(cfg, trains)
+    return check_space(cfg, trains) if cfg.search is not None else None
 
 
 def compose_config(
-    overrides: Sequence[str] = (), config_name: str = "config", config_dir: Path | None = None
+    overrides: Sequence[str] = (),
+    config_name: str = "config",
+    config_dir: Path | None = None,
+    trains: bool = True,
 ) -> DictConfig:
     """The config `python -m sweep OVERRIDES` would run, validated; raises ConfigError.
 
@@ -68,7 +72,7 @@ def compose_config(
     finally:
         GlobalHydra.instance().clear()
     cfg = apply_space_overrides(cfg, space_edits)
-    check_config(cfg)
+    check_config(cfg, trains)
     return cfg
 
 
@@ -202,8 +206,10 @@ def _text(edit: Override) -> str:
     return edit.input_line.partition("=")[2] if edit.input_line else ""
 
 
-def check_command_line(args: Sequence[str]) -> None:
-    """Compose and validate every job a command line would start, before any of them starts.
+def check_command_line(args: Sequence[str], trains: bool = True) -> None:
+    """Compose and validate every job a command line would start, before any of them starts
+    (`trains=False`: for a command that neither trains nor searches, see
+    `schema.check_values`).
 
     Hydra reports a bad override only when its job starts (in multirun, after earlier jobs have
     trained); checking up front keeps bad input from costing any training.
@@ -219,7 +225,7 @@ def check_command_line(args: Sequence[str]) -> None:
     config_dir = Path(known.config_dir).resolve() if known.config_dir else None
     for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
         for job in batch:
-            compose_config(job, known.config_name or "config", config_dir)
+            compose_config(job, known.config_name or "config", config_dir, trains)
     if known.multirun:
         _check_multirun_base(parsed)
 

@@ -213,7 +213,8 @@ def _final(
 
 
 def main() -> None:
-    cli.main(export)
+    # the models export retrains are composed from the exported configs, Keras judging them
+    cli.main(export, trains=False)
 
 
 if __name__ == "__main__":

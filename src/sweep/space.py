@@ -209,9 +209,11 @@ def check_pruning(cfg: DictConfig) -> None:
         )
 
 
-def check_space(cfg: DictConfig) -> SearchSpace:
+def check_space(cfg: DictConfig, trains: bool = True) -> SearchSpace:
     """Reject a malformed space (or search settings that contradict it) before the first trial,
-    naming the bad entry; the space, checked."""
+    naming the bad entry; the space, checked. `trains=False` (a command that neither trains
+    nor searches, see `schema.check_values`) leaves out the initial points: Keras Tuner judges
+    them, and importing it loads TensorFlow."""
     check_pruning(cfg)
     space = cfg.search.space
     if cfg.search.objective not in TRIAL_METRICS:
@@ -222,7 +224,7 @@ def check_space(cfg: DictConfig) -> SearchSpace:
         )
     if not space:
         raise ConfigError("search.space", "{}", "empty: declare at least one hyperparameter")
-    probe = _Probe(cfg)
+    probe = _Probe(cfg, trains)
     for path, param in space.items():
         key = f"search.space.{path}"
         if (
@@ -239,7 +241,8 @@ def check_space(cfg: DictConfig) -> SearchSpace:
             _check_range(probe, key, path, param)
         if cfg.search.tuner == "grid" and param.type == "float" and param.get("step") is None:
             raise ConfigError(f"{key}.step", None, "grid search needs a step for a float")
-    check_initial(cfg)
+    if trains:
+        check_initial(cfg)
     return SearchSpace.of(cfg)
 
 
@@ -316,16 +319,17 @@ class _Probe:
     each searched value is tried on a copy of it (a structured merge is ~0.07 s of CPU, a copy
     ~3 ms; a space of a dozen values was checked in most of a second)."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, trains: bool = True) -> None:
         self._base = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
         self._base.search = None
+        self._trains = trains
 
     def check(self, key: str, path: str, value: Any) -> None:
         """One searched value must make a valid config on its own (the schema says why not)."""
         probe = copy.deepcopy(self._base)
         try:
             OmegaConf.update(probe, path, value, merge=False)
-            check_values(probe)
+            check_values(probe, self._trains)
         except ConfigError as err:
             raise ConfigError(key, value, f"{err.key}: {err.reason}") from None
         except Exception as err:  # OmegaConf's type errors: the value cannot stand at that path

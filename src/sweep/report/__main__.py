@@ -5,7 +5,7 @@ from sweep.report.job import report
 
 
 def main() -> None:
-    cli.main(report)
+    cli.main(report, trains=False)  # a report trains nothing
 
 
 if __name__ == "__main__":

@@ -99,9 +99,12 @@ def register() -> None:
 OmegaConf.register_new_resolver("batching_for", batching_for, replace=True)
 
 
-def check_values(cfg: DictConfig) -> None:
+def check_values(cfg: DictConfig, trains: bool = True) -> None:
     """Raise ConfigError for the first value the schema's types cannot rule out (the search
-    space is `config.check_config`'s: it needs the space module, which builds on this one)."""
+    space is `config.check_config`'s: it needs the space module, which builds on this one).
+    `trains=False`, for a command that neither trains nor searches with this config (a report;
+    an export, whose retrained models are checked as they are composed), leaves out the
+    initializer: Keras judges it, and importing Keras loads TensorFlow (seconds)."""
     _check_ranges(Config, cfg, "")
     if not NAME_PATTERN.match(str(cfg.name)):
         raise ConfigError(
@@ -132,8 +135,8 @@ def check_values(cfg: DictConfig) -> None:
                 True,
                 "needs a confirmation slice: set data.confirm_fraction (e.g. 0.1)",
             )
-    # last: Keras judges it, and importing Keras loads TensorFlow (seconds)
-    check_initializer("model.attention.initializer", attention.initializer)
+    if trains:  # last: Keras judges it, and importing Keras loads TensorFlow (seconds)
+        check_initializer("model.attention.initializer", attention.initializer)
 
 
 def _check_ranges(schema: type, node: DictConfig | None, prefix: str) -> None:
