@@ -25,6 +25,9 @@ QUICK = (
     "model.attention.output_dim=8",
     "train.batch_size=32",
     "train.learning_rate=0.01",
+    # each run's figures (~1 s of CPU) and the best model are not what --quick checks
+    "tracking.log_figures=false",
+    "tracking.log_models=none",
 )
 
 
