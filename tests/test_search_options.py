@@ -55,7 +55,7 @@ def test_time_budget_stops_new_trials_and_the_parent_says_why(
         "search.patience=0",
         f"search.space={{{DIM}: {{type: choice, values: [4, 8, 12, 16, 20]}}}}",
         "search.max_trials=5",
-        "search.time_budget=1s",
+        "search.time_budget=0.1s",
         "train.epochs=1",
     )
     with caplog.at_level(logging.INFO, logger="sweep.tuner"):
@@ -63,13 +63,13 @@ def test_time_budget_stops_new_trials_and_the_parent_says_why(
     parents, children = sweep_runs(cfg)
     assert [r.info.status for r in children] == ["FINISHED"], "one trial, then the budget ends it"
     assert parents[0].info.status == "FINISHED", "the sweep stops cleanly"
-    assert parents[0].data.tags["stop_reason"] == "time budget 1s spent after 1 trial"
-    assert any("time budget 1s spent after 1 trial" in r.getMessage() for r in caplog.records)
+    assert parents[0].data.tags["stop_reason"] == "time budget 0.1s spent after 1 trial"
+    assert any("time budget 0.1s spent after 1 trial" in r.getMessage() for r in caplog.records)
 
     sweep_run(cfg)  # each command gets a fresh budget: one more trial
     parents, children = sweep_runs(cfg)
     assert_complete_record(cfg, 2)
-    assert parents[0].data.tags["stop_reason"] == "time budget 1s spent after 1 trial"
+    assert parents[0].data.tags["stop_reason"] == "time budget 0.1s spent after 1 trial"
 
 
 def test_without_a_budget_the_parent_says_the_trials_ran_out(swept: Swept) -> None:
