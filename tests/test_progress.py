@@ -288,8 +288,8 @@ def test_a_worker_stopped_while_it_logs_leaves_its_run_killed(
     with mlflow.start_run(experiment_id=experiment, run_name="parent") as parent:
         run = SweepRun(cfg, parent.info.run_id, {}, tracking.Standing.of(cfg))
         tuner.search_in(run, callbacks(cfg), heartbeat)
-    (taken, why), *_ = sweep.kills  # for want of progress: the shorter timeout here
-    assert why.startswith(f"worker {WORKER} made no progress"), why
+    (taken, why), *_ = sweep.kills  # a cut line is silence, however short the progress timeout
+    assert why.startswith(f"worker {WORKER} was silent"), why
     _, children = runs_of(str(cfg.tracking.uri), cfg.name)
     runs = [r for r in children if r.data.tags[TRIAL_ID_TAG] == taken]
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"], runs

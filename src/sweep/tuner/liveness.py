@@ -45,11 +45,9 @@ from sweep.errors import first_line
 
 log = logging.getLogger(__name__)
 
-#: Heartbeats a worker sends per timeout (and checks the chief makes), so one late beat is not
-#: taken for silence.
+#: Heartbeats a worker sends (and checks the chief makes) per timeout: one late beat is no silence.
 BEATS_PER_TIMEOUT = 5
-#: A ticker that wakes this many intervals late, or a heartbeat that takes as long, says so (a
-#: worker's heartbeats then reached the chief late: the log tells starvation from a bug).
+#: A ticker or a heartbeat this many intervals late says so (the log tells starvation from a bug).
 LATE_INTERVALS = 2.5
 #: The heartbeat's own gRPC service and method, served beside Keras Tuner's on the chief's port.
 SERVICE, METHOD = "sweep.Liveness", "Heartbeat"
@@ -136,11 +134,13 @@ class Attendance:
 
     def overdue(self, workers: Iterable[str]) -> dict[str, str]:
         """Of `workers` (those holding trials), each silent or without progress for longer than
-        its timeout, with why; a worker never heard of is timed from now (a restarted chief)."""
+        its timeout, with why; a worker never heard of is timed from now (a restarted chief).
+        No progress is judged on the worker's own beats (first to last at one count): beats
+        delayed (a starved process) are silence, the heartbeat timeout's to judge."""
         now, late = time.monotonic(), {}
         for worker in workers:
-            silent = now - self._heard.setdefault(worker, now)
-            still = now - self._moved.setdefault(worker, (None, now))[1]
+            heard = self._heard.setdefault(worker, now)
+            silent, still = now - heard, heard - self._moved.setdefault(worker, (None, now))[1]
             if silent > self.heartbeat_timeout_s:
                 late[worker] = (
                     f"worker {worker} was silent for more than {self.heartbeat_timeout_s:g} s "
