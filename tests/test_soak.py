@@ -134,7 +134,14 @@ def _a_stopped_worker_loses_its_trial_and_logs_nothing_of_it(result: Result) -> 
     assert f"worker {stop.target} was silent" in old.kill_reason, old
     assert _finished_by(result, old.trial_id).run_id != old.run_id
     logs = "".join(p.read_text(errors="replace") for p in (result.work / "logs").glob("*"))
-    assert f"trial {old.trial_id} was taken back by the chief" in logs
+    # woken, it says it lost the trial; or, when a heartbeat answered before the stop still
+    # said "held", the trial's FINISHED run by another worker stops it (the chief ignores the
+    # result it then reports)
+    said = (
+        f"trial {old.trial_id} was taken back by the chief",
+        f"trial {old.trial_id} was logged FINISHED by another run meanwhile",
+    )
+    assert any(line in logs for line in said), said
 
 
 def _a_restarted_chief_gives_each_running_trial_back(result: Result) -> None:
