@@ -168,6 +168,21 @@ class Blocks(keras.callbacks.Callback):
             self.held_s = time.monotonic() - started
 
 
+def test_no_progress_is_judged_on_the_workers_beats_not_the_chiefs_clock() -> None:
+    """Beats that stop (a starved or stopped process) are silence, for the heartbeat timeout;
+    beats that keep coming at one count are no progress, for the progress timeout."""
+    attendance = liveness.Attendance(heartbeat_timeout_s=5.0, progress_timeout_s=0.05)
+    attendance.started(WORKER)
+    attendance.heard(WORKER, 1)
+    time.sleep(0.1)
+    assert attendance.overdue([WORKER]) == {}, "not heard since: not yet overdue"
+    attendance.heard(WORKER, 1)  # a later beat, the count unmoved
+    (why,) = attendance.overdue([WORKER]).values()
+    assert why.startswith(f"worker {WORKER} made no progress"), why
+    attendance.heard(WORKER, 2)
+    assert attendance.overdue([WORKER]) == {}
+
+
 @pytest.mark.slow
 def test_a_live_worker_without_progress_loses_its_trial(sweep: Sweep) -> None:
     blocks = Blocks(sweep.heartbeat)
